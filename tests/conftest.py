@@ -1,0 +1,45 @@
+"""Shared test helpers: free loopback ports and readiness polled against a deadline."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the OS picks it via port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], *, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
+    """Poll ``check`` until it is true; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)
+    pytest.fail(f"condition not met within {timeout_s}s: {getattr(check, '__name__', check)}")
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_http_ok(url: str, *, timeout_s: float = 60.0) -> None:
+    wait_until(lambda: http_ok(url), timeout_s=timeout_s, interval_s=0.1)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
