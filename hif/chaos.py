@@ -84,6 +84,8 @@ class Fault:
 
     @classmethod
     def from_json(cls, flag: str, data: Mapping[str, Any]) -> Fault:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"flag {flag!r} must map to an object")
         names = {f.name for f in dataclasses.fields(cls)} - {"flag"}
         return cls(flag=flag, **{k: v for k, v in data.items() if k in names})
 
@@ -153,7 +155,7 @@ class ChaosReader:
         self.path = path or chaos_control_path()
         self._min_interval_s = min_interval_s
         self._checked_at = 0.0
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._state = ChaosState()
         self._warned: str | None = None
 
@@ -173,7 +175,9 @@ class ChaosReader:
         except OSError:
             self._stamp, self._state = None, ChaosState()
             return
-        stamp = (st.st_mtime, st.st_size)
+        # the inode too: every write is a rename of a new file, so a same-size rewrite within the
+        # filesystem's mtime granularity is still seen
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
         self._stamp = stamp

@@ -240,3 +240,165 @@ def chaos_control_path(env: Mapping[str, str] | None = None) -> Path:
     """``CHAOS_CONTROL_PATH`` or ``/tmp/hif/chaos.json``: read by the explainer, written by the injector."""
     env = os.environ if env is None else env
     return Path(env.get("CHAOS_CONTROL_PATH") or DEFAULT_CHAOS_PATH)
+
+
+# --- the gateway and the upstream simulator (engineer H1) ---------------------------------------
+
+SERVERS = ("uvicorn", "granian")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """The OpenAI-compatible gateway: listeners, RBAC keys, the upstream and the enqueue buffer."""
+
+    SECTION: typing.ClassVar[str] = "gateway"
+
+    host: str = option("127.0.0.1", help="address the gateway listens on")
+    port: int = option(8080, help="gateway HTTP port")
+    metrics_port: int = option(9091, help="Prometheus /metrics port (0 disables)")
+    keys: Path | None = option(None, help="RBAC keys file (TOML); without it the gateway runs open")  # noqa: RUF009
+    upstream: str = option("sim", help="`sim` (the built-in simulator) or an OpenAI-compatible base URL")
+    upstream_api_key: str | None = option(None, help="bearer key sent to a URL upstream")
+    upstream_timeout_s: float = option(30.0, help="total time allowed for one upstream call")
+    upstream_connect_timeout_s: float = option(5.0, help="time allowed to open an upstream connection")
+    upstream_max_connections: int = option(512, help="pooled keep-alive connections to a URL upstream")
+    max_body_bytes: int = option(1 << 20, help="largest accepted request body")
+    server: str = option("uvicorn", help="HTTP server stack", choices=SERVERS)
+    enqueue_buffer_jobs: int = option(10_000, help="explanation jobs held in memory before shedding")
+    enqueue_batch_jobs: int = option(256, help="largest batch the enqueue writer sends to the stores")
+    backpressure_refresh_s: float = option(0.25, help="how often the backpressure signal is re-read")
+    backpressure_stale_s: float = option(5.0, help="a backpressure signal older than this counts as none")
+    shutdown_timeout_s: float = option(30.0, help="time allowed to finish in-flight chats and flush jobs")
+    max_tenant_labels: int = option(20, help="distinct tenant metric labels before `other`")
+    log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        for key in ("port", "metrics_port"):
+            value = getattr(self, key)
+            if not 0 <= value <= 65535:
+                raise ConfigError(key, f"must be a port number 0..65535, got {value!r}")
+        positive("upstream_timeout_s", self.upstream_timeout_s)
+        positive("upstream_connect_timeout_s", self.upstream_connect_timeout_s)
+        positive("upstream_max_connections", self.upstream_max_connections)
+        positive("max_body_bytes", self.max_body_bytes)
+        positive("enqueue_buffer_jobs", self.enqueue_buffer_jobs)
+        positive("enqueue_batch_jobs", self.enqueue_batch_jobs)
+        positive("backpressure_refresh_s", self.backpressure_refresh_s)
+        positive("backpressure_stale_s", self.backpressure_stale_s)
+        positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        if self.upstream != "sim" and not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError("upstream", f"must be `sim` or an http(s):// base URL, got {self.upstream!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulatorSettings:
+    """The upstream LLM simulator (``--upstream sim`` and ``hif upstream-sim``): seeded, not a model."""
+
+    SECTION: typing.ClassVar[str] = "simulator"
+
+    sim_ttft_ms: float = option(25.0, help="simulator median time to first token (0 = none)")
+    sim_ttft_jitter: float = option(0.25, help="simulator TTFT log-normal sigma (0 = fixed)")
+    sim_tokens_per_s: float = option(400.0, help="simulator median decode speed (0 = instant)")
+    sim_tokens_per_s_jitter: float = option(0.2, help="simulator decode-speed log-normal sigma (0 = fixed)")
+    sim_completion_tokens: int = option(24, help="simulator completion length when max_tokens is unset")
+    sim_error_rate: float = option(0.0, help="fraction of simulator calls that fail with a 500")
+    sim_429_rate: float = option(0.0, help="fraction of simulator calls that answer 429")
+    sim_seed: int = option(0, help="seed for the simulator's text and timing")
+
+    def __post_init__(self) -> None:
+        positive("sim_ttft_ms", self.sim_ttft_ms, allow_zero=True)
+        positive("sim_ttft_jitter", self.sim_ttft_jitter, allow_zero=True)
+        positive("sim_tokens_per_s", self.sim_tokens_per_s, allow_zero=True)
+        positive("sim_tokens_per_s_jitter", self.sim_tokens_per_s_jitter, allow_zero=True)
+        positive("sim_completion_tokens", self.sim_completion_tokens)
+        for key in ("sim_error_rate", "sim_429_rate"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(key, f"must be a fraction 0..1, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UpstreamSimSettings:
+    """Where ``hif upstream-sim`` listens."""
+
+    SECTION: typing.ClassVar[str] = "upstream_sim"
+
+    sim_host: str = option("127.0.0.1", help="address the simulator server listens on")
+    sim_port: int = option(8000, help="simulator server port")
+    sim_server: str = option("uvicorn", help="HTTP server stack for the simulator", choices=SERVERS)
+
+
+# --- the explainer workers and their supervisor (engineer H2) -----------------------------------
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExplainerSettings:
+    """``hif explainer``: worker processes, leases, batching, retries, backpressure thresholds."""
+
+    SECTION: typing.ClassVar[str] = "explainer"
+
+    workers: int = option(1, help="explainer worker processes")
+    explainer_metrics_port: int = option(
+        9090, help="Prometheus /metrics port for all workers (0 disables)"
+    )
+    explainer_host: str = option(
+        "127.0.0.1", help="address the explainer metrics server listens on"
+    )
+    device: str = option("auto", help="torch device for the pipeline", choices=DEVICES)
+    torch_threads: int = option(0, help="torch intra-op threads per worker (0: cores / workers)")
+    visibility_timeout_s: float = option(
+        30.0, help="lease time before a silent worker's job is handed out again"
+    )
+    batch_max_tokens: int = option(2048, help="most (estimated) tokens in one extract forward pass")
+    lease_max_jobs: int = option(8, help="most jobs one worker leases at a time")
+    max_attempts: int = option(
+        3, help="deliveries before a job that keeps killing workers is failed"
+    )
+    persist_retries: int = option(3, help="blob-write retries before the trace is failed")
+    persist_backoff_s: float = option(0.05, help="first persist retry delay (doubles each retry)")
+    tick_s: float = option(
+        0.25, help="how often the supervisor sweeps expiries and updates backpressure"
+    )
+    soft_lag_s: float | None = option(
+        None, help="queue lag that raises backpressure to soft (default: half the sentence budget)"
+    )
+    hard_lag_s: float | None = option(
+        None, help="queue lag that raises backpressure to hard (default: the sentence budget)"
+    )
+    soft_depth: int = option(64, help="queue depth that raises backpressure to soft")
+    hard_depth: int = option(256, help="queue depth that raises backpressure to hard")
+    recover_ratio: float = option(
+        0.5, help="a level drops once lag and depth are below this share of its threshold"
+    )
+    recover_hold_s: float = option(
+        1.0, help="how long pressure must stay low before the level drops"
+    )
+    pipeline_loader: str = option(
+        "hif.explainer.pipeline:load_pipeline", help="module:function that loads a featureset's pipeline"
+    )
+    log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        positive("workers", self.workers)
+        if not 0 <= self.explainer_metrics_port <= 65535:
+            port = self.explainer_metrics_port
+            raise ConfigError("explainer_metrics_port", f"must be a port number 0..65535, got {port!r}")
+        positive("torch_threads", self.torch_threads, allow_zero=True)
+        positive("visibility_timeout_s", self.visibility_timeout_s)
+        positive("batch_max_tokens", self.batch_max_tokens)
+        positive("lease_max_jobs", self.lease_max_jobs)
+        positive("max_attempts", self.max_attempts)
+        positive("persist_retries", self.persist_retries, allow_zero=True)
+        positive("persist_backoff_s", self.persist_backoff_s, allow_zero=True)
+        positive("tick_s", self.tick_s)
+        positive("soft_depth", self.soft_depth)
+        positive("hard_depth", self.hard_depth)
+        positive("recover_hold_s", self.recover_hold_s, allow_zero=True)
+        if not 0.0 < self.recover_ratio <= 1.0:
+            raise ConfigError("recover_ratio", f"must be within (0, 1], got {self.recover_ratio!r}")
+        for key in ("soft_lag_s", "hard_lag_s"):
+            value = getattr(self, key)
+            if value is not None:
+                positive(key, value)

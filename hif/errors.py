@@ -24,8 +24,12 @@ Callers branch on *what to do*, so the tree is split that way::
     │   ├── FeaturesetError         featureset unknown, unavailable or its files broken
     │   ├── AttributionError        gradient attribution failed (fallback may apply)
     │   └── JobExpiredError         the job's TTL passed before it finished
-    └── HarnessError                load/soak/report/chaos CLI problems (exit code 2)
-        └── PreflightError          target unreachable or featureset not served
+    ├── HarnessError                load/soak/report/chaos CLI problems (exit code 2)
+    │   └── PreflightError          target unreachable or featureset not served
+    └── LoadClientError             the load generator's HTTP client failed one request (recorded)
+        ├── ClientTimeoutError      no full answer within the request timeout
+        ├── ClientConnectError      connect refused/reset before a request was sent
+        └── ClientProtocolError     unparseable answer or connection closed mid-answer
 
 Third-party exceptions are translated at one boundary per backend with ``raise ... from exc``.
 Every error carries optional context (request id, trace id, job id) for logs.
@@ -213,3 +217,21 @@ class HarnessError(HifError):
 
 class PreflightError(HarnessError):
     """The target is unreachable or does not serve what the run needs."""
+
+
+class LoadClientError(HifError):
+    """One request of the load generator failed; recorded under ``error_class``, never fatal."""
+
+    error_class = "protocol"
+
+
+class ClientTimeoutError(LoadClientError):
+    error_class = "timeout"
+
+
+class ClientConnectError(LoadClientError):
+    error_class = "connect"
+
+
+class ClientProtocolError(LoadClientError):
+    error_class = "protocol"

@@ -8,10 +8,12 @@ The runbook's names are a contract (dashboards and alerts query them): ``backpre
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 
 # Latency buckets: sub-millisecond gateway overhead up to multi-second explanations.
@@ -120,7 +122,59 @@ class ExplainerMetrics:
         )
 
 
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """Add ``process_resident_memory_bytes``, ``process_open_fds``, ... to ``registry`` (once).
+
+    prometheus_client only puts them on its global registry; the soak's leak detection and the
+    dashboard read them from each component's own /metrics. Idempotent: a second call is a no-op.
+    """
+    # The registry cannot spot the duplicate itself (ProcessCollector has no describe()), so look.
+    if any(family.name == "process_resident_memory_bytes" for family in registry.collect()):
+        return
+    ProcessCollector(registry=registry)
+
+
+class WorkerProcessCollector:
+    """Memory and open fds of the explainer's worker processes, read from /proc at scrape time.
+
+    The workers are spawned children that hold the model; the supervisor's own ``process_*``
+    metrics do not see them, and a leak lives there. Exposes the sum over the live workers:
+    ``explainer_workers_resident_memory_bytes``, ``explainer_workers_open_fds`` and
+    ``explainer_workers_alive``. ``pids`` returns the current worker pids (a vanished pid is skipped).
+    Linux only (/proc); elsewhere the sums are 0.
+    """
+
+    def __init__(self, pids: Callable[[], Iterable[int]], registry: CollectorRegistry | None = None) -> None:
+        self._pids = pids
+        self._page_bytes = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        if registry is not None:
+            registry.register(self)
+
+    def _one(self, pid: int) -> tuple[int, int] | None:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                rss_pages = int(fh.read().split()[1])
+            return rss_pages * self._page_bytes, len(os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        found = [r for r in (self._one(pid) for pid in list(self._pids())) if r is not None]
+        yield GaugeMetricFamily("explainer_workers_resident_memory_bytes",
+                                "Resident memory of all live explainer worker processes",
+                                value=sum(r[0] for r in found))
+        yield GaugeMetricFamily("explainer_workers_open_fds",
+                                "Open file descriptors of all live explainer workers",
+                                value=sum(r[1] for r in found))
+        yield GaugeMetricFamily("explainer_workers_alive", "Explainer worker processes found alive",
+                                value=len(found))
+
+
 def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> object:
-    """Start the Prometheus exposition server on a daemon thread; returns the server."""
+    """Start the Prometheus exposition server on a daemon thread; returns the server.
+
+    Also exposes the process metrics of the serving process (memory, fds, CPU).
+    """
+    register_process_metrics(registry)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

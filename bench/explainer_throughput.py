@@ -1,0 +1,305 @@
+"""Explainer throughput at fixed offered rates, against the ceiling of its stages measured alone.
+
+    python bench/explainer_throughput.py                      # ~1 minute on 2 cores
+    python bench/explainer_throughput.py --rates 0.5,0.8,1.0 --duration-s 20 --device cuda
+
+1. Ceiling: the real pipeline runs each stage alone over a fixed job set (extract batched as the
+   worker batches it), giving the cost per job of extract, decode, attribution and persist by
+   granularity. The ceiling is 1 / (mean cost per job) for the 80/20 sentence/token mix.
+2. Offered load: a real :class:`~hif.explainer.worker.Worker` (SQLite queue, local blobs, chaos
+   off) with the supervisor's sweeper and backpressure controller in a thread, and a producer
+   enqueuing the mix at fixed fractions of the ceiling; jobs are shed at admission while the level
+   is HARD, as the gateway does. Reported per rate: explanations/s, p95 latency (enqueue to
+   complete) by granularity, states, ladder rungs applied and the mean stage breakdown.
+
+Goals (2 cores): admitted jobs within budget (sentence p95 < 1.5 s, token p95 < 3.5 s) and, at
+an offered rate equal to the ceiling, throughput >= 80% of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, build
+from hif.explainer._events import DirectSink
+from hif.explainer._process import DEFAULT_LOADER, PipelineCache, configure_torch
+from hif.explainer.backpressure import BackpressureController, Thresholds
+from hif.explainer.featureset import load_registry
+from hif.explainer.plan import Pipeline
+from hif.explainer.worker import Worker
+from hif.metrics import ExplainerMetrics
+from hif.store.base import BackpressureLevel, Job, TraceRecord, TraceState, graph_key
+from hif.store.local import LocalBlobStore
+from hif.store.sqlite import SqliteJobQueue, SqliteTraceStore
+
+STAGES = ("extract", "decode", "attribution", "persist")
+PROSE = (
+    "the model reads each token and the sparse autoencoder finds features that explain what "
+    "the gateway answered while the sidecar keeps latency low under load with budgets and "
+    "backpressure because every request matters and chaos tests prove the system degrades "
+    "gracefully"
+)
+WORDS = tuple(PROSE.split())
+
+
+def make_job(rng: random.Random, granularity: str, sla: SlaSettings, featureset: str) -> Job:
+    def sentence() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 14))).capitalize() + "."
+
+    now = time.time()
+    return Job(
+        trace_id=uuid.uuid4().hex,
+        tenant="bench",
+        granularity=granularity,
+        featureset=featureset,
+        prompt=sentence(),
+        completion=" ".join(sentence() for _ in range(3)),
+        created_at=now,
+        expires_at=now + sla.trace_ttl_s,
+        budget_s=sla.budget_s(granularity),
+    )
+
+
+def mix(rng: random.Random) -> str:
+    return "token" if rng.random() < 0.2 else "sentence"
+
+
+# --- 1. the ceiling -------------------------------------------------------------------------------
+
+
+def stage_costs(
+    pipeline: Pipeline,
+    blobs: LocalBlobStore,
+    granularity: str,
+    n: int,
+    batch: int,
+    rng: random.Random,
+    sla: SlaSettings,
+) -> dict[str, float]:
+    """Seconds per job of each stage run alone (extract amortised over worker-sized batches)."""
+    jobs = [make_job(rng, granularity, sla, pipeline.featureset.name) for _ in range(n)]
+    plan = pipeline.default_plan(granularity)
+    totals = dict.fromkeys(STAGES, 0.0)
+    for start in range(0, n, batch):
+        chunk = jobs[start : start + batch]
+        t0 = time.perf_counter()
+        extractions = pipeline.extract(chunk, [plan] * len(chunk))
+        totals["extract"] += time.perf_counter() - t0
+        for job, extraction in zip(chunk, extractions, strict=True):
+            t0 = time.perf_counter()
+            decoded = pipeline.decode(extraction, plan)
+            t1 = time.perf_counter()
+            attributed = (
+                pipeline.attribute(decoded, plan)
+                if plan.attribution == "gradient"
+                else pipeline.heuristic(decoded, plan)
+            )
+            t2 = time.perf_counter()
+            blobs.put(
+                graph_key(job.trace_id), json.dumps(pipeline.graph(job, decoded, attributed, plan)).encode()
+            )
+            t3 = time.perf_counter()
+            totals["decode"] += t1 - t0
+            totals["attribution"] += t2 - t1
+            totals["persist"] += t3 - t2
+    return {stage: total / n for stage, total in totals.items()}
+
+
+# --- 2. offered load ------------------------------------------------------------------------------
+
+
+def supervise(
+    stop: threading.Event,
+    queue: SqliteJobQueue,
+    state: SqliteTraceStore,
+    controller: BackpressureController,
+    levels: list[int],
+) -> None:
+    """The supervisor's tick, in a thread: sweep expiries, publish the backpressure level."""
+    while not stop.wait(0.1):
+        state.expire_due()
+        signal = controller.evaluate(queue.oldest_age_s(), queue.depth())
+        state.publish_backpressure(signal)
+        levels.append(int(signal.level))
+
+
+def run_rate(
+    pipelines: PipelineCache,
+    featureset: str,
+    rate: float,
+    duration_s: float,
+    settings: ExplainerSettings,
+    sla: SlaSettings,
+    seed: int,
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="hif-bench-") as tmp:
+        db = Path(tmp) / "hif.db"
+        queue, state, blobs = SqliteJobQueue(db), SqliteTraceStore(db), LocalBlobStore(Path(tmp) / "blobs")
+        worker = Worker(
+            queue=queue,
+            state=state,
+            blobs=blobs,
+            pipelines=pipelines,
+            settings=settings,
+            sla=sla,
+            sink=DirectSink(ExplainerMetrics(CollectorRegistry())),
+            consumer="bench",
+        )
+        stop, levels = threading.Event(), []  # type: ignore[var-annotated]
+        controller = BackpressureController(Thresholds.from_settings(settings, sla))
+        threads = [
+            threading.Thread(target=worker.run, args=(stop,), kwargs={"block_s": 0.02}),
+            threading.Thread(target=supervise, args=(stop, queue, state, controller, levels)),
+        ]
+        for t in threads:
+            t.start()
+        shed, ids = 0, []
+        started = time.perf_counter()
+        for i in range(int(rate * duration_s)):
+            time.sleep(max(0.0, started + i / rate - time.perf_counter()))  # the offered schedule
+            signal = state.read_backpressure()
+            if signal is not None and signal.level == BackpressureLevel.HARD:
+                shed += 1  # the gateway's admission rule at HARD
+                continue
+            job = make_job(rng, mix(rng), sla, featureset)
+            state.create(
+                [
+                    TraceRecord(
+                        trace_id=job.trace_id,
+                        tenant="bench",
+                        state=TraceState.QUEUED,
+                        granularity_requested=job.granularity,
+                        granularity=job.granularity,
+                        features_requested=featureset,
+                        features_resolved=featureset,
+                        created_at=job.created_at,
+                        updated_at=job.created_at,
+                        expires_at=job.expires_at,
+                    )
+                ]
+            )
+            queue.enqueue([job])
+            ids.append(job.trace_id)
+        offered_s = time.perf_counter() - started
+        drain_deadline = time.monotonic() + 60
+        while queue.depth() and time.monotonic() < drain_deadline:
+            time.sleep(0.05)
+        elapsed_s = time.perf_counter() - started
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        records = [r for r in (state.get(i) for i in ids) if r is not None]
+        queue.close()
+        state.close()
+    return summarize(records, rate, offered_s, elapsed_s, shed, levels)
+
+
+def p95(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+def summarize(
+    records: list[TraceRecord], rate: float, offered_s: float, elapsed_s: float, shed: int, levels: list[int]
+) -> dict[str, Any]:
+    complete = [r for r in records if r.state is TraceState.COMPLETE]
+    latency: dict[str, list[float]] = collections.defaultdict(list)
+    for r in complete:
+        latency[r.granularity_requested].append(r.updated_at - r.created_at)
+    stages = {
+        s: statistics.fmean([r.stage_ms.get(s, 0.0) for r in complete]) if complete else 0.0 for s in STAGES
+    }
+    rungs = collections.Counter(rung for r in records for rung in r.degraded)
+    span_s = (max(r.updated_at for r in complete) - min(r.created_at for r in records)) if complete else 0.0
+    return {
+        "offered_per_s": rate,
+        "admitted": len(records),
+        "shed": shed,
+        "states": dict(collections.Counter(str(r.state) for r in records)),
+        # Completions over the span they happened in (first enqueue to last completion).
+        "explanations_per_s": len(complete) / span_s if span_s > 0 else 0.0,
+        "p95_s": {g: p95(v) for g, v in sorted(latency.items())},
+        "stage_ms_mean": {s: round(v, 2) for s, v in stages.items()},
+        "degraded": dict(rungs),
+        "max_level": max(levels, default=0),
+        "offered_s": round(offered_s, 2),
+        "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--rates", default="0.5,0.8,1.0", help="offered rates as fractions of the ceiling")
+    p.add_argument("--duration-s", type=float, default=15.0, help="offered-load seconds per rate")
+    p.add_argument("--ceiling-jobs", type=int, default=16, help="jobs per granularity for the ceiling")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--torch-threads", type=int, default=0, help="0: all cores (one worker)")
+    p.add_argument("--pipeline-loader", default=DEFAULT_LOADER)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    settings = ExplainerSettings(
+        device=args.device,
+        torch_threads=args.torch_threads,
+        workers=1,
+        pipeline_loader=args.pipeline_loader,
+        lease_max_jobs=8,
+    )
+    sla = SlaSettings()
+    configure_torch(settings)
+    registry = load_registry(build(FeaturesetSettings).featuresets)  # honours HIF_FEATURESETS
+    pipelines = PipelineCache(registry, args.device, args.pipeline_loader)
+    pipeline = pipelines(registry.default)
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="hif-ceiling-") as tmp:
+        blobs = LocalBlobStore(Path(tmp))
+        stage_costs(pipeline, blobs, "sentence", 4, settings.lease_max_jobs, rng, sla)  # warm-up
+        costs = {
+            g: stage_costs(pipeline, blobs, g, args.ceiling_jobs, settings.lease_max_jobs, rng, sla)
+            for g in ("sentence", "token")
+        }
+    per_job = {g: sum(c.values()) for g, c in costs.items()}
+    ceiling = 1.0 / (0.8 * per_job["sentence"] + 0.2 * per_job["token"])
+    print(f"device={args.device} featureset={pipeline.featureset.name}")
+    for g, c in costs.items():
+        parts = " ".join(f"{s}={v * 1000:.1f}ms" for s, v in c.items())
+        print(f"stage cost alone, {g:8s}: {parts}  total={per_job[g] * 1000:.1f}ms/job")
+    print(f"ceiling (80/20 mix, one worker): {ceiling:.2f} explanations/s")
+    runs = []
+    for fraction in (float(x) for x in args.rates.split(",")):
+        result = run_rate(
+            pipelines, pipeline.featureset.name, ceiling * fraction, args.duration_s, settings, sla, args.seed
+        )
+        result["fraction_of_ceiling"] = fraction
+        result["throughput_vs_ceiling"] = result["explanations_per_s"] / ceiling
+        runs.append(result)
+        p95s = " ".join(f"{g}={v:.3f}s" for g, v in result["p95_s"].items() if v is not None)
+        print(
+            f"offered {fraction:.0%} ({result['offered_per_s']:.2f}/s): {result['explanations_per_s']:.2f}/s "
+            f"({result['throughput_vs_ceiling']:.0%} of ceiling) p95 {p95s} states {result['states']} "
+            f"shed {result['shed']} max_level {result['max_level']} stages {result['stage_ms_mean']} "
+            f"degraded {result['degraded']}"
+        )
+    print(json.dumps({"ceiling_per_s": ceiling, "stage_cost_s": costs, "runs": runs}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""How fast the load generator is: the runner vs wrk vs Locust's FastHttpUser, one core each.
+
+One run against one target (nginx ``return 200`` when installed, else the scripted target in
+``hif.harness.target``), the target pinned to core 0 and each generator in turn pinned to core 1
+with ``taskset``, all at the same number of keep-alive connections:
+
+1. wrk (C, the reference), ``apt-get install -y wrk``;
+2. the load runner end to end (``python -m tests.load.load_runner``: chat POSTs, HDR histograms,
+   a JSONL line per request, the live ticker), which is what a user runs;
+3. the runner's HTTP client alone (``hif.harness.client``: N keep-alive workers, GET /);
+4. Locust FastHttpUser (installed by this script into bench/out/locust-venv).
+
+Goals: runner >= 50% of wrk, runner >= 5x Locust FastHttpUser. Prints a table and the ratios,
+and writes bench/out/generator_throughput.json.
+
+    python bench/generator_throughput.py                  # ~1 minute (+ Locust's install once)
+    python bench/generator_throughput.py --connections 256 --seconds 10 --skip-locust
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+LOCUST_VENV = OUT / "locust-venv"
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}
+  }}
+}}
+"""
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+class Hammer(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def root(self):
+        self.client.get("/")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    """``taskset -c core`` when there are two cores to split, else nothing."""
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
+
+
+def wait_ok(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"target at {url} did not come up within {timeout_s}s")
+
+
+@contextlib.contextmanager
+def target() -> Iterator[tuple[str, str]]:
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="hif-gen-bench-"))
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        cmd, name = [*pin(0), nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")], "nginx (return 200)"
+    else:
+        cmd = [*pin(0), sys.executable, "-m", "hif.harness.target", "--port", str(port)]
+        name = "hif.harness.target (nginx not installed)"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ok(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}", name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_wrk(url: str, connections: int, seconds: float) -> float | None:
+    if not shutil.which("wrk"):
+        print("wrk not installed (apt-get install -y wrk): skipped", file=sys.stderr)
+        return None
+    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url + "/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    return float(m.group(1)) if m else None
+
+
+def run_runner(url: str, connections: int, seconds: float) -> tuple[float, dict[str, object]]:
+    with tempfile.TemporaryDirectory(prefix="hif-gen-results-") as results:
+        cmd = [
+            *pin(1),
+            sys.executable,
+            "-m",
+            "tests.load.load_runner",
+            "--base-url",
+            url,
+            "--concurrency",
+            str(connections),
+            "--duration-seconds",
+            str(seconds),
+            "--results-dir",
+            results,
+            "--live",
+            "off",
+            "--max-tokens",
+            "0",
+        ]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode not in (0, 1, 3):
+            raise SystemExit(f"load runner failed ({proc.returncode}): {proc.stderr.strip()}")
+        line = json.loads(proc.stdout.strip().splitlines()[-1])
+        return float(line["rps"]), line
+
+
+def run_client(url: str, connections: int, seconds: float) -> float:
+    cmd = [
+        *pin(1),
+        sys.executable,
+        __file__,
+        "--client-only",
+        url,
+        "--connections",
+        str(connections),
+        "--seconds",
+        str(seconds),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def client_only(url: str, connections: int, seconds: float) -> float:
+    """The runner's HTTP client without the runner: N workers, GET / in a loop."""
+    sys.path.insert(0, str(ROOT))
+    from hif.harness.client import HttpClient, new_event_loop
+
+    async def main() -> float:
+        stop_at = time.monotonic() + seconds
+        count = 0
+
+        async def worker() -> None:
+            nonlocal count
+            client = HttpClient(url, timeout_s=10)
+            data = client.build("GET", "/")
+            while time.monotonic() < stop_at:
+                await client.send(data)
+                count += 1
+            await client.close()
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return count / (time.monotonic() - t0)
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def locust_binary() -> Path | None:
+    binary = LOCUST_VENV / "bin" / "locust"
+    if binary.exists():
+        return binary
+    print("installing Locust into bench/out/locust-venv ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(LOCUST_VENV)], check=True)
+    proc = subprocess.run(
+        [str(LOCUST_VENV / "bin" / "pip"), "install", "-q", "locust"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        print(f"Locust install failed: {proc.stderr[-500:]}", file=sys.stderr)
+        return None
+    return binary
+
+
+def run_locust(url: str, connections: int, seconds: float) -> float | None:
+    binary = locust_binary()
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="hif-locust-") as tmp:
+        locustfile = Path(tmp) / "locustfile.py"
+        locustfile.write_text(LOCUSTFILE)
+        cmd = [
+            *pin(1),
+            str(binary),
+            "-f",
+            str(locustfile),
+            "--headless",
+            "-u",
+            str(connections),
+            "-r",
+            str(connections),
+            "-t",
+            f"{int(seconds)}s",
+            "--host",
+            url,
+            "--only-summary",
+            "--csv",
+            f"{tmp}/run",
+            "--loglevel",
+            "ERROR",
+        ]
+        subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        with open(f"{tmp}/run_stats.csv") as fh:
+            for row in csv.DictReader(fh):
+                if row["Name"] == "Aggregated":
+                    return float(row["Requests/s"])
+    return None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--skip-locust", action="store_true")
+    p.add_argument("--client-only", metavar="URL", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.client_only:
+        print(client_only(args.client_only, args.connections, args.seconds))
+        return 0
+    c, s = args.connections, args.seconds
+    with target() as (url, name):
+        rows: dict[str, float | None] = {}
+        rows["wrk"] = run_wrk(url, c, s)
+        rows["hif load runner (end to end)"], line = run_runner(url, c, s)
+        rows["hif client alone"] = run_client(url, c, s)
+        rows["Locust FastHttpUser"] = None if args.skip_locust else run_locust(url, c, s)
+    runner, wrk, locust = rows["hif load runner (end to end)"], rows["wrk"], rows["Locust FastHttpUser"]
+    print(f"target: {name}; {c} connections, {s:g} s each, generator pinned to one core")
+    print(f"{'generator':<32} {'req/s':>10}")
+    for tool, rps in rows.items():
+        print(f"{tool:<32} {'skipped' if rps is None else round(rps):>10}")
+    result = {
+        "target": name,
+        "connections": c,
+        "seconds": s,
+        "req_per_s": rows,
+        "runner_over_wrk": ratio(runner, wrk),
+        "client_over_wrk": ratio(rows["hif client alone"], wrk),
+        "runner_over_locust": ratio(runner, locust),
+        "runner_run": {k: line.get(k) for k in ("p50_ms", "p99_ms", "valid", "error_rate")},
+    }
+    print(
+        f"runner / wrk = {result['runner_over_wrk']} (goal >= 0.5); client alone / wrk = "
+        f"{result['client_over_wrk']}; runner / Locust FastHttpUser = {result['runner_over_locust']} (goal >= 5)"
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "generator_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""``hif featureset list|build|eval``: the registry, SAE training and its quality gates.
+
+    hif featureset list
+    hif featureset build [NAME] [--out DIR] [--epochs N] [--train-tokens N] [--seed N]
+    hif featureset eval [NAME] [--heldout-tokens N] [--json]
+
+``eval`` exits 1 when a goal is missed; any HifError is one ``hif: <message>`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hif.config import FeaturesetSettings, add_options, build
+from hif.errors import HifError
+from hif.explainer.featureset import Registry, load_registry
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hif featureset", description="build / evaluate / list featuresets")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="print the registry")
+    b = sub.add_parser("build", help="train a featureset's TopK SAE on the offline corpus")
+    b.add_argument("name", nargs="?", help="featureset (default: the registry's default)")
+    b.add_argument("--out", type=Path, help="write here instead of the featureset's sae_path")
+    b.add_argument("--epochs", type=int, help="passes over the training tokens")
+    b.add_argument("--train-tokens", type=int, help="cap on training tokens")
+    b.add_argument("--seed", type=int, help="random seed (weights are deterministic per seed)")
+    b.add_argument("--cache", type=Path, help="activation cache file: a rebuild skips the forward passes")
+    e = sub.add_parser("eval", help="held-out FVU, dead latents and the ablation test; exit 1 on a miss")
+    e.add_argument("name", nargs="?", help="featureset (default: the registry's default)")
+    e.add_argument("--heldout-tokens", type=int, default=30_000, help="held-out tokens to measure on")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    for p in (parser, b, e, sub.choices["list"]):
+        add_options(p, FeaturesetSettings)
+    return parser
+
+
+def _list(registry: Registry) -> int:
+    for info in registry.list():
+        mark = "*" if info.name == registry.default else " "
+        state = "available" if info.available else f"unavailable: {info.reason}"
+        print(f"{mark} {info.name:<24} layers={list(info.layers)} latents={info.latents} k={info.k}  {state}")
+        print(f"    {info.description}")
+    return 0
+
+
+def _build(registry: Registry, args: argparse.Namespace) -> int:
+    from hif.explainer.train import TrainConfig, build_featureset
+
+    info = registry.get(args.name or registry.default)
+    if info.reason:  # registry-declared unavailable (e.g. sae-gpt4-2m): never fake its features
+        raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
+    overrides = {"epochs": args.epochs, "max_train_tokens": args.train_tokens, "seed": args.seed}
+    config = dataclasses.replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    result = build_featureset(info, args.out, config=config, cache=args.cache)
+    m = result.metrics
+    print(f"built {info.name} in {result.folder}")
+    print(f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%  mean L0 {m['mean_l0']:.1f}")
+    print(f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s, train {m['train_seconds']}s, "
+          f"seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}")
+    return 0
+
+
+def _eval(registry: Registry, args: argparse.Namespace) -> int:
+    from hif.explainer.evaluate import evaluate
+    from hif.explainer.pipeline import load_pipeline
+
+    info = registry.resolve(args.name)
+    result = evaluate(load_pipeline(info, device="cpu"), heldout_tokens=args.heldout_tokens)
+    if args.json:
+        print(json.dumps({"featureset": info.name, **result.as_dict()}, indent=2))
+    else:
+        print(f"featureset {info.name}")
+        print(f"  held-out FVU        {result.fvu:.4f}   ({result.heldout_tokens} tokens)")
+        print(f"  dead latents        {result.dead_latents_pct:.2f}%")
+        print(f"  mean L0             {result.mean_l0:.1f}")
+        print(f"  ablation top-5      {result.ablation_top_mean:.5f}  random-5 {result.ablation_random_mean:.5f}  "
+              f"ratio {result.ablation_ratio:.1f}x")
+        for goal, ok in result.goals().items():
+            print(f"  [{'ok' if ok else 'MISS'}] {goal}")
+    return 0 if all(result.goals().values()) else 1
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        registry = load_registry(build(FeaturesetSettings, cli=args).featuresets)
+        if args.action == "list":
+            return _list(registry)
+        if args.action == "build":
+            return _build(registry, args)
+        return _eval(registry, args)
+    except HifError as exc:
+        print(f"hif: {exc}", file=sys.stderr)
+        return 2

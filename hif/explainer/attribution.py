@@ -1,0 +1,253 @@
+"""Attribution of SAE features to targets: gradient x activation, and the no-backward heuristic.
+
+Gradient: the SAE is spliced into the hook layer as ``x' = W_dec f + b_dec + e`` where the codes
+``f`` and the reconstruction error ``e`` are leaves, so ``x' == x`` and the forward is unchanged;
+one backward per target gives ``f * df`` (feature nodes) and ``e . de`` (error nodes). Targets:
+
+- encoder: cosine similarity of each completion sentence's mean-pooled embedding to the prompt's;
+- causal LM: the logit of each produced token (token granularity, first ``MAX_TOKEN_TARGETS``),
+  or their mean per completion sentence (sentence granularity).
+
+Heuristic: ``activation * cos(decoder row, target direction)``, where the direction is the prompt's
+mean residual (encoder) or the produced token's unembedding row (causal LM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from hif.errors import AttributionError
+from hif.explainer._segments import COMPLETION, PROMPT, Segment
+from hif.explainer.model import ENCODER, SubjectModel
+from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+from hif.explainer.sae import TopKSAE
+
+if TYPE_CHECKING:
+    from hif.explainer.pipeline import Decoding
+
+MAX_TOKEN_TARGETS = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    label: str
+    ctx_idx: int  # token position or segment index the target belongs to
+    positions: tuple[int, ...]  # token positions whose state defines it
+    token: int | None = None  # produced token id (causal LM)
+    value: float = 0.0
+
+
+@dataclasses.dataclass(slots=True)
+class Attribution:
+    method: str  # GRADIENT | HEURISTIC
+    targets: list[Target]
+    node_scores: torch.Tensor  # [n_nodes, n_targets], nodes in Decoding.nodes order
+    error_scores: dict[int, torch.Tensor]  # layer -> [n_ctx, n_targets] (ctx = token or segment)
+    feature_edges: list[tuple[int, int, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def influence(self) -> torch.Tensor:
+        """Each node's total signed effect on all targets."""
+        return self.node_scores.sum(-1)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+def target_specs(decoding: Decoding, kind: str) -> list[Target]:
+    segs, ids = decoding.segments, decoding.tokens
+    completion = [s for s in segs if s.role == COMPLETION]
+    if kind == ENCODER:
+        chosen = completion or segs
+        return [Target(f"sim(sentence {s.index}, prompt)", s.index, s.positions) for s in chosen]
+    produced = [p for s in completion for p in s.positions if p >= 1]
+    if decoding.granularity == "token" or not completion:
+        picked = produced[:MAX_TOKEN_TARGETS] or [len(ids)]  # len(ids): the next token after the text
+        return [Target(f"logit@{p}", p, (p,), ids[p] if p < len(ids) else None) for p in picked]
+    return [Target(f"mean logit(sentence {s.index})", s.index, tuple(p for p in s.positions if p >= 1))
+            for s in completion if any(p >= 1 for p in s.positions)]
+
+
+def _reference_positions(segs: list[Segment]) -> list[int]:
+    prompt = [p for s in segs if s.role == PROMPT for p in s.positions]
+    return prompt or [p for s in segs for p in s.positions]
+
+
+def target_values(out: torch.Tensor, targets: list[Target], decoding: Decoding, kind: str) -> list[torch.Tensor]:
+    """Scalar target tensors from the model output (last hidden state or logits)."""
+    if kind == ENCODER:
+        ref = out[_reference_positions(decoding.segments)].mean(0)
+        return [F.cosine_similarity(out[list(t.positions)].mean(0), ref, dim=0) for t in targets]
+    ids = torch.tensor(decoding.tokens, device=out.device)
+    values = []
+    for t in targets:
+        if t.token is None:  # next token after the text: the model's own choice
+            values.append(out[-1].max())
+            continue
+        pos = torch.tensor(t.positions, device=out.device)
+        values.append(out[pos - 1, ids[pos]].mean())
+    return values
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+def _groups(decoding: Decoding) -> torch.Tensor:
+    """Per token: its ctx index (itself at token granularity, its segment otherwise; -1 = none)."""
+    n = len(decoding.tokens)
+    if decoding.granularity == "token":
+        group = torch.arange(n)
+        group[~decoding.content.cpu()] = -1
+        return group
+    group = torch.full((n,), -1, dtype=torch.long)
+    for seg in decoding.segments:
+        group[list(seg.positions)] = seg.index
+    return group
+
+
+def segment_sum(values: torch.Tensor, indices: torch.Tensor, segs: list[Segment], d_sae: int) -> torch.Tensor:
+    """Per segment, per latent: summed activation over the segment's tokens -> [n_seg, d_sae]."""
+    out = values.new_zeros(len(segs), d_sae)
+    for seg in segs:
+        pos = list(seg.positions)
+        out[seg.index].index_add_(0, indices[pos].flatten(), values[pos].flatten())
+    return out
+
+
+def _node_scores(per_token: torch.Tensor, indices: torch.Tensor, group: torch.Tensor, d_sae: int,
+                 nodes: list[tuple[int, int]]) -> torch.Tensor:
+    """Sum [n_t, T, k] contributions into (ctx, feature) nodes -> [n_nodes, n_t]."""
+    n_t = per_token.shape[0]
+    if not nodes:
+        return per_token.new_zeros(0, n_t)
+    keep = group >= 0
+    keys = (group[keep][:, None] * d_sae + indices[keep].cpu()).flatten()
+    contrib = per_token[:, keep].reshape(n_t, -1).cpu()
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    summed = contrib.new_zeros(n_t, len(uniq)).index_add_(1, inverse, contrib)
+    want = torch.tensor([c * d_sae + f for c, f in nodes])
+    where = torch.searchsorted(uniq, want).clamp_max(len(uniq) - 1)
+    found = uniq[where] == want
+    return (summed[:, where] * found).t()
+
+
+def _error_scores(per_token: torch.Tensor, group: torch.Tensor, n_ctx: int) -> torch.Tensor:
+    """Sum [n_t, T] error contributions per ctx -> [n_ctx, n_t]."""
+    keep = group >= 0
+    out = per_token.new_zeros(per_token.shape[0], n_ctx).cpu()
+    out.index_add_(1, group[keep], per_token[:, keep].cpu())
+    return out.t()
+
+
+def _assemble(method: str, decoding: Decoding, targets: list[Target],
+              per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]], d_sae: dict[int, int]) -> Attribution:
+    group = _groups(decoding)
+    n_ctx = len(decoding.tokens) if decoding.granularity == "token" else len(decoding.segments)
+    scores = torch.zeros(len(decoding.nodes), len(targets))
+    errors = {}
+    for layer, (feat_tok, err_tok) in per_layer.items():
+        mine = [i for i, n in enumerate(decoding.nodes) if n.layer == layer]
+        keys = [(decoding.nodes[i].ctx_idx, decoding.nodes[i].feature) for i in mine]
+        if mine:
+            scores[mine] = _node_scores(feat_tok, decoding.codes[layer].indices, group, d_sae[layer], keys)
+        errors[layer] = _error_scores(err_tok, group, n_ctx)
+    return Attribution(method, targets, scores, errors)
+
+
+# --- gradient ----------------------------------------------------------------------------------
+
+
+def _splice(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor,
+            leaves: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def splice(x: torch.Tensor) -> torch.Tensor:
+        codes = values.clone().requires_grad_(True)
+        x_hat = F.embedding_bag(indices, sae.W_dec, per_sample_weights=codes, mode="sum") + sae.b_dec
+        error = (x[0] - x_hat).detach().requires_grad_(True)
+        leaves["codes"], leaves["error"] = codes, error
+        return (x_hat + error)[None]
+
+    return splice
+
+
+def _gradient_layer(subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int,
+                    targets: list[Target]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    codes = decoding.codes[layer]
+    ids = torch.tensor([decoding.tokens], device=subject.device)
+    leaves: dict[str, torch.Tensor] = {}
+    splice = _splice(sae, codes.values.clone(), codes.indices.clone(), leaves)
+    with torch.enable_grad():
+        out = subject.run_replaced(ids, {layer: splice})
+        values = target_values(out, targets, decoding, subject.kind)
+        feat, err = [], []
+        for i, value in enumerate(values):
+            g_codes, g_err = torch.autograd.grad(value, [leaves["codes"], leaves["error"]],
+                                                 retain_graph=i + 1 < len(values))
+            feat.append(leaves["codes"].detach() * g_codes)
+            err.append((leaves["error"].detach() * g_err).sum(-1))
+    return torch.stack(feat), torch.stack(err), [float(v.detach()) for v in values]
+
+
+def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding, plan: Plan) -> Attribution:
+    """Gradient x activation; each layer is spliced in its own forward pass (its total effect)."""
+    job = decoding.extraction.job
+    try:
+        targets = target_specs(decoding, subject.kind)
+        if not targets:
+            raise AttributionError("no target to attribute to", trace_id=job.trace_id)
+        per_layer, values = {}, []
+        for layer in plan.layers:
+            feat, err, values = _gradient_layer(subject, saes[layer], decoding, layer, targets)
+            per_layer[layer] = (feat, err)
+    except AttributionError:
+        raise
+    except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+        raise AttributionError(f"gradient attribution failed: {exc}", trace_id=job.trace_id) from exc
+    targets = [dataclasses.replace(t, value=v) for t, v in zip(targets, values, strict=True)]
+    return _assemble(GRADIENT, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})
+
+
+# --- heuristic ---------------------------------------------------------------------------------
+
+
+def _directions(subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int,
+                targets: list[Target]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n_t, d] unit target directions, [n_t, T] which token positions may affect each target)."""
+    n = len(decoding.tokens)
+    mask = torch.zeros(len(targets), n, dtype=torch.bool, device=subject.device)
+    if subject.kind == ENCODER:
+        x = decoding.extraction.hidden[layer]
+        ref = _reference_positions(decoding.segments)
+        direction = (x[ref].mean(0) - sae.b_dec).expand(len(targets), -1)
+        for i, t in enumerate(targets):
+            mask[i, list(t.positions) + ref] = True
+    else:
+        rows = []
+        for i, t in enumerate(targets):
+            toks = [decoding.tokens[p] for p in t.positions if p < n]
+            if toks:
+                rows.append(subject.unembed(torch.tensor(toks, device=subject.device)).mean(0))
+            else:  # the next token after the text: the last position's own direction stands in
+                rows.append(decoding.extraction.hidden[layer][-1] - sae.b_dec)
+            mask[i, : min(n, max(t.positions))] = True  # causal: only earlier positions reach it
+        direction = torch.stack(rows)
+    return F.normalize(direction, dim=-1), mask
+
+
+def heuristic(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding, plan: Plan) -> Attribution:
+    """activation x cos(decoder row, target direction), masked to the positions that can matter."""
+    targets = target_specs(decoding, subject.kind)
+    per_layer = {}
+    for layer in plan.layers:
+        sae, codes = saes[layer], decoding.codes[layer]
+        direction, mask = _directions(subject, sae, decoding, layer, targets)
+        rows = F.normalize(sae.W_dec, dim=-1)[codes.indices]  # [T, k, d]
+        cos = torch.einsum("tkd,nd->ntk", rows, direction)
+        feat = codes.values[None] * cos * mask[:, :, None]
+        err = torch.einsum("td,nd->nt", codes.error, direction) * mask
+        per_layer[layer] = (feat, err)
+    return _assemble(HEURISTIC, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})

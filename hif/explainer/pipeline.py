@@ -1,0 +1,220 @@
+"""The ML pipeline behind the worker: subject model -> TopK SAE -> attribution -> graph JSON.
+
+It implements :class:`hif.explainer.plan.Pipeline`::
+
+    pipeline = load_pipeline(load_registry().resolve(None))
+    plan = pipeline.default_plan("sentence")
+    [extraction] = pipeline.extract([job], [plan])     # one forward pass for the batch
+    decoding = pipeline.decode(extraction, plan)       # SAE codes, feature nodes per token/sentence
+    attribution = pipeline.attribute(decoding, plan)   # gradient x activation (or .heuristic(...))
+    graph = pipeline.graph(job, decoding, attribution, plan)
+
+extract/decode run under ``torch.inference_mode``; attribute runs one more forward with the SAE
+spliced into the hook layer, so the backward pass only covers the blocks after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hif.errors import FeaturesetError
+from hif.explainer import attribution as _attr
+from hif.explainer import graph as _graph
+from hif.explainer._segments import Segment, segments
+from hif.explainer.featureset import FeaturesetInfo
+from hif.explainer.model import Encoded, SubjectModel, resolve_model_path
+from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+from hif.explainer.sae import TopKSAE
+from hif.store.base import Job
+
+LABELS_FILE = "labels.json"
+PAD_WASTE = 1.5  # a padded sub-batch holds sequences within 1.5x of its shortest one
+
+
+@dataclasses.dataclass(slots=True)
+class Extraction:
+    job: Job
+    plan: Plan
+    encoded: Encoded
+    hidden: dict[int, torch.Tensor]  # layer -> [T, d] residual stream after that block
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FeatureNode:
+    layer: int
+    feature: int
+    ctx_idx: int  # token position (token granularity) or segment index (sentence granularity)
+    activation: float
+
+
+@dataclasses.dataclass(slots=True)
+class LayerCodes:
+    values: torch.Tensor  # [T, k] SAE activations (0 at special tokens)
+    indices: torch.Tensor  # [T, k] latent ids
+    error: torch.Tensor  # [T, d] x - x_hat
+
+
+@dataclasses.dataclass(slots=True)
+class Decoding:
+    extraction: Extraction
+    granularity: str
+    segments: list[Segment]
+    codes: dict[int, LayerCodes]
+    nodes: list[FeatureNode]
+    content: torch.Tensor  # [T] bool: not a special token
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.extraction.encoded.input_ids
+
+
+class SAEPipeline:
+    """Pipeline for one featureset: its subject model, its SAE(s) and their feature labels."""
+
+    def __init__(self, info: FeaturesetInfo, subject: SubjectModel, saes: dict[int, TopKSAE],
+                 labels: dict[int, dict[str, Any]]) -> None:
+        self.featureset, self.subject, self.saes, self.labels = info, subject, saes, labels
+
+    # --- plan ----------------------------------------------------------------------------------
+
+    def default_plan(self, granularity: str) -> Plan:
+        if granularity not in ("sentence", "token"):
+            raise FeaturesetError(f"granularity must be 'sentence' or 'token', not {granularity!r}")
+        info = self.featureset
+        return Plan(granularity=granularity, top_k=info.k, layers=info.layers, max_nodes=info.max_nodes,
+                    max_edges=info.max_edges)
+
+    # --- extract -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def extract(self, jobs: Sequence[Job], plans: Sequence[Plan]) -> list[Extraction]:
+        """Tokenise every job, then forward passes over length-sorted, lightly padded sub-batches."""
+        encoded = [self.subject.encode(job.prompt, job.completion) for job in jobs]
+        layers = sorted({layer for plan in plans for layer in plan.layers})
+        out: list[Extraction | None] = [None] * len(jobs)
+        for group in _length_groups([len(e.input_ids) for e in encoded]):
+            ids, mask = self.subject.pad([encoded[i].input_ids for i in group])
+            hidden = self.subject.capture(ids, mask, layers)
+            for row, i in enumerate(group):
+                n = len(encoded[i].input_ids)
+                per_layer = {layer: hidden[layer][row, :n] for layer in plans[i].layers}
+                out[i] = Extraction(job=jobs[i], plan=plans[i], encoded=encoded[i], hidden=per_layer)
+        return [e for e in out if e is not None]
+
+    # --- decode --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def decode(self, extraction: Extraction, plan: Plan) -> Decoding:
+        """SAE codes at each planned layer; feature nodes per token or summed per sentence."""
+        enc = extraction.encoded
+        content = ~torch.tensor(enc.special, dtype=torch.bool, device=self.subject.device)
+        segs = segments(enc.text, enc.completion_char, enc.offsets, enc.special)
+        codes, nodes = {}, []
+        for layer in plan.layers:
+            sae = self.saes[layer]
+            x = extraction.hidden[layer]
+            values, indices = sae.topk(sae.pre_acts(x))
+            values = values * content[:, None]
+            codes[layer] = LayerCodes(values, indices, x - sae.decode_sparse(values, indices))
+            top_k = min(plan.top_k, values.shape[1])
+            if plan.granularity == "token":
+                nodes += _token_nodes(layer, values[:, :top_k], indices[:, :top_k])
+            else:
+                nodes += _segment_nodes(layer, values, indices, segs, top_k, sae.d_sae)
+        return Decoding(extraction, plan.granularity, segs, codes, nodes, content)
+
+    # --- attribution ---------------------------------------------------------------------------
+
+    def attribute(self, decoding: Decoding, plan: Plan) -> _attr.Attribution:
+        """Gradient x activation of every node on each target; AttributionError when it cannot run."""
+        return _attr.gradient(self.subject, self.saes, decoding, plan)
+
+    @torch.inference_mode()
+    def heuristic(self, decoding: Decoding, plan: Plan) -> _attr.Attribution:
+        """Activation x cos(decoder row, target direction): no backward pass."""
+        return _attr.heuristic(self.subject, self.saes, decoding, plan)
+
+    # --- graph ---------------------------------------------------------------------------------
+
+    def graph(self, job: Job, decoding: Decoding, attribution: _attr.Attribution, plan: Plan) -> dict[str, Any]:
+        return _graph.build(job, decoding, attribution, plan, featureset=self.featureset.name,
+                            labels=self.labels, tokens=self._token_strings(decoding))
+
+    def _token_strings(self, decoding: Decoding) -> list[str]:
+        return list(self.subject.tokenizer.convert_ids_to_tokens(decoding.tokens))
+
+
+def _length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= PAD_WASTE * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _token_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor) -> list[FeatureNode]:
+    pos, slot = torch.nonzero(values > 0, as_tuple=True)
+    feats, acts = indices[pos, slot].tolist(), values[pos, slot].tolist()
+    return [FeatureNode(layer, f, p, a) for p, f, a in zip(pos.tolist(), feats, acts, strict=True)]
+
+
+def _segment_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor, segs: list[Segment],
+                   top_k: int, d_sae: int) -> list[FeatureNode]:
+    """Sum each latent's activation over a segment's tokens; keep the segment's top ``top_k``."""
+    summed = _attr.segment_sum(values, indices, segs, d_sae)  # [n_seg, d_sae]
+    top_vals, top_idx = summed.topk(min(top_k, d_sae), dim=-1)
+    return [
+        FeatureNode(layer, int(f), s, float(a))
+        for s in range(len(segs))
+        for a, f in zip(top_vals[s].tolist(), top_idx[s].tolist(), strict=True)
+        if a > 0
+    ]
+
+
+def _sae_folder(info: FeaturesetInfo, layer: int) -> Path:
+    if info.sae_path is None:
+        raise FeaturesetError(f"featureset {info.name!r} has no SAE path")
+    # One layer: the SAE sits in sae_path; several: sae_path/layer_<L>/ each.
+    return info.sae_path if len(info.layers) == 1 else info.sae_path / f"layer_{layer}"
+
+
+def _labels(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((folder / LABELS_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}  # labels are a nicety: a graph without clerps is still a graph
+
+
+def _set_threads(threads: int | None) -> None:
+    wanted = threads or int(os.environ.get("HIF_TORCH_THREADS") or 0) or min(4, os.cpu_count() or 1)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+def load_pipeline(info: FeaturesetInfo, *, device: str = "auto", threads: int | None = None) -> SAEPipeline:
+    """The pipeline serving ``info`` (CUDA when available). FeaturesetError when it cannot be served."""
+    if not info.available:
+        raise FeaturesetError(f"featureset {info.name!r} is not served here ({info.reason})")
+    _set_threads(threads)
+    subject = SubjectModel(resolve_model_path(info.model), info.model_kind, device=device)
+    saes, labels = {}, {}
+    for layer in info.layers:
+        folder = _sae_folder(info, layer)
+        sae = TopKSAE.load(folder, device=subject.device)
+        if sae.d_in != subject.d_model:
+            raise FeaturesetError(f"SAE at {folder} has d_in {sae.d_in}, model width is {subject.d_model}")
+        saes[layer], labels[layer] = sae, _labels(folder)
+    return SAEPipeline(info, subject, saes, labels)
+
+
+__all__ = ["GRADIENT", "HEURISTIC", "Decoding", "Extraction", "FeatureNode", "SAEPipeline", "load_pipeline"]

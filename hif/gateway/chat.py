@@ -1,0 +1,161 @@
+"""``POST /v1/chat/completions``: validate, call the upstream, answer, hand the result to the Interceptor.
+
+Streaming sends the upstream's chunks as they come. Response headers wait for the first chunk, so an
+upstream that fails at once still gets a proper 502/504 envelope; a failure after that is a final
+SSE ``error`` event. With ``explain``, the ``x-trace-id`` header is sent up front and the
+``explanation`` object arrives as the last chunk before ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from hif.errors import BadRequestError, FeaturesetError, HifError, UpstreamProtocolError, ValidationError
+from hif.explainer.featureset import Registry
+from hif.gateway._asgi import SSE_DONE, SSE_HEADERS, Receive, Responder, Scope, read_body, render_error, sse
+from hif.gateway.auth import CHAT, Principal
+from hif.gateway.interceptor import Interceptor, new_trace_id
+from hif.gateway.schemas import ChatRequest, parse_chat
+from hif.metrics import GatewayMetrics
+from hif.upstream.base import Upstream, chunk_text, completion_text, prompt_text
+
+log = logging.getLogger(__name__)
+
+
+class ChatHandler:
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        interceptor: Interceptor,
+        registry: Registry,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+    ) -> None:
+        self.upstream, self.interceptor, self.registry = upstream, interceptor, registry
+        self.metrics, self.max_body_bytes = metrics, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, out: Responder, who: Principal) -> None:
+        who.require(CHAT)
+        raw = await read_body(scope, receive, self.max_body_bytes)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestError(f"malformed JSON body: {exc}", code="invalid_json") from exc
+        request = parse_chat(data)
+        explain = self._explain(request)
+        body = {k: v for k, v in data.items() if k != "explain"}
+        if request.stream:
+            await self._stream(body, out, who, explain)
+        else:
+            await self._complete(body, out, who, explain)
+
+    def _explain(self, request: ChatRequest) -> dict[str, str] | None:
+        """The resolved explain request (with its trace id), or None when not asked for."""
+        if request.explain is None:
+            return None
+        try:
+            info = self.registry.resolve(request.explain.features)
+        except FeaturesetError as exc:
+            raise ValidationError(
+                exc.message, code="featureset_unavailable", param="explain.features"
+            ) from exc
+        return {
+            "trace_id": new_trace_id(),
+            "granularity": request.explain.granularity,
+            "requested": request.explain.features or info.name,
+            "resolved": info.name,
+        }
+
+    async def _complete(
+        self, body: dict[str, Any], out: Responder, who: Principal, explain: dict[str, str] | None
+    ) -> None:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            answer = await self.upstream.complete(body)
+            outcome = "ok"
+        finally:
+            out.upstream_s = time.perf_counter() - started
+            self.metrics.upstream_duration.labels(self.upstream.name, outcome).observe(out.upstream_s)
+        headers = None
+        if explain is not None:
+            answer["explanation"] = self._admit(explain, who, body, completion_text(answer))
+            headers = [(b"x-trace-id", explain["trace_id"].encode())]
+        await out.json(200, answer, headers)
+
+    async def _stream(
+        self, body: dict[str, Any], out: Responder, who: Principal, explain: dict[str, str] | None
+    ) -> None:
+        started = time.perf_counter()
+        chunks = self.upstream.stream(body)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamProtocolError("upstream stream was empty", upstream=self.upstream.name) from None
+        except BaseException:
+            self._observe_upstream(started, "error", out)
+            raise
+        headers = list(SSE_HEADERS)
+        if explain is not None:
+            headers.append((b"x-trace-id", explain["trace_id"].encode()))
+        await out.start(200, headers)
+        await out.body(sse(first), more=True)
+        texts = [chunk_text(first)]
+        try:
+            async for chunk in chunks:
+                texts.append(chunk_text(chunk))
+                await out.body(sse(chunk), more=True)
+        except Exception as exc:
+            # Headers are gone: the failure can only be a final SSE error event.
+            self._observe_upstream(started, "error", out)
+            if isinstance(exc, HifError):
+                log.warning("upstream failed mid-stream: %s", exc)
+            else:
+                log.exception("stream failed")
+            await out.body(sse(_stream_error(exc)), more=False)
+            return
+        self._observe_upstream(started, "ok", out)
+        if explain is not None:
+            explanation = self._admit(explain, who, body, "".join(texts))
+            tail = {k: first.get(k) for k in ("id", "object", "created", "model")}
+            await out.body(sse({**tail, "choices": [], "explanation": explanation}), more=True)
+        await out.body(SSE_DONE)
+
+    def _observe_upstream(self, started: float, outcome: str, out: Responder) -> None:
+        out.upstream_s = time.perf_counter() - started
+        self.metrics.upstream_duration.labels(self.upstream.name, outcome).observe(out.upstream_s)
+
+    def _admit(
+        self, explain: dict[str, str], who: Principal, body: dict[str, Any], completion: str
+    ) -> dict[str, Any]:
+        record = self.interceptor.admit(
+            trace_id=explain["trace_id"],
+            tenant=who.tenant,
+            granularity=explain["granularity"],
+            features_requested=explain["requested"],
+            features_resolved=explain["resolved"],
+            prompt=prompt_text(body.get("messages")),
+            completion=completion,
+        )
+        trace_id = record.trace_id
+        result: dict[str, Any] = {
+            "trace_id": trace_id,
+            "state": str(record.state),
+            "granularity": record.granularity,
+            "features": record.features_resolved,
+            "status_url": f"/v1/traces/{trace_id}/status",
+            "graph_url": f"/v1/traces/{trace_id}/graph",
+        }
+        if record.reason:
+            result["reason"] = record.reason
+        return result
+
+
+def _stream_error(exc: Exception) -> dict[str, Any]:
+    _status, envelope, _headers = render_error(exc)
+    return envelope

@@ -1,0 +1,152 @@
+"""The OpenAPI 3.1 document of the gateway's routes, generated from the wire schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from hif.gateway.schemas import (
+    ChatCompletion,
+    ChatRequest,
+    ErrorEnvelope,
+    FeaturesetList,
+    Health,
+    TraceStatus,
+)
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): _json("ErrorEnvelope", "OpenAI error envelope") for c in codes}
+
+
+AUTH_HEADERS = [
+    {
+        "name": "x-tenant-id",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+        "description": "tenant label; must match the API key's tenant where the key binds one",
+    },
+]
+TRACE_ID = {
+    "name": "trace_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{1,128}$"},
+}
+
+
+def _paths() -> dict[str, Any]:
+    trace_errors = _errors(401, 403, 404, 503)
+    return {
+        "/v1/chat/completions": {
+            "post": {
+                "operationId": "createChatCompletion",
+                "summary": "OpenAI Chat Completions, with an optional `explain` request",
+                "parameters": AUTH_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ChatRequest")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "the completion (JSON), or an SSE stream when `stream` is true",
+                        "headers": {"x-trace-id": {"schema": {"type": "string"}}},
+                        "content": {
+                            "application/json": {"schema": _ref("ChatCompletion")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 403, 413, 422, 502, 504),
+                },
+            }
+        },
+        "/v1/featuresets": {
+            "get": {
+                "operationId": "listFeaturesets",
+                "summary": "featuresets this deployment serves",
+                "parameters": AUTH_HEADERS,
+                "responses": {"200": _json("FeaturesetList", "the registry"), **_errors(401, 403)},
+            }
+        },
+        "/v1/traces/{trace_id}/status": {
+            "get": {
+                "operationId": "getTraceStatus",
+                "summary": "state of one explanation",
+                "parameters": [TRACE_ID, *AUTH_HEADERS],
+                "responses": {"200": _json("TraceStatus", "the trace"), **trace_errors},
+            }
+        },
+        "/v1/traces/{trace_id}/graph": {
+            "get": {
+                "operationId": "getTraceGraph",
+                "summary": "the attribution graph of a complete explanation",
+                "parameters": [TRACE_ID, *AUTH_HEADERS],
+                "responses": {
+                    "200": {
+                        "description": "the graph JSON",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "202": _json("TraceStatus", "not finished yet: the status"),
+                    **trace_errors,
+                    **_errors(410),
+                },
+            }
+        },
+        "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _json("Health", "alive")}}},
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "responses": {"200": _json("Health", "ready"), "503": _json("Health", "not ready")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "responses": {
+                    "200": {
+                        "description": "this document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    models: list[type[BaseModel]] = [
+        ChatRequest,
+        ChatCompletion,
+        ErrorEnvelope,
+        FeaturesetList,
+        TraceStatus,
+        Health,
+    ]
+    _, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "HIF gateway",
+            "version": version,
+            "description": "OpenAI-compatible chat with an interpretability sidecar",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }

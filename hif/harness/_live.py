@@ -1,0 +1,69 @@
+"""The live view: a rich panel on a terminal, plain periodic lines on stderr otherwise.
+
+Both go to stderr so stdout stays the one JSON line the run ends with.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hif.harness._engine import Engine
+
+PLAIN_EVERY_S = 5.0
+
+
+class LiveView:
+    def __init__(self, mode: str, engine: Engine) -> None:
+        self.e = engine
+        if mode == "auto":
+            mode = "rich" if sys.stderr.isatty() else "plain"
+        self.mode = mode
+        self._last_plain = 0.0
+        self._live: Any = None
+        if mode == "rich":
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self._live.start()
+
+    def _fields(self, view: dict[str, Any]) -> dict[str, str]:
+        return {
+            "req/s": f"{view['rps']:.0f}",
+            "p50 ms": f"{view['p50_ms']:.1f}",
+            "p95 ms": f"{view['p95_ms']:.1f}",
+            "intended p99 ms": f"{view['intended_p99_ms']:.1f}",
+            "errors": f"{view['errors']} ({view['error_rate']:.1%})",
+            "polls in flight": str(self.e.poller.in_flight),
+            "traces done": str(view["traces"]),
+            "sla p95 s/t ms": f"{view['sentence_p95_ms']:.0f}/{view['token_p95_ms']:.0f}",
+            "loop lag p99 ms": f"{view['loop_lag_p99_ms']:.1f}",
+            "chaos": ",".join(self.e.chaos_flags) or "-",
+        }
+
+    def update(self, view: dict[str, Any]) -> None:
+        if self.mode == "off":
+            return
+        fields = self._fields(view)
+        if self.mode == "rich":
+            from rich.table import Table
+
+            table = Table(title=f"hif load {self.e.run_id} (last {self.e.s.bucket_seconds:g}s)")
+            for name in fields:
+                table.add_column(name, justify="right")
+            table.add_row(*fields.values())
+            self._live.update(table)
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= PLAIN_EVERY_S:
+            self._last_plain = now
+            line = " ".join(f"{k.replace(' ', '_')}={v}" for k, v in fields.items())
+            print(f"hif load: {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

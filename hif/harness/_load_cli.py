@@ -1,0 +1,103 @@
+"""``hif load`` / ``python -m tests.load.load_runner``: flags -> LoadSettings -> run_load -> exit code.
+
+Exit codes: 0 ok, 1 an SLO gate failed, 2 bad flags or pre-flight failed, 3 invalid run (the
+generator was the bottleneck). Ctrl-C stops the load, drains, flushes and still writes the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hif.config import add_options, build
+from hif.errors import HifError
+from hif.harness.client import new_event_loop
+from hif.harness.load import LoadSettings, LoadSummary, run_load
+
+
+def parser(prog: str = "hif load") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Offer chat load (with explanations) to a gateway.")
+    add_options(p, LoadSettings)
+    p.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="SLO gate, repeatable: chat_p95_ms, error_rate, sentence_p95_ms, token_p95_ms, "
+        "expired_failed_rate (exit code 1 when one fails)",
+    )
+    p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [load])")
+    return p
+
+
+def stdout_line(summary: LoadSummary) -> dict[str, Any]:
+    """The compact one-line JSON printed at the end (summary.json has everything)."""
+    d = summary.data
+    chat, expl = d["chat"], d["explanations"]
+    return {
+        "run_id": d["run_id"],
+        "shard": d["shard"],
+        "duration_s": d["duration_s"],
+        "requests": chat["requests"],
+        "rps": chat["rps"],
+        "error_rate": chat["error_rate"],
+        "p50_ms": chat["latency_ms"]["p50_ms"],
+        "p95_ms": chat["latency_ms"]["p95_ms"],
+        "p99_ms": chat["latency_ms"]["p99_ms"],
+        "intended_p99_ms": chat["intended_latency_ms"]["p99_ms"],
+        "traces": expl["traces"],
+        "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
+        "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
+        "expired_failed_rate": expl["expired_failed_rate"],
+        "orphaned_rate": expl["orphaned_rate"],
+        "valid": d["generator"]["valid"],
+        "slo_pass": d["slo"]["pass"],
+        "exit_code": d["exit_code"],
+        "results_dir": d["settings"]["results_dir"],
+    }
+
+
+async def _run(settings: LoadSettings) -> LoadSummary:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_load(settings, stop=stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
+    args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    loop = new_event_loop()
+    try:
+        settings = dataclasses.replace(build(LoadSettings, cli=args, file=args.config), slo=tuple(args.slo))
+        summary = loop.run_until_complete(_run(settings))
+    except HifError as exc:
+        print(f"hif: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    finally:
+        loop.close()
+    for reason in summary.data["generator"]["reasons"]:
+        print(f"hif: run invalid: {reason}", file=sys.stderr)
+    for gate in summary.data["slo"]["gates"]:
+        if not gate["pass"]:
+            print(f"hif: SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}", file=sys.stderr)
+    sys.stdout.write(orjson.dumps(stdout_line(summary)).decode() + "\n")
+    sys.stdout.flush()
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""``--processes N``: one engine per process (each on its own core), merged exactly afterwards.
+
+The parent checks the target once, starts N spawned children that share one bucket grid (so
+their time buckets line up), and waits. Each child writes its files into ``.proc-k/`` under the
+results dir plus its tally; the parent concatenates the JSONL files and the histogram log into
+the results dir and adds the tallies' counters and HDR histograms (exact, no averaged percentiles).
+Process ``k`` of ``N`` under ``--shard i/M`` runs as shard ``(i-1)*N+k / M*N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import multiprocessing
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hif.errors import HarnessError
+from hif.harness import records
+from hif.harness._preflight import preflight
+from hif.harness._results import ResultFiles, copy_chaos_events, write_summary
+from hif.harness._summary import build_summary
+from hif.harness._tally import Tally
+from hif.harness.client import HttpClient, new_event_loop
+from hif.harness.load import LoadSettings, LoadSummary, TickCallback, local_share
+
+TALLY_FILE = "tally.json"
+JOIN_GRACE_S = 30.0
+
+
+def child_settings(settings: LoadSettings, k: int, directory: Path, run_id: str) -> LoadSettings:
+    i, m = settings.shard_index
+    n = settings.processes
+    return dataclasses.replace(
+        settings,
+        processes=1,
+        shard=f"{(i - 1) * n + k}/{m * n}",
+        results_dir=directory,
+        append=False,
+        live="off" if settings.live == "off" else "plain",
+        run_id=run_id,
+    )
+
+
+def _child(settings: LoadSettings, t0_s: float) -> None:
+    """Child process body: run one engine, stop on SIGINT/SIGTERM, leave the tally on disk."""
+    from hif.harness._engine import Engine
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        engine = Engine(settings, stop=stop, t0_s=t0_s)
+        await engine.run()
+        return {
+            "tally": engine.tally.to_json(),
+            "started_s": engine.started_s,
+            "ended_s": engine.ended_s,
+            "stopped_by": engine.stopped_by,
+        }
+
+    loop = new_event_loop()
+    try:
+        result = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    (settings.results_dir / TALLY_FILE).write_bytes(orjson.dumps(result))
+
+
+async def run_processes(
+    settings: LoadSettings, *, stop: asyncio.Event | None, on_tick: TickCallback | None
+) -> LoadSummary:
+    probe = HttpClient(settings.base_url, timeout_s=settings.timeout_seconds)
+    try:
+        await preflight(
+            probe,
+            base_url=settings.base_url,
+            features=settings.features if settings.attach_rate > 0 else None,
+        )
+    finally:
+        await probe.close()
+    files = ResultFiles(settings.results_dir, append=settings.append)
+    t0_s = time.time()
+    run_id = settings.run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0_s))
+    ctx = multiprocessing.get_context("spawn")
+    dirs = [settings.results_dir / f".proc-{k}" for k in range(1, settings.processes + 1)]
+    procs = []
+    for k, d in enumerate(dirs, start=1):
+        shutil.rmtree(d, ignore_errors=True)
+        p = ctx.Process(
+            target=_child, args=(child_settings(settings, k, d, run_id), t0_s), name=f"hif-load-{k}"
+        )
+        p.start()
+        procs.append(p)
+    await _wait(procs, stop, settings)
+    try:
+        return _merge(dataclasses.replace(settings, run_id=run_id), files, dirs, t0_s, on_tick)
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+async def _wait(procs: list[Any], stop: asyncio.Event | None, settings: LoadSettings) -> None:
+    loop = asyncio.get_running_loop()
+    joins = [loop.run_in_executor(None, p.join) for p in procs]
+    everything = asyncio.gather(*joins)
+    stop_wait = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    waiting: set[asyncio.Future[Any]] = {everything, *([stop_wait] if stop_wait else [])}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if stop_wait is not None and stop_wait in done:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the child stops, drains and writes its files
+        limit = settings.timeout_seconds + settings.drain_seconds + JOIN_GRACE_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(everything), limit)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    if stop_wait is not None:
+        stop_wait.cancel()
+    await everything
+
+
+def _merge(
+    settings: LoadSettings, files: ResultFiles, dirs: list[Path], t0_s: float, on_tick: TickCallback | None
+) -> LoadSummary:
+    tally = Tally(t0_s, settings.bucket_seconds)
+    starts, ends, stopped = [], [], "duration"
+    for d in dirs:
+        try:
+            result = orjson.loads((d / TALLY_FILE).read_bytes())
+        except FileNotFoundError as exc:
+            files.close()
+            raise HarnessError(f"load process for {d.name} ended without results (see its stderr)") from exc
+        tally.merge(Tally.from_json(result["tally"]))
+        starts.append(result["started_s"])
+        ends.append(result["ended_s"])
+        stopped = result["stopped_by"] if result["stopped_by"] != "duration" else stopped
+        _append(d / records.CHAT_FILE, files.chat)
+        _append(d / records.EXPLANATION_FILE, files.explanations)
+        _append(d / records.HISTOGRAM_LOG_FILE, files.hlog, skip_header=True)
+    files.close()
+    started_s, ended_s = min(starts), max(ends)
+    copy_chaos_events(settings.results_dir, started_s, ended_s)
+    meta = {"run_id": settings.run_id, "stopped_by": stopped, "share": local_share(settings)}
+    summary = build_summary(tally, settings, started_s=started_s, ended_s=ended_s, meta=meta)
+    summary["processes"] = len(dirs)
+    write_summary(settings.results_dir, summary)
+    if on_tick is not None:
+        for view in summary["buckets"]:
+            on_tick(view)
+    return LoadSummary(summary)
+
+
+def _append(src: Path, dst: Any, *, skip_header: bool = False) -> None:
+    with contextlib.suppress(FileNotFoundError), open(src, encoding="utf-8") as fh:
+        for line in fh:
+            if skip_header and not line.startswith("Tag="):
+                continue
+            dst.write(line)

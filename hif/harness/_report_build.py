@@ -1,0 +1,332 @@
+"""Turn scanned aggregates into the report's sections (headline, windows, series, SLOs)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from hif.harness._report_hist import SparseHist
+from hif.harness._report_scan import CHAT, EXPLANATION, Partial
+from hif.harness._report_windows import Parts, Window
+
+DEFAULT_SLOS = {
+    "chat_p95_ms": 500.0,
+    "error_rate": 0.01,
+    "sentence_p95_ms": 1500.0,
+    "token_p95_ms": 3500.0,
+    "expired_failed_rate": 0.05,
+}
+# Recovered: the chat p95 back within 10 % (or 5 ms) of pre and the error rate within one point,
+# for RECOVER_BUCKETS buckets in a row.
+RECOVER_P95_RATIO, RECOVER_P95_SLACK_MS, RECOVER_ERROR_SLACK, RECOVER_BUCKETS = 1.10, 5.0, 0.01, 3
+
+CellPred = Callable[[int, int], bool]
+
+
+def _rate(n: float, d: float) -> float | None:
+    return n / d if d else None
+
+
+def _hist(
+    source: Mapping[tuple[str, int, str], Mapping[int, int]],
+    kind: str,
+    label: str,
+    keep: Callable[[int], bool],
+    figures: int,
+) -> SparseHist:
+    h = SparseHist(figures=figures)
+    for (k, key, name), counts in source.items():
+        if k == kind and name == label and keep(key):
+            h += SparseHist(counts)
+    return h
+
+
+def chat_stats(
+    p: Partial, keep: CellPred, duration_s: float | None, hists: Callable[[str], SparseHist]
+) -> dict[str, Any]:
+    """Requests, status classes, rates and latency percentiles for the cells ``keep`` selects."""
+    n = ok = n4 = n5 = late = dropped = 0
+    classes: dict[str, int] = {}
+    admissions: dict[str, int] = {}
+    for (tb, seg, cat), c in p.chat_counts.items():
+        if not keep(tb, seg):
+            continue
+        status, error_class, state, _chaos, is_late, _attached = cat
+        n += c
+        ok += c if (200 <= status < 300 and error_class is None) else 0
+        n4 += c if 400 <= status < 500 else 0
+        n5 += c if 500 <= status < 600 else 0
+        late += c if is_late else 0
+        dropped += c if error_class == "dropped" else 0
+        if error_class is not None:
+            classes[error_class] = classes.get(error_class, 0) + c
+        if state is not None:
+            admissions[str(state)] = admissions.get(str(state), 0) + c
+    return {
+        "requests": n,
+        "ok": ok,
+        "errors": n - ok,
+        "rps": _rate(n, duration_s or 0.0),
+        "error_rate": _rate(n - ok, n),
+        "rate_4xx": _rate(n4, n),
+        "rate_5xx": _rate(n5, n),
+        "late": late,
+        "dropped": dropped,
+        "error_classes": dict(sorted(classes.items())),
+        "admissions": dict(sorted(admissions.items())),
+        "latency_ms": hists("service").summary(),
+        "intended_latency_ms": hists("intended").summary(),
+    }
+
+
+def explanation_stats(p: Partial, keep: CellPred, hists: Callable[[str], SparseHist]) -> dict[str, Any]:
+    states: dict[str, int] = {}
+    by_gran: dict[str, int] = {}
+    for (tb, seg, cat), c in p.expl_counts.items():
+        if keep(tb, seg):
+            states[cat[0]] = states.get(cat[0], 0) + c
+            by_gran[cat[1]] = by_gran.get(cat[1], 0) + c
+    total = sum(states.values())
+    pct = {
+        f"{s}_rate": _rate(states.get(s, 0), total)
+        for s in ("complete", "expired", "failed", "orphaned", "shed")
+    }
+    return {
+        "traces": total,
+        "states": dict(sorted(states.items())),
+        "by_granularity": dict(sorted(by_gran.items())),
+        **pct,
+        "expired_failed_rate": _rate(states.get("expired", 0) + states.get("failed", 0), total),
+        "sla_ms": {g: hists(g).summary() for g in sorted({"sentence", "token", *by_gran})},
+    }
+
+
+def headline(p: Partial, run: tuple[float, float]) -> dict[str, Any]:
+    every: CellPred = lambda _tb, _seg: True  # noqa: E731
+    duration = max(run[1] - run[0], 1e-9)
+    chat = chat_stats(p, every, duration, lambda n: _hist(p.seg_hist, CHAT, n, lambda _k: True, 3))
+    expl = explanation_stats(p, every, lambda n: _hist(p.seg_hist, EXPLANATION, n, lambda _k: True, 3))
+    expl["sla_bound_ms"] = {g: SparseHist(h).summary() for g, h in sorted(p.bound_hist.items())}
+    expl["polls"] = p.polls
+    return {"chat": chat, "explanations": expl}
+
+
+def _seg_index(bounds: tuple[float, ...], x: float) -> int:
+    if math.isinf(x):
+        return 0 if x < 0 else len(bounds) + 1
+    return bisect.bisect_right(bounds, x)
+
+
+def _seg_range(bounds: tuple[float, ...], a: float, b: float) -> Callable[[int], bool]:
+    """Segments whose records have ``a <= ts < b``; a and b are scan boundaries (or infinite)."""
+    lo, hi = _seg_index(bounds, a), _seg_index(bounds, b)
+    return lambda seg: lo <= seg < hi
+
+
+def _tb_range(t0: float, bucket_s: float, a: float, b: float) -> Callable[[int], bool]:
+    lo, hi = math.floor((a - t0) / bucket_s + 1e-9), math.ceil((b - t0) / bucket_s - 1e-9)
+    return lambda tb: lo <= tb < hi
+
+
+def part_stats(
+    p: Partial,
+    interval: tuple[float, float],
+    *,
+    exact: bool,
+    bounds: tuple[float, ...],
+    t0: float,
+    bucket_s: float,
+    run: tuple[float, float],
+) -> dict[str, Any]:
+    """Stats of one pre/during/post part: by segments (event log) or by time buckets (records)."""
+    a, b = interval
+    if exact:
+        segs = _seg_range(bounds, a, b)
+        keep: CellPred = lambda _tb, seg: segs(seg)  # noqa: E731
+        figures, source, key_ok = 3, p.seg_hist, segs
+    else:
+        tbs = _tb_range(t0, bucket_s, a, b)
+        keep, figures, source, key_ok = (lambda tb, _seg: tbs(tb)), 2, p.tb_hist, tbs
+    seconds = max(0.0, min(b, run[1]) - max(a, run[0]))
+    chat = chat_stats(p, keep, seconds, lambda n: _hist(source, CHAT, n, key_ok, figures))
+    expl = explanation_stats(p, keep, lambda n: _hist(source, EXPLANATION, n, key_ok, figures))
+    return {
+        "from": a,
+        "to": b,
+        "seconds": seconds,
+        "chat": _brief_chat(chat),
+        "explanations": _brief_expl(expl),
+    }
+
+
+def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requests": c["requests"],
+        "rps": c["rps"],
+        "error_rate": c["error_rate"],
+        "p50_ms": c["latency_ms"]["p50"],
+        "p95_ms": c["latency_ms"]["p95"],
+        "intended_p95_ms": c["intended_latency_ms"]["p95"],
+        "admissions": c["admissions"],
+    }
+
+
+def _brief_expl(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "traces": e["traces"],
+        "sentence_p95_ms": e["sla_ms"]["sentence"]["p95"],
+        "token_p95_ms": e["sla_ms"]["token"]["p95"],
+        "expired_failed_rate": e["expired_failed_rate"],
+    }
+
+
+def _delta(x: float | None, base: float | None) -> float | None:
+    return None if x is None or base is None else x - base
+
+
+def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    pre, during, post = (part_stats(p, iv, **kw) for iv in (pt.pre, pt.during, pt.post))
+    run_start = kw["run"][0]
+    deltas = {}
+    for name, part in (("during", during), ("post", post)):
+        deltas[name] = {
+            "chat_p95_ms": _delta(part["chat"]["p95_ms"], pre["chat"]["p95_ms"]),
+            "error_rate": _delta(part["chat"]["error_rate"], pre["chat"]["error_rate"]),
+            "sentence_p95_ms": _delta(
+                part["explanations"]["sentence_p95_ms"], pre["explanations"]["sentence_p95_ms"]
+            ),
+            "token_p95_ms": _delta(part["explanations"]["token_p95_ms"], pre["explanations"]["token_p95_ms"]),
+        }
+    return {
+        "flag": w.flag,
+        "params": dict(w.params),
+        "start": w.start if math.isfinite(w.start) else run_start,
+        "end": w.end,
+        "pre": pre,
+        "during": during,
+        "post": post,
+        "delta": deltas,
+        "recover_s": recovery_s(series, pt.during[1] if w.end is not None else None, pre["chat"]),
+    }
+
+
+def recovery_s(series: dict[str, Any], end: float | None, pre: Mapping[str, Any]) -> float | None:
+    """Seconds from the window's end to the first time bucket from which the chat lane is back to
+    its pre-window p95 and error rate for RECOVER_BUCKETS buckets in a row (None: never, or no data)."""
+    base_p95, base_err = pre.get("p95_ms"), pre.get("error_rate")
+    if end is None or base_p95 is None or base_err is None or not series["t"]:
+        return None
+    ok = [
+        p95 is not None
+        and err is not None
+        and p95 <= max(base_p95 * RECOVER_P95_RATIO, base_p95 + RECOVER_P95_SLACK_MS)
+        and err <= base_err + RECOVER_ERROR_SLACK
+        for p95, err in zip(series["chat_p95_ms"], series["chat_error_rate"], strict=True)
+    ]
+    starts = series["t"]
+    first = bisect.bisect_left(starts, end - 1e-9)
+    for i in range(first, len(starts)):
+        if all(ok[i : i + RECOVER_BUCKETS]):
+            return max(0.0, starts[i] - end)
+    return None
+
+
+def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
+    """One point per time bucket (2-significant-figure percentiles) for charts and recovery."""
+    tbs = sorted({tb for tb, _, _ in p.chat_counts} | {tb for tb, _, _ in p.expl_counts})
+    out: dict[str, Any] = {
+        k: []
+        for k in (
+            "t",
+            "chat_requests",
+            "chat_rps",
+            "chat_p50_ms",
+            "chat_p95_ms",
+            "chat_intended_p95_ms",
+            "chat_error_rate",
+            "chat_4xx_rate",
+            "chat_5xx_rate",
+            "sentence_p95_ms",
+            "token_p95_ms",
+            "expired_failed_rate",
+            "traces",
+        )
+    }
+    out["bucket_s"] = bucket_s
+    out["admissions"] = {}
+    for tb in tbs:
+        c, e = _bucket_stats(p, tb, bucket_s)
+        for key, value in (
+            ("t", t0 + tb * bucket_s),
+            ("chat_requests", c["requests"]),
+            ("chat_rps", c["rps"]),
+            ("chat_p50_ms", c["latency_ms"]["p50"]),
+            ("chat_p95_ms", c["latency_ms"]["p95"]),
+            ("chat_intended_p95_ms", c["intended_latency_ms"]["p95"]),
+            ("chat_error_rate", c["error_rate"]),
+            ("chat_4xx_rate", c["rate_4xx"]),
+            ("chat_5xx_rate", c["rate_5xx"]),
+            ("sentence_p95_ms", e["sla_ms"]["sentence"]["p95"]),
+            ("token_p95_ms", e["sla_ms"]["token"]["p95"]),
+            ("expired_failed_rate", e["expired_failed_rate"]),
+            ("traces", e["traces"]),
+        ):
+            out[key].append(value)
+        for state in c["admissions"]:
+            out["admissions"].setdefault(state, [0] * (len(out["t"]) - 1))
+        for state, column in out["admissions"].items():
+            column.append(c["admissions"].get(state, 0))
+    return out
+
+
+def _bucket_stats(p: Partial, tb: int, bucket_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def one(t: int, _seg: int) -> bool:
+        return t == tb
+
+    def this(k: int) -> bool:
+        return k == tb
+
+    chat = chat_stats(p, one, bucket_s, lambda n: _hist(p.tb_hist, CHAT, n, this, 2))
+    return chat, explanation_stats(p, one, lambda n: _hist(p.tb_hist, EXPLANATION, n, this, 2))
+
+
+def flag_buckets(p: Partial) -> dict[str, set[int]]:
+    """Time buckets in which some record carried each chaos flag."""
+    out: dict[str, set[int]] = {}
+    for (tb, _seg, cat), _n in p.chat_counts.items():
+        for flag in cat[3]:
+            out.setdefault(str(flag), set()).add(tb)
+    for (tb, _seg, cat), _n in p.expl_counts.items():
+        for flag in cat[2]:
+            out.setdefault(str(flag), set()).add(tb)
+    return out
+
+
+def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -> dict[str, Any]:
+    """Gates from summary.json (``slo.gates[].threshold``) else the defaults; values from the records."""
+    targets: dict[str, float] = {}
+    for s in summaries:
+        for g in (s.get("slo") or {}).get("gates") or []:
+            if (
+                isinstance(g, Mapping)
+                and g.get("name") in DEFAULT_SLOS
+                and isinstance(g.get("threshold"), int | float)
+            ):
+                targets[str(g["name"])] = float(g["threshold"])
+    source = "summary.json" if targets else "defaults"
+    targets = targets or dict(DEFAULT_SLOS)
+    chat, expl = head["chat"], head["explanations"]
+    values = {
+        "chat_p95_ms": chat["latency_ms"]["p95"],
+        "error_rate": chat["error_rate"],
+        "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95"],
+        "token_p95_ms": expl["sla_ms"]["token"]["p95"],
+        "expired_failed_rate": expl["expired_failed_rate"],
+    }
+    gates = [
+        {"name": n, "threshold": t, "value": values[n], "pass": None if values[n] is None else values[n] <= t}
+        for n, t in targets.items()
+    ]
+    return {"source": source, "gates": gates, "pass": all(g["pass"] is not False for g in gates)}

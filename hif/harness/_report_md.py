@@ -1,0 +1,339 @@
+"""report.md, rendered from report.json's data (never from live state)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
+
+
+def _signed(v: Any, fmt: str = "ms") -> str:
+    if v is None:
+        return "-"
+    return f"{v:+,.1f}" if fmt == "ms" else f"{100 * v:+.2f} pt"
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _inputs(d: Mapping[str, Any]) -> list[str]:
+    i, run = d["inputs"], d["run"]
+    corrupt = i["corrupt_lines"]
+    lines = [
+        "# Load report",
+        "",
+        f"Results: {', '.join(f'`{p}`' for p in i['results_dirs'])}; run {_when(run['start_ts'])} for "
+        f"{run['duration_s']:.1f} s; {i['lines']['chat']:,} chat and {i['lines']['explanation']:,} "
+        f"explanation records ({i['scan_seconds']:.1f} s to scan).",
+        "",
+    ]
+    if corrupt["chat"] or corrupt["explanation"]:
+        lines += [f"**Corrupt lines skipped:** {corrupt['chat']} chat, {corrupt['explanation']} explanation."]
+        lines += [f"- `{e['file']}` at byte {e['byte_offset']}: {e['reason']}" for e in i["corrupt_examples"]]
+        lines.append("")
+    for g in d.get("generator") or []:
+        if not g.get("valid", True):
+            lines += [
+                f"**Run marked invalid by the generator self-check:** {'; '.join(g.get('reasons', []))}",
+                "",
+            ]
+    return lines
+
+
+def _slo(d: Mapping[str, Any]) -> list[str]:
+    slo = d["slo"]
+    rows: list[tuple[Any, ...]] = []
+    for g in slo["gates"]:
+        rate = "rate" in g["name"]
+        value = _pct(g["value"]) if rate else _ms(g["value"])
+        limit = _pct(g["threshold"]) if rate else _ms(g["threshold"])
+        verdict = {True: "pass", False: "**FAIL**", None: "no data"}[g["pass"]]
+        rows.append((g["name"], limit, value, verdict))
+    verdict = "all gates pass" if slo["pass"] else "**a gate failed**"
+    return [
+        "## SLOs",
+        "",
+        f"Targets from {slo['source']}; {verdict}.",
+        "",
+        *table(("gate", "target", "measured", "result"), rows),
+    ]
+
+
+def _chat(d: Mapping[str, Any]) -> list[str]:
+    c = d["chat"]
+    s, i = c["latency_ms"], c["intended_latency_ms"]
+    out = [
+        "## Chat lane",
+        "",
+        f"{c['requests']:,} requests, {_num(c['rps'])} req/s; {_pct(c['error_rate'])} errors "
+        f"(4xx {_pct(c['rate_4xx'])}, 5xx {_pct(c['rate_5xx'])}); "
+        f"late {c['late']:,}, dropped {c['dropped']:,}.",
+        "",
+        "Latency of every answered request (errors included, as in summary.json), ms. *Service* runs from "
+        "the actual send; *intended start* "
+        "from the token-bucket grant or schedule slot, so it includes queueing in the generator "
+        "(coordinated-omission free).",
+        "",
+    ]
+    out += table(
+        ("view", "count", "p50", "p95", "p99", "max"),
+        [
+            (n, f"{h['count']:,}", _ms(h["p50"]), _ms(h["p95"]), _ms(h["p99"]), _ms(h["max"]))
+            for n, h in (("service", s), ("intended start", i))
+        ],
+    )
+    if c["error_classes"]:
+        out += table(("error class", "requests"), sorted(c["error_classes"].items()))
+    return out
+
+
+def _explanations(d: Mapping[str, Any]) -> list[str]:
+    e = d["explanations"]
+    out = [
+        "## Explanation SLA",
+        "",
+        f"{e['traces']:,} traces: expired {_pct(e['expired_rate'])}, failed {_pct(e['failed_rate'])}, "
+        f"orphaned {_pct(e['orphaned_rate'])}, shed {_pct(e['shed_rate'])} "
+        f"(expired+failed {_pct(e['expired_failed_rate'])}); {e['polls']:,} status polls.",
+        "",
+        "SLA = chat answer -> first poll that saw the terminal state, complete traces only, ms.",
+        "",
+    ]
+    rows = [
+        (g, f"{h['count']:,}", _ms(h["p50"]), _ms(h["p95"]), _ms(h["p99"]), _ms(h["max"]))
+        for g, h in e["sla_ms"].items()
+    ]
+    out += table(("granularity", "complete", "p50", "p95", "p99", "max"), rows)
+    bounds = e.get("sla_bound_ms") or {}
+    if bounds:
+        out += [
+            "Polling bound (how late the terminal state may have been seen): "
+            + ", ".join(f"{g} p95 {_ms(h['p95'])} ms" for g, h in bounds.items()),
+            "",
+        ]
+    if e["states"]:
+        out += table(("state", "traces"), sorted(e["states"].items()))
+    return out
+
+
+def _backpressure(d: Mapping[str, Any]) -> list[str]:
+    m = d["metrics"]
+    out = ["## Backpressure", ""]
+    ex, gw = m["explainer"], m["gateway"]
+    if ex["ok"]:
+        lc = ex["level_counts"]
+        out += [
+            f"Explainer (`{ex['url']}`): level now {_num(ex['backpressure_level'])}; actions at soft "
+            f"{_num(lc['soft'])}, at hard {_num(lc['hard'])}.",
+            "",
+        ]
+        if ex["backpressure_actions"]:
+            out += table(
+                ("action", "level", "count"),
+                [(a["action"], a["level"], _num(a["count"])) for a in ex["backpressure_actions"]],
+            )
+        if ex["jobs"]:
+            out += table(("job state", "count"), [(k, _num(v)) for k, v in sorted(ex["jobs"].items())])
+    else:
+        out += [
+            f"Explainer metrics: not available ({ex['error']}{', ' + ex['url'] if ex['url'] else ''}).",
+            "",
+        ]
+    if gw["ok"]:
+        out += [f"Gateway (`{gw['url']}`): level seen {_num(gw['backpressure_level'])}.", ""]
+        if gw["admissions"]:
+            out += table(
+                ("admission outcome", "count"), [(k, _num(v)) for k, v in sorted(gw["admissions"].items())]
+            )
+    else:
+        out += [f"Gateway metrics: not available ({gw['error']}{', ' + gw['url'] if gw['url'] else ''}).", ""]
+    adm = d["chat"]["admissions"]
+    if adm:
+        out += ["Explanation state in the chat answers (from the records):", ""]
+        out += table(("state", "chats"), sorted(adm.items()))
+    return out
+
+
+def _chaos(d: Mapping[str, Any]) -> list[str]:
+    ch = d["chaos"]
+    snap = ch["snapshot"]
+    out = ["## Chaos", ""]
+    if snap["error"]:
+        out += [f"Control file `{snap['path']}`: {snap['error']}", ""]
+    elif snap["flags"]:
+        flags = "; ".join(f"{k} {_params(v)}" for k, v in snap["flags"].items())
+        out += [f"Active now (`{snap['path']}`): {flags}.", ""]
+    else:
+        out += [f"No flag active now (`{snap['path']}`).", ""]
+    if not ch["windows"]:
+        return [*out, "No chaos window in this run.", ""]
+    how = (
+        "the event log (exact to the record)"
+        if ch["source"] == "event_log"
+        else "the records' chaos field (to the time bucket)"
+    )
+    out += [
+        f"Windows from {how}. Pre and post are as long as the window, cut at the run's edges and at "
+        "other windows. Chat p95 is the service time of answered requests.",
+        "",
+    ]
+    rows: list[tuple[Any, ...]] = []
+    start = d["run"]["start_ts"]
+    for w in ch["windows"]:
+        pre, dur, post = (w[k]["chat"] for k in ("pre", "during", "post"))
+        rec = "not recovered" if w["recover_s"] is None and w["end"] is not None else _ms(w["recover_s"])
+        rows.append(
+            (
+                f"{w['flag']} {_params(w['params'])}",
+                f"+{w['start'] - start:.1f}",
+                "-" if w["end"] is None else f"{w['end'] - w['start']:.1f}",
+                f"{_ms(pre['p95_ms'])} / {_ms(dur['p95_ms'])} / {_ms(post['p95_ms'])}",
+                f"{_signed(w['delta']['during']['chat_p95_ms'])} / "
+                f"{_signed(w['delta']['post']['chat_p95_ms'])}",
+                f"{_pct(pre['error_rate'])} / {_pct(dur['error_rate'])} / {_pct(post['error_rate'])}",
+                f"{_num(pre['rps'])} / {_num(dur['rps'])} / {_num(post['rps'])}",
+                rec,
+            )
+        )
+    out += table(
+        (
+            "flag",
+            "start s",
+            "length s",
+            "p95 ms pre/during/post",
+            "p95 delta during/post",
+            "errors pre/during/post",
+            "req/s pre/during/post",
+            "recover s",
+        ),
+        rows,
+    )
+    rows = []
+    for w in ch["windows"]:
+        pre, dur, post = (w[k]["explanations"] for k in ("pre", "during", "post"))
+        rows.append(
+            (
+                w["flag"],
+                f"+{w['start'] - start:.1f}",
+                f"{_ms(pre['sentence_p95_ms'])} / {_ms(dur['sentence_p95_ms'])} / "
+                f"{_ms(post['sentence_p95_ms'])}",
+                f"{_ms(pre['token_p95_ms'])} / {_ms(dur['token_p95_ms'])} / {_ms(post['token_p95_ms'])}",
+                f"{_pct(pre['expired_failed_rate'])} / {_pct(dur['expired_failed_rate'])} / "
+                f"{_pct(post['expired_failed_rate'])}",
+            )
+        )
+    out += table(
+        (
+            "flag",
+            "start s",
+            "sentence p95 ms pre/during/post",
+            "token p95 ms pre/during/post",
+            "expired+failed pre/during/post",
+        ),
+        rows,
+    )
+    return out
+
+
+def _params(p: Mapping[str, Any]) -> str:
+    keep = {k: v for k, v in p.items() if k not in ("enabled_at", "expires_at") and v not in (None, "")}
+    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
+    return f"({inner})" if inner else ""
+
+
+def _soak(d: Mapping[str, Any], charts: Mapping[str, str]) -> list[str]:
+    soak = d.get("soak")
+    if not soak:
+        return []
+    out = [
+        "## Soak",
+        "",
+        f"From `{soak['source']}` (status {soak['status']}); "
+        f"{len(soak['segments'])} segments, {len(soak['breaching_segments'])} broke an SLO.",
+        "",
+    ]
+    if "soak" in charts:
+        out += [f"![soak series]({charts['soak']})", ""]
+    rows = [
+        (
+            r["segment"],
+            r["profile"] or "-",
+            _num(r["attach_rate"]),
+            r["granularity"] or "-",
+            _ms(r["chat_p95_ms"]),
+            _pct(r["error_rate"]),
+            _ms(r["sentence_p95_ms"]),
+            _ms(r["token_p95_ms"]),
+            _pct(r["expired_failed_rate"]),
+            ("**" + ", ".join(r["breaches"]) + "**") if r["breaches"] else "ok",
+        )
+        for r in soak["segments"]
+    ]
+    out += table(
+        (
+            "segment",
+            "phase",
+            "attach",
+            "granularity",
+            "chat p95",
+            "errors",
+            "sentence p95",
+            "token p95",
+            "expired+failed",
+            "SLO",
+        ),
+        rows,
+    )
+    drift = soak["drift"]
+    if drift["overall"]:
+        out += [f"Drift / leak verdict: **{drift['overall']}**.", ""]
+        out += [f"- {f}" for f in drift["findings"]] + ([""] if drift["findings"] else [])
+        out += table(
+            ("series", "verdict", "slope / h", "relative / h", "r2"),
+            [
+                (
+                    k,
+                    v["verdict"],
+                    _num(v["slope_per_hour"]),
+                    _pct(v["relative_slope_per_hour"]),
+                    _num(v["r2"]),
+                )
+                for k, v in drift["series"].items()
+            ],
+        )
+    return out
+
+
+def render_markdown(d: Mapping[str, Any], charts: Mapping[str, str]) -> str:
+    out = _inputs(d) + _slo(d) + _chat(d)
+    if "latency" in charts:
+        out += [f"![chat latency over time]({charts['latency']})", ""]
+    out += _explanations(d)
+    if "sla" in charts:
+        out += [f"![explanation SLA over time]({charts['sla']})", ""]
+    out += _backpressure(d)
+    if "backpressure" in charts:
+        out += [f"![backpressure and admissions]({charts['backpressure']})", ""]
+    out += _chaos(d) + _soak(d, charts)
+    return "\n".join(out).rstrip() + "\n"

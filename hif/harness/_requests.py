@@ -1,0 +1,71 @@
+"""The chat requests a run sends: headers, prebuilt bodies, and the per-request draws.
+
+Bodies are serialised once at start-up (a few prompts x plain / sentence / token) so the hot path
+only picks prebuilt bytes: the generator spends its CPU on sending, not on JSON.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+
+from hif.harness._pacing import parse_shard
+from hif.harness.client import HttpClient
+from hif.harness.load import MIX_TOKEN_SHARE, LoadSettings
+
+PROMPTS = (
+    "Summarise why the sky looks blue in two sentences.",
+    "Give three tips for writing clear error messages.",
+    "What is the capital of France, and why is it famous?",
+    "Explain what a token bucket rate limiter does.",
+    "Write a haiku about load testing.",
+    "List two differences between TCP and UDP.",
+    "Why do databases use write-ahead logs?",
+    "Describe a sparse autoencoder in one paragraph.",
+)
+CHAT_PATH = "/v1/chat/completions"
+
+
+class ChatRequests:
+    def __init__(self, settings: LoadSettings) -> None:
+        self.s = settings
+        self.headers: dict[str, str] = {"content-type": "application/json"}
+        if settings.auth_token:
+            self.headers["authorization"] = f"Bearer {settings.auth_token}"
+        if settings.tenant_id:
+            self.headers["x-tenant-id"] = settings.tenant_id
+        builder = HttpClient(settings.base_url, headers=self.headers)
+        self._bodies: dict[str | None, list[bytes]] = {
+            g: [builder.build("POST", CHAT_PATH, orjson.dumps(self._body(p, g))) for p in PROMPTS]
+            for g in (None, "sentence", "token")
+        }
+        shard_i, _ = parse_shard(settings.shard)
+        self._seed_base = settings.seed * 1_000_003 + shard_i * 10_007
+
+    def _body(self, prompt: str, granularity: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.s.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": False,
+        }
+        if self.s.max_tokens:
+            body["max_tokens"] = self.s.max_tokens
+        if granularity is not None:
+            body["explain"] = {"granularity": granularity, "features": self.s.features}
+        return body
+
+    def rng(self, worker: int) -> random.Random:
+        """A per-worker RNG: runs with one seed draw the same attach/granularity sequence."""
+        return random.Random(self._seed_base + worker)
+
+    def draw(self, rng: random.Random) -> tuple[bool, str | None, bytes]:
+        """(attached, granularity, request bytes) for one chat."""
+        prompt = int(rng.random() * len(PROMPTS))
+        if self.s.attach_rate <= 0 or rng.random() >= self.s.attach_rate:
+            return False, None, self._bodies[None][prompt]
+        granularity = self.s.granularity
+        if granularity == "mix":
+            granularity = "token" if rng.random() < MIX_TOKEN_SHARE else "sentence"
+        return True, granularity, self._bodies[granularity][prompt]

@@ -1,0 +1,222 @@
+"""The load runner's library API: settings, one run, its summary and exit code.
+
+>>> settings = LoadSettings(base_url="http://127.0.0.1:8080", concurrency=8,   # doctest: +SKIP
+...                         duration_seconds=10, attach_rate=0.3, results_dir=Path("/tmp/r"))
+>>> summary = run_load_sync(settings)                                          # doctest: +SKIP
+>>> summary.exit_code, summary.data["chat"]["latency_ms"]["p95_ms"]            # doctest: +SKIP
+
+``run_load`` is also what the soak runner calls in-process, segment after segment: pass
+``append=True`` (files grow instead of being truncated) and a ``run_id`` per segment; each
+returned :class:`LoadSummary` carries its own per-``bucket_seconds`` time series.
+
+Exit codes: 0 ok, 1 an SLO gate failed, 2 pre-flight or configuration error (raised as
+:class:`~hif.errors.HarnessError`), 3 the run is invalid because the generator was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hif.config import option, positive
+from hif.errors import ConfigError
+from hif.harness._pacing import parse_shard, share
+
+GRANULARITIES = ("sentence", "token", "mix")
+ARRIVALS = ("constant", "poisson")
+LIVE_MODES = ("auto", "rich", "plain", "off")
+SLO_NAMES = ("chat_p95_ms", "error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate")
+DEFAULT_RESULTS_DIR = Path("tests/load/results")
+MIX_TOKEN_SHARE = 0.2  # --granularity mix: 80% sentence / 20% token, drawn per request
+
+EXIT_OK, EXIT_SLO_FAILED, EXIT_PREFLIGHT, EXIT_INVALID = 0, 1, 2, 3
+
+
+def parse_slos(items: typing.Iterable[str]) -> dict[str, float]:
+    """``["chat_p95_ms=500", ...]`` -> ``{"chat_p95_ms": 500.0}``; unknown names fail by name."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in SLO_NAMES:
+            raise ConfigError("slo", f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(SLO_NAMES)}")
+        try:
+            out[name] = float(value)
+        except ValueError as exc:
+            raise ConfigError("slo", f"{item!r}: {value!r} is not a number") from exc
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadSettings:
+    """One load run. Every ``option`` is a CLI flag (``--base-url``), ``HIF_*`` env var and file key."""
+
+    SECTION: typing.ClassVar[str] = "load"
+
+    base_url: str = option("http://localhost:8080", help="gateway base URL")
+    concurrency: int = option(10, help="workers, one keep-alive connection each (max in flight)")
+    duration_seconds: float = option(60.0, help="how long load is offered")
+    attach_rate: float = option(0.0, help="fraction of chats that ask for an explanation (0..1)")
+    granularity: str = option(
+        "sentence", help="explanation granularity; mix = 80%% sentence / 20%% token", choices=GRANULARITIES
+    )
+    features: str = option("sae-gpt4-2m", help="featureset requested for explanations")
+    timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
+    auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
+    tenant_id: str | None = option(None, help="send x-tenant-id: TID")
+    rps_limit: float = option(0.0, help="one token bucket shared by all workers, requests/s (0 = unlimited)")
+    results_dir: Path = option(DEFAULT_RESULTS_DIR, help="where result files are written")  # noqa: RUF009
+    arrival_rate: float = option(0.0, help="open loop: requests/s offered on a schedule (0 = closed loop)")
+    arrival: str = option("constant", help="open-loop arrival process", choices=ARRIVALS)
+    processes: int = option(1, help="spread workers over N processes (histograms merged exactly)")
+    shard: str = option("1/1", help="this generator's share i/N of concurrency and rate (numbered from 1)")
+    seed: int = option(0, help="seed for attach/granularity draws and Poisson arrivals")
+    max_requests: int = option(0, help="stop after this many chat requests (0 = no bound but the duration)")
+    poll_deadline_seconds: float = option(
+        75.0, help="give up polling a trace this long after its chat answer"
+    )
+    poll_initial_ms: float = option(25.0, help="first trace-status poll delay; doubles by 1.5x per poll")
+    poll_max_ms: float = option(500.0, help="largest delay between two polls of one trace")
+    drain_seconds: float = option(90.0, help="after load stops, time allowed for open polls to finish")
+    bucket_seconds: float = option(1.0, help="time-series bucket and histogram-log interval")
+    late_ms: float = option(10.0, help="a send later than its intended start by more than this is `late`")
+    model: str = option("sim", help="model name sent in chat requests")
+    max_tokens: int = option(16, help="max_tokens sent in chat requests (0 = omit)")
+    live: str = option(
+        "auto", help="live view: auto (rich on a TTY), rich, plain (stderr lines), off", choices=LIVE_MODES
+    )
+    append: bool = option(False, help="append to result files instead of truncating them (soak segments)")
+    run_id: str = option("", help="label stored with every record of this run (default: start time)")
+    slo: tuple[str, ...] = ()  # NAME=VALUE gates; repeatable on the CLI, so not a plain option
+
+    def __post_init__(self) -> None:
+        positive("concurrency", self.concurrency)
+        positive("duration_seconds", self.duration_seconds)
+        positive("timeout_seconds", self.timeout_seconds)
+        positive("rps_limit", self.rps_limit, allow_zero=True)
+        positive("arrival_rate", self.arrival_rate, allow_zero=True)
+        positive("processes", self.processes)
+        positive("max_requests", self.max_requests, allow_zero=True)
+        positive("poll_deadline_seconds", self.poll_deadline_seconds)
+        positive("poll_initial_ms", self.poll_initial_ms)
+        positive("poll_max_ms", self.poll_max_ms)
+        positive("drain_seconds", self.drain_seconds, allow_zero=True)
+        positive("bucket_seconds", self.bucket_seconds)
+        if not 0.0 <= self.attach_rate <= 1.0:
+            raise ConfigError("attach_rate", f"must be a fraction 0..1, got {self.attach_rate!r}")
+        if not self.base_url.startswith("http://"):
+            raise ConfigError("base_url", f"must be an http:// URL, got {self.base_url!r}")
+        if self.rps_limit and self.arrival_rate:
+            raise ConfigError(
+                "arrival_rate", "use --rps-limit (closed loop) or --arrival-rate (open loop), not both"
+            )
+        parse_shard(self.shard)
+        parse_slos(self.slo)
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        return parse_shard(self.shard)
+
+    @property
+    def slos(self) -> dict[str, float]:
+        return parse_slos(self.slo)
+
+    @property
+    def open_loop(self) -> bool:
+        return self.arrival_rate > 0
+
+    def public(self) -> dict[str, Any]:
+        """Settings as stored in summary.json (the token is never written to disk)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["results_dir"] = str(self.results_dir)
+        data["slo"] = list(self.slo)
+        if data.get("auth_token"):
+            data["auth_token"] = "***"
+        return data
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Share:
+    """What this process offers: its shard's part of the run's concurrency, rates and bound."""
+
+    workers: int
+    rps_limit: float
+    arrival_rate: float
+    max_requests: int
+
+    @property
+    def target_rps(self) -> float:
+        return self.arrival_rate or self.rps_limit
+
+
+def local_share(settings: LoadSettings) -> Share:
+    """Split the totals of ``settings`` by its ``--shard i/N`` (workers and bounds as integers)."""
+    i, n = settings.shard_index
+    workers = share(settings.concurrency, i, n)
+    if workers < 1:
+        raise ConfigError("concurrency", f"{settings.concurrency} workers cannot be split into {n} shards")
+    return Share(
+        workers=workers,
+        rps_limit=settings.rps_limit / n,
+        arrival_rate=settings.arrival_rate / n,
+        max_requests=share(settings.max_requests, i, n) if settings.max_requests else 0,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSummary:
+    """The result of one run: ``data`` is exactly what summary.json holds."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.data["exit_code"])
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.data["generator"]["valid"])
+
+    @property
+    def slo_passed(self) -> bool:
+        return bool(self.data["slo"]["pass"])
+
+    @property
+    def buckets(self) -> list[dict[str, Any]]:
+        return list(self.data["buckets"])
+
+
+TickCallback = Callable[[dict[str, Any]], None]
+
+
+async def run_load(
+    settings: LoadSettings, *, stop: asyncio.Event | None = None, on_tick: TickCallback | None = None
+) -> LoadSummary:
+    """Pre-flight, offer load for ``duration_seconds`` (or until ``stop`` is set), drain, write files.
+
+    ``on_tick`` receives each finished time bucket (the same dict as ``summary["buckets"][i]``).
+    Raises :class:`~hif.errors.PreflightError` before any load when the target is unusable.
+    With ``processes > 1`` the workers run in child processes and this call merges their results.
+    """
+    if settings.processes > 1:
+        from hif.harness._procs import run_processes
+
+        return await run_processes(settings, stop=stop, on_tick=on_tick)
+    from hif.harness._engine import Engine
+
+    return await Engine(settings, stop=stop, on_tick=on_tick).run()
+
+
+def run_load_sync(settings: LoadSettings, *, stop: asyncio.Event | None = None) -> LoadSummary:
+    """:func:`run_load` on a fresh (uvloop when available) event loop."""
+    from hif.harness.client import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(run_load(settings, stop=stop))
+    finally:
+        loop.close()

@@ -1,0 +1,220 @@
+"""The soak orchestrator: hours of rotating load segments, in-process, with a checkpoint per segment.
+
+Each segment is one :func:`hif.harness.load.run_load` call on this process's event loop (no
+subprocess per segment), appending to the same result files with ``run_id = soak-NNNN``. After
+each segment the orchestrator reads both /metrics endpoints, adds a point to the time series and
+rewrites ``soak_summary.json`` atomically: that file is also the checkpoint ``--resume`` continues
+from (the result files are cut back to their sizes at the last finished segment, so a segment cut
+short by SIGINT or a crash is run again from its start, never counted twice).
+
+>>> settings = SoakSettings(base_url="http://127.0.0.1:8080", hours=0.01,        # doctest: +SKIP
+...                         segment_minutes=0.1, concurrency_scale=0.01)
+>>> summary = run_soak_sync(settings)                                          # doctest: +SKIP
+>>> summary["drift"]["overall"], len(summary["segments"])                      # doctest: +SKIP
+
+``soak_summary.json`` (schema ``hif.soak.v1``) holds ``plan`` (profile, hours, segment length,
+scale), ``slo`` (the thresholds), ``segments`` (one object per finished segment: its plan, ``chat``,
+``explanations``, ``health`` of gateway and explainer, ``slo_breaches``, and ``buckets``: the
+load runner's finer time buckets with their own ``slo_breaches``), ``series`` (parallel arrays,
+one value per segment, for charts), ``drift`` (slope per hour, r^2 and verdict per series, an
+overall verdict and findings), ``status`` (running | interrupted | finished) and ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import typing
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hif.config import option
+from hif.errors import ConfigError
+from hif.harness import _soak_checkpoint as checkpoint
+from hif.harness._soak_drift import analyse
+from hif.harness._soak_health import Fetch, default_metrics_urls, fetch_text, scrape
+from hif.harness._soak_plan import PROFILES, Schedule, SegmentPlan
+from hif.harness._soak_point import SERIES, segment_point, series_of
+from hif.harness.load import DEFAULT_RESULTS_DIR, LoadSettings, LoadSummary, parse_slos, run_load
+
+log = logging.getLogger(__name__)
+
+SOAK_SCHEMA = "hif.soak.v1"
+# The runbook's SLOs (section 5), in the load runner's gate names; --slo NAME=VALUE overrides.
+DEFAULT_SLOS = {"chat_p95_ms": 500.0, "error_rate": 0.01, "sentence_p95_ms": 1500.0,
+                "token_p95_ms": 3500.0, "expired_failed_rate": 0.05}
+
+LoadFn = Callable[..., Awaitable[LoadSummary]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SoakSettings:
+    """One soak. Every ``option`` is a CLI flag (``--hours``), ``HIF_*`` env var and file key."""
+
+    SECTION: typing.ClassVar[str] = "soak"
+
+    base_url: str = option("http://localhost:8080", help="gateway base URL")
+    hours: float = option(2.0, help="soak length in hours (fractions allowed: 0.02 = 72 s)")
+    profile: str = option("default", help="load profile", choices=tuple(PROFILES))
+    segment_minutes: float = option(10.0, help="segment length in minutes (fractions allowed)")
+    spike_minutes: float | None = option(None, help="spiky: minutes per high/low phase (default: a segment)")
+    concurrency_scale: float = option(1.0, help="scale the profile's concurrency and rate limits")
+    features: str = option("sae-gpt4-2m", help="featureset requested for explanations")
+    timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
+    auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
+    tenant_id: str | None = option(None, help="send x-tenant-id: TID")
+    results_dir: Path = option(  # noqa: RUF009 - option() is the field factory (hif.config)
+        DEFAULT_RESULTS_DIR, help="where result files and soak_summary.json go")
+    metrics_url_gateway: str | None = option(None, help="gateway /metrics (default: base-url host, :9091)")
+    metrics_url_explainer: str | None = option(None, help="explainer /metrics (default: base-url host :9090)")
+    resume: bool = option(False, help="continue the soak in results-dir from its last finished segment")
+    processes: int = option(1, help="spread each segment's workers over N processes")
+    drain_seconds: float = option(30.0, help="after each segment, time allowed for open polls to finish")
+    poll_deadline_seconds: float = option(75.0, help="give up polling a trace this long after its chat")
+    live: str = option("off", help="each segment's live view: auto, rich, plain, off",
+                       choices=("auto", "rich", "plain", "off"))
+    slo: tuple[str, ...] = ()  # NAME=VALUE overrides of DEFAULT_SLOS; repeatable on the CLI
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith("http://"):
+            raise ConfigError("base_url", f"must be an http:// URL, got {self.base_url!r}")
+        parse_slos(self.slo)
+        self.schedule()  # validates hours, segment_minutes, scale
+
+    def schedule(self) -> Schedule:
+        return Schedule(profile=PROFILES[self.profile], hours=self.hours,
+                        segment_minutes=self.segment_minutes, concurrency_scale=self.concurrency_scale,
+                        spike_minutes=self.spike_minutes)
+
+    @property
+    def slos(self) -> dict[str, float]:
+        return {**DEFAULT_SLOS, **parse_slos(self.slo)}
+
+    def metrics_urls(self) -> dict[str, str]:
+        gateway, explainer = default_metrics_urls(self.base_url)
+        return {"gateway": self.metrics_url_gateway or gateway,
+                "explainer": self.metrics_url_explainer or explainer}
+
+    def load_settings(self, plan: SegmentPlan, *, append: bool, bucket_s: float) -> LoadSettings:
+        return LoadSettings(
+            base_url=self.base_url, concurrency=plan.concurrency, duration_seconds=plan.duration_s,
+            attach_rate=plan.attach_rate, granularity=plan.granularity, features=self.features,
+            timeout_seconds=self.timeout_seconds, auth_token=self.auth_token, tenant_id=self.tenant_id,
+            rps_limit=plan.rps_limit, results_dir=self.results_dir, processes=self.processes,
+            drain_seconds=self.drain_seconds, poll_deadline_seconds=self.poll_deadline_seconds,
+            bucket_seconds=bucket_s, live=self.live, append=append, run_id=f"soak-{plan.number:04d}",
+            seed=plan.index,
+        )
+
+
+def bucket_seconds(segment_s: float) -> float:
+    """Finer buckets inside a segment: one minute for real segments, five per compressed one."""
+    return max(0.5, min(60.0, segment_s / 5.0))
+
+
+class Soak:
+    """One soak's state: the plan, the finished segments, and the summary file they live in."""
+
+    def __init__(self, settings: SoakSettings, *, load: LoadFn = run_load, fetch: Fetch = fetch_text,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.load, self.fetch, self.clock = settings, load, fetch, clock
+        self.path = settings.results_dir / checkpoint.SOAK_SUMMARY_FILE
+        self.summary = self._start_or_resume()
+        self.schedule = Schedule(profile=PROFILES[self.summary["plan"]["profile"]],
+                                 **{k: self.summary["plan"][k] for k in checkpoint.PLAN_KEYS})
+
+    def _start_or_resume(self) -> dict[str, Any]:
+        s = self.settings
+        if s.resume:
+            summary = checkpoint.load(self.path)
+            checkpoint.rewind(s.results_dir, summary)
+            wanted = s.schedule().to_json()
+            if summary["plan"] != wanted:
+                log.warning("resuming with the checkpoint's plan %s (flags asked for %s)",
+                            summary["plan"], wanted)
+            summary["resumes"] = int(summary.get("resumes", 0)) + 1
+            return summary
+        return {
+            "v": SOAK_SCHEMA, "status": "running", "started_at": self.clock(), "updated_at": self.clock(),
+            "base_url": s.base_url, "features": s.features, "tenant_id": s.tenant_id,
+            "plan": s.schedule().to_json(), "slo": s.slos, "metrics_urls": s.metrics_urls(),
+            "baseline_health": None, "segments": [], "series": {}, "drift": {}, "resumes": 0,
+            "checkpoint": checkpoint.sizes(s.results_dir, fresh=True),
+        }
+
+    def pending(self) -> list[SegmentPlan]:
+        done = len(self.summary["segments"])
+        return self.schedule.segments()[done:]
+
+    def _health(self) -> dict[str, Any]:
+        return scrape(self.summary["metrics_urls"], self.fetch)
+
+    def save(self, status: str) -> None:
+        self.summary["status"] = status
+        self.summary["updated_at"] = self.clock()
+        segments = self.summary["segments"]
+        t0 = float(segments[0]["started_at"]) if segments else float(self.summary["started_at"])
+        self.summary["series"] = series_of(segments, t0)
+        self.summary["drift"] = analyse(self.summary["series"]["t_h"],
+                                        {k: self.summary["series"][k] for k in SERIES})
+        checkpoint.write(self.path, self.summary)
+
+    async def run_segment(self, plan: SegmentPlan, stop: asyncio.Event) -> bool:
+        """One segment; True when it ran to its end (and was recorded), False when stopped."""
+        fresh = not self.summary["segments"] and not self.summary["resumes"]
+        bucket_s = bucket_seconds(self.schedule.segment_s)
+        load_settings = self.settings.load_settings(plan, append=not fresh, bucket_s=bucket_s)
+        log.info("soak segment %d/%d: %s", plan.number, self.schedule.count(), plan.to_json())
+        result = await self.load(load_settings, stop=stop)
+        if stop.is_set():
+            return False
+        health = await asyncio.to_thread(self._health)
+        point = segment_point(plan, result.data, health, self.summary["slo"])
+        self.summary["segments"].append(point)
+        self.summary["checkpoint"] = checkpoint.sizes(self.settings.results_dir)
+        self.save("running")
+        return True
+
+    async def run(self, stop: asyncio.Event | None = None) -> dict[str, Any]:
+        stop = stop or asyncio.Event()
+        if self.summary["baseline_health"] is None:
+            self.summary["baseline_health"] = await asyncio.to_thread(self._health)
+        self.save("running")
+        for plan in self.pending():
+            if stop.is_set() or not await self.run_segment(plan, stop):
+                self.save("interrupted")
+                return self.summary
+        self.save("finished")
+        return self.summary
+
+
+async def run_soak(settings: SoakSettings, *, stop: asyncio.Event | None = None, load: LoadFn = run_load,
+                   fetch: Fetch = fetch_text) -> dict[str, Any]:
+    """Run (or ``--resume``) a soak until its last segment or ``stop``; returns soak_summary.json's data.
+
+    A segment that raises (the target vanished, pre-flight failed) leaves the checkpoint at the
+    last finished segment, marks the soak ``interrupted`` and re-raises.
+    """
+    soak = Soak(settings, load=load, fetch=fetch)
+    try:
+        return await soak.run(stop)
+    except (Exception, asyncio.CancelledError):
+        soak.save("interrupted")
+        raise
+
+
+def run_soak_sync(settings: SoakSettings, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """:func:`run_soak` on a fresh (uvloop when available) event loop."""
+    from hif.harness.client import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(run_soak(settings, stop=stop))
+    finally:
+        loop.close()
+
+
+__all__ = ["DEFAULT_SLOS", "PROFILES", "Schedule", "SoakSettings", "run_soak", "run_soak_sync"]

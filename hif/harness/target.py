@@ -1,0 +1,223 @@
+"""A scripted HTTP target for tests and benches: known delays, stalls, errors and trace lifecycles.
+
+Not the gateway: a simulator of its HTTP surface (``/healthz``, ``/v1/featuresets``,
+``/v1/chat/completions``, ``/v1/traces/{id}/status`` and ``/graph``) whose timing is fixed by its
+script, so tests can assert exact percentiles and benches know the true latency distribution.
+
+    python -m hif.harness.target --port 8099 --delay-ms 5 --stall-every-s 10 --stall-s 1
+
+Stalls: during the last ``stall_s`` of every ``stall_every_s`` period the server answers nothing;
+requests that arrive then are answered when the stall ends (plus ``delay_ms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import random
+import time
+
+import httptools
+import orjson
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TargetScript:
+    delay_ms: float = 0.0  # chat answer delay
+    stall_every_s: float = 0.0  # 0 = never stall
+    stall_s: float = 0.0
+    error_rate: float = 0.0  # fraction of chats answered 500
+    featuresets: tuple[str, ...] = ("sae-gpt4-2m",)
+    explain_ms: float = 50.0  # trace lifetime queued -> terminal
+    explain_state: str = "complete"  # terminal state traces reach
+    token_explain_ms: float | None = None  # token traces (default: explain_ms)
+    seed: int = 0
+
+
+class _State:
+    def __init__(self, script: TargetScript) -> None:
+        self.script = script
+        self.t0 = time.monotonic()
+        self.traces: dict[str, tuple[float, str]] = {}  # id -> (ready at, granularity)
+        self.ids = itertools.count(1)
+        self.rng = random.Random(script.seed)
+        self.requests = 0
+
+    def stall_left_s(self, now: float) -> float:
+        s = self.script
+        if s.stall_every_s <= 0 or s.stall_s <= 0:
+            return 0.0
+        phase = (now - self.t0) % s.stall_every_s
+        start = s.stall_every_s - s.stall_s
+        return s.stall_every_s - phase if phase >= start else 0.0
+
+
+def _response(status: int, body: bytes, extra: bytes = b"") -> bytes:
+    head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (status, len(body))
+    return head + extra + b"\r\n" + body
+
+
+class _TargetProtocol(asyncio.Protocol):
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.write(_response(400, b'{"error":{"message":"bad request"}}'))
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body, self.body = b"".join(self.body), []
+        method = self.parser.get_method()
+        self.state.requests += 1
+        now = time.monotonic()
+        status, payload, extra, delay_s = self._route(method, self.url.split(b"?")[0].decode(), body, now)
+        delay_s += self.state.stall_left_s(now)
+        data = _response(status, payload, extra)
+        if delay_s > 0:
+            asyncio.get_running_loop().call_later(delay_s, self._write, data)
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _route(self, method: bytes, path: str, body: bytes, now: float) -> tuple[int, bytes, bytes, float]:
+        s = self.state.script
+        if path in ("/healthz", "/readyz"):
+            return 200, b'{"status":"ok"}', b"", 0.0
+        if path == "/v1/featuresets":
+            data = [{"name": n, "available": True} for n in s.featuresets]
+            return 200, orjson.dumps({"object": "list", "data": data, "default": s.featuresets[0]}), b"", 0.0
+        if path == "/v1/chat/completions" and method == b"POST":
+            return self._chat(body, now)
+        if path.startswith("/v1/traces/"):
+            return self._trace(path, now)
+        return 404, b'{"error":{"message":"no route","type":"not_found_error","code":"not_found"}}', b"", 0.0
+
+    def _chat(self, body: bytes, now: float) -> tuple[int, bytes, bytes, float]:
+        s, st = self.state.script, self.state
+        delay_s = s.delay_ms / 1000.0
+        if s.error_rate and st.rng.random() < s.error_rate:
+            return 500, b'{"error":{"message":"scripted failure","type":"server_error"}}', b"", delay_s
+        req = orjson.loads(body) if body else {}
+        answer: dict[str, object] = {
+            "id": "chatcmpl-target",
+            "object": "chat.completion",
+            "model": "target",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ],
+        }
+        extra = b""
+        explain = req.get("explain") if isinstance(req, dict) else None
+        if isinstance(explain, dict):
+            gran = str(explain.get("granularity", "sentence"))
+            trace_id = f"tr-{next(st.ids)}"
+            ms = s.token_explain_ms if gran == "token" and s.token_explain_ms is not None else s.explain_ms
+            st.traces[trace_id] = (now + delay_s + ms / 1000.0, gran)
+            answer["explanation"] = {"trace_id": trace_id, "state": "queued", "granularity": gran}
+            extra = b"x-trace-id: " + trace_id.encode() + b"\r\n"
+        return 200, orjson.dumps(answer), extra, delay_s
+
+    def _trace(self, path: str, now: float) -> tuple[int, bytes, bytes, float]:
+        parts = path.split("/")  # ["", "v1", "traces", id, "status"|"graph"]
+        entry = self.state.traces.get(parts[3]) if len(parts) == 5 else None
+        if entry is None:
+            return 404, b'{"error":{"message":"unknown trace","type":"not_found_error"}}', b"", 0.0
+        ready_at, gran = entry
+        state = self.state.script.explain_state if now >= ready_at else "running"
+        if parts[4] == "graph":
+            return (
+                (200, b'{"nodes":[],"edges":[]}', b"", 0.0) if state == "complete" else (202, b"{}", b"", 0.0)
+            )
+        status: dict[str, object] = {
+            "trace_id": parts[3],
+            "state": state,
+            "granularity": {"requested": gran, "resolved": gran},
+            "degraded": [],
+            "attribution": "gradient" if state == "complete" else None,
+        }
+        return 200, orjson.dumps(status), b"", 0.0
+
+
+class TargetServer:
+    """Run the scripted target inside the current event loop."""
+
+    def __init__(self, script: TargetScript | None = None) -> None:
+        self.state = _State(script or TargetScript())
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TargetProtocol(self.state), host, port, backlog=4096)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.state.t0 = time.monotonic()
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hif.harness.target", description=__doc__)
+    p.add_argument("--port", type=int, default=8099)
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--stall-every-s", type=float, default=0.0)
+    p.add_argument("--stall-s", type=float, default=0.0)
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--explain-ms", type=float, default=50.0)
+    args = p.parse_args(argv)
+    script = TargetScript(
+        delay_ms=args.delay_ms,
+        stall_every_s=args.stall_every_s,
+        stall_s=args.stall_s,
+        error_rate=args.error_rate,
+        explain_ms=args.explain_ms,
+    )
+    from hif.harness.client import new_event_loop
+
+    loop = new_event_loop()
+    server = TargetServer(script)
+    port = loop.run_until_complete(server.start(port=args.port))
+    # The stall schedule's origin in wall time, so a bench can compute each request's true latency.
+    origin = time.time() - (time.monotonic() - server.state.t0)
+    print(f"target listening on http://127.0.0.1:{port} stall_origin={origin:.6f}", flush=True)
+    try:
+        loop.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.run_until_complete(server.close())
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

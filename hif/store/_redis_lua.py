@@ -1,0 +1,153 @@
+"""Lua scripts for :mod:`hif.store.redis`: each read-check-write runs atomically inside Redis.
+
+redis-py sends them by SHA and reloads them when a restarted Redis has forgotten its script
+cache. Every key a script touches is passed in KEYS (and shares the ``{prefix}`` hash tag).
+Pending-entry rows from XPENDING are ``{id, consumer, idle_ms, delivery_count}``.
+"""
+
+from __future__ import annotations
+
+# KEYS: stream, per-trace marker. ARGV: job JSON, created_at, marker TTL ms.
+# Returns the new entry id, or nil when the same trace is already queued (a retried enqueue).
+ENQUEUE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1], 'created_at', ARGV[2])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
+return id
+"""
+
+# How a lease deadline is kept: Redis measures each pending entry's idle time, and XCLAIM ... IDLE
+# can set it. A lease of V ms is given idle = HORIZON - V, so it reaches HORIZON exactly V ms later;
+# XAUTOCLAIM with min-idle HORIZON then takes over exactly the leases whose deadline has passed,
+# whatever visibility timeout each holder asked for.
+
+# KEYS: stream. ARGV: group, consumer, count, idle ms (HORIZON - V).
+# Delivers new entries; returns {last entry id (to block on), {{id, fields, 1}, ...}}.
+TAKE_NEW = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+local out = {}
+if r then
+  for _, entry in ipairs(r[1][2]) do
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry[1], 'IDLE', ARGV[4], 'JUSTID')
+    table.insert(out, {entry[1], entry[2], 1})
+  end
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if #last > 0 then last_id = last[1][1] end
+return {last_id, out}
+"""
+
+# KEYS: stream. ARGV: group, consumer, HORIZON ms, count, idle ms (HORIZON - V).
+# Takes over entries whose lease deadline passed; XAUTOCLAIM raises their delivery counter.
+# Returns {{id, fields, delivery_count}, ...}. The cursor loop is bounded: the pending list
+# holds at most workers x max_jobs entries.
+RECLAIM = """
+local out = {}
+local cursor = '0-0'
+for _ = 1, 16 do
+  local want = tonumber(ARGV[4]) - #out
+  if want <= 0 then break end
+  local res = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', want)
+  for _, entry in ipairs(res[2]) do
+    if entry[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry[1], 'IDLE', ARGV[5], 'JUSTID')
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+      local n = 1
+      if #p > 0 then n = p[1][4] end
+      table.insert(out, {entry[1], entry[2], n})
+    end
+  end
+  cursor = res[1]
+  if cursor == '0-0' then break end
+end
+return out
+"""
+
+# Shared check: is entry ARGV[2] still delivered to consumer ARGV[3] as delivery number ARGV[4]?
+_HELD = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then return 0 end
+"""
+
+# KEYS: stream, per-trace marker. ARGV: group, entry id, consumer, attempt.
+ACK_IF_HELD = _HELD + """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS: stream. ARGV: group, entry id, consumer, attempt, idle ms (HORIZON - V).
+# JUSTID moves the deadline without raising the delivery counter, so the lease keeps its identity.
+EXTEND_IF_HELD = _HELD + """
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
+return 1
+"""
+
+# KEYS: trace hash, deadlines zset, counts hash.
+# ARGV: trace id, state, keep-until ms, pending ('1'/'0'), then field/value pairs.
+CREATE_TRACE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'expires_at'), ARGV[1])
+end
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+return 1
+"""
+
+# KEYS: trace hash, deadlines zset, counts hash.
+# ARGV: trace id, allowed states (comma-separated), new state ('' keeps it), terminal ('1'/'0'),
+# keep-until ms when terminal, then field/value pairs. Returns the record, or nil.
+CAS_TRACE = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return false end
+local ok = false
+for s in string.gmatch(ARGV[2], '[^,]+') do
+  if s == cur then ok = true break end
+end
+if not ok then return false end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+local new = cur
+if ARGV[3] ~= '' then
+  new = ARGV[3]
+  redis.call('HSET', KEYS[1], 'state', new)
+end
+if new ~= cur then
+  redis.call('HINCRBY', KEYS[3], cur, -1)
+  redis.call('HINCRBY', KEYS[3], new, 1)
+end
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'expires_at'), ARGV[1])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: trace hash, deadlines zset, counts hash.
+# ARGV: trace id, now (JSON), keep-until ms, default reason (JSON).
+# Returns 1 when the trace moved to expired; drops stale deadline entries either way.
+EXPIRE_TRACE = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur ~= 'queued' and cur ~= 'running' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+local expires = redis.call('HGET', KEYS[1], 'expires_at')
+if tonumber(expires) > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[2], expires, ARGV[1])
+  return 0
+end
+local reason = redis.call('HGET', KEYS[1], 'reason')
+if not reason or reason == 'null' then redis.call('HSET', KEYS[1], 'reason', ARGV[4]) end
+redis.call('HSET', KEYS[1], 'state', 'expired', 'updated_at', ARGV[2])
+redis.call('HINCRBY', KEYS[3], cur, -1)
+redis.call('HINCRBY', KEYS[3], 'expired', 1)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+"""

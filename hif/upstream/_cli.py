@@ -1,0 +1,42 @@
+"""``hif upstream-sim``: serve the LLM simulator as its own OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hif.config import SimulatorSettings, UpstreamSimSettings, add_options, build
+from hif.errors import HifError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hif upstream-sim", description="Serve the upstream LLM simulator.")
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    add_options(p, UpstreamSimSettings, SimulatorSettings)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        where = build(UpstreamSimSettings, cli=args, file=args.config)
+        sim = build(SimulatorSettings, cli=args, file=args.config)
+    except HifError as exc:
+        print(f"hif: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hif.gateway.server import serve
+    from hif.upstream.server import SimulatorApp
+    from hif.upstream.simulator import Simulator
+
+    logging.getLogger(__name__).info("upstream simulator on http://%s:%d/v1", where.sim_host, where.sim_port)
+    serve(
+        SimulatorApp(Simulator(sim)),
+        host=where.sim_host,
+        port=where.sim_port,
+        server=where.sim_server,
+        log_level="warning",
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""The load runner against the real gateway (``hif gateway``) and the embedded system (``hif serve``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hif.errors import PreflightError
+from hif.harness import records
+from hif.harness.load import LoadSettings, run_load_sync
+from tests.conftest import free_port, wait_http_ok
+from tests.integration.conftest import EmbeddedSystem
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if importlib.util.find_spec("hif.gateway.server") is None:
+        pytest.skip("the gateway (hif.gateway.server) is not importable yet")
+    port, data = free_port(), tmp_path_factory.mktemp("gateway")
+    log = open(data / "gateway.log", "w")  # noqa: SIM115 - closed after the process
+    cmd = [
+        sys.executable,
+        "-m",
+        "hif.cli",
+        "gateway",
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        str(data),
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_chat_load_against_the_gateway(gateway: str, tmp_path: Path) -> None:
+    settings = LoadSettings(
+        base_url=gateway,
+        concurrency=8,
+        duration_seconds=2,
+        results_dir=tmp_path,
+        live="off",
+        tenant_id="alpha",
+    )
+    summary = run_load_sync(settings)
+    chat = summary.data["chat"]
+    assert chat["requests"] > 20 and chat["error_rate"] == 0.0, chat["by_status"]
+    assert chat["by_status"] == {"200": chat["requests"]}
+    assert chat["latency_ms"]["p50_ms"] > 0
+    with open(tmp_path / records.CHAT_FILE) as fh:
+        first = json.loads(fh.readline())
+    assert first["tenant"] == "alpha" and first["status"] == 200
+
+
+def test_preflight_names_what_the_gateway_serves(gateway: str, tmp_path: Path) -> None:
+    settings = LoadSettings(
+        base_url=gateway, attach_rate=0.3, features="no-such-featureset", results_dir=tmp_path, live="off"
+    )
+    with pytest.raises(PreflightError, match=r"'no-such-featureset' is not served by .*; served: "):
+        run_load_sync(settings)
+    assert not (tmp_path / records.CHAT_FILE).exists()
+
+
+@pytest.mark.explainer
+def test_every_attached_trace_is_accounted_for(embedded_system: EmbeddedSystem, tmp_path: Path) -> None:
+    settings = LoadSettings(
+        base_url=embedded_system.base_url,
+        concurrency=2,
+        duration_seconds=3,
+        attach_rate=0.5,
+        granularity="mix",
+        features=embedded_system.featureset,
+        results_dir=tmp_path,
+        live="off",
+        poll_deadline_seconds=45,
+        drain_seconds=50,
+    )
+    summary = run_load_sync(settings)
+    expl = summary.data["explanations"]
+    assert summary.data["chat"]["error_rate"] == 0.0
+    assert expl["attached"] == expl["traces"] > 0
+    assert expl["by_state"]["orphaned"] == 0, expl["by_state"]
+    assert sum(expl["by_state"][s] for s in ("complete", "failed", "expired", "shed")) == expl["traces"]

@@ -1,0 +1,290 @@
+"""The load runner against the scripted target: known delays, stalls, errors and trace lifecycles.
+
+The target (``hif.harness.target``) answers after a scripted delay, so percentiles, intended-start
+latency under a stall, drops and explanation SLAs have known true values to assert against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hif.chaos import Fault, apply_change
+from hif.harness import records
+from hif.harness.load import EXIT_SLO_FAILED, LoadSettings, LoadSummary, run_load
+from hif.harness.stats import merge_window
+from hif.harness.target import TargetScript, TargetServer
+from tests.conftest import free_port, wait_http_ok
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _private_chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "chaos" / "chaos.json"
+    monkeypatch.setenv("CHAOS_CONTROL_PATH", str(path))
+    monkeypatch.delenv("CHAOS_EVENT_LOG_PATH", raising=False)
+    return path
+
+
+def run(script: TargetScript, tmp_path: Path, **kw: Any) -> LoadSummary:
+    async def go() -> LoadSummary:
+        server = TargetServer(script)
+        await server.start()
+        try:
+            settings = LoadSettings(
+                base_url=server.url,
+                results_dir=tmp_path / "results",
+                live="off",
+                **{"duration_seconds": 2, **kw},
+            )
+            return await run_load(settings)
+        finally:
+            await server.close()
+
+    return asyncio.run(go())
+
+
+def lines(tmp_path: Path, name: str) -> list[dict[str, Any]]:
+    with open(tmp_path / "results" / name) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_percentiles_match_the_scripted_delay(tmp_path: Path) -> None:
+    summary = run(TargetScript(delay_ms=40), tmp_path, concurrency=4, duration_seconds=2)
+    chat = summary.data["chat"]
+    lat = chat["latency_ms"]
+    assert 40.0 <= lat["p50_ms"] < 60.0
+    assert 40.0 <= lat["p99_ms"] < 120.0
+    assert 80 <= chat["requests"] <= 4 * 2 / 0.040 + 8  # 4 workers x 2 s / 40 ms, at most
+    assert chat["error_rate"] == 0.0 and summary.exit_code == 0
+    chats = lines(tmp_path, records.CHAT_FILE)
+    assert len(chats) == chat["requests"]
+    first = chats[0]
+    assert first["v"] == records.CHAT_SCHEMA and first["status"] == 200 and first["error_class"] is None
+    assert first["intended_ts"] <= first["ts"] and first["latency_ms"] >= 40.0
+    # the interval log re-aggregates to exactly the summary's histogram
+    hlog = tmp_path / "results" / records.HISTOGRAM_LOG_FILE
+    assert merge_window([hlog], "chat.service").count == chat["requests"]
+    assert merge_window([hlog], "chat.service").percentile(99) == pytest.approx(lat["p99_ms"], abs=0.01)
+    on_disk = json.loads((tmp_path / "results" / records.SUMMARY_FILE).read_text())
+    assert on_disk["chat"]["requests"] == chat["requests"]
+    assert {"start_s", "rps", "p95_ms", "sentence_p95_ms"} <= set(on_disk["buckets"][0])
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_intended_start_latency_counts_a_stall(tmp_path: Path, mode: str) -> None:
+    # The target stalls during the second half of every 2 s: half of all intended starts fall into a
+    # stall and wait for its end, so the true intended-start p90 is 0.8 s. The service time of the
+    # few requests actually in flight during a stall cannot show that (coordinated omission).
+    rate = {"rps_limit": 200} if mode == "closed" else {"arrival_rate": 200}
+    summary = run(
+        TargetScript(delay_ms=2, stall_every_s=2.0, stall_s=1.0),
+        tmp_path,
+        concurrency=8,
+        duration_seconds=4,
+        **rate,
+    )
+    chat = summary.data["chat"]
+    assert chat["error_rate"] == 0.0
+    assert 650.0 <= chat["intended_latency_ms"]["p90_ms"] <= 950.0
+    assert chat["latency_ms"]["p90_ms"] < 100.0
+    assert chat["late"] > 0.3 * chat["requests"]
+    assert summary.valid, summary.data["generator"]["reasons"]
+
+
+def test_open_loop_drops_what_it_cannot_send(tmp_path: Path) -> None:
+    summary = run(
+        TargetScript(delay_ms=200),
+        tmp_path,
+        concurrency=2,
+        arrival_rate=100,
+        duration_seconds=2,
+        timeout_seconds=0.5,
+    )
+    chat = summary.data["chat"]
+    dropped = [c for c in lines(tmp_path, records.CHAT_FILE) if c["error_class"] == "dropped"]
+    assert chat["dropped"] == len(dropped) > 50
+    assert chat["by_error_class"]["dropped"] == len(dropped)
+    assert chat["requests"] == len(lines(tmp_path, records.CHAT_FILE))
+
+
+def test_attached_traces_are_polled_to_terminal_states(tmp_path: Path) -> None:
+    script = TargetScript(delay_ms=1, explain_ms=100, token_explain_ms=300)
+    summary = run(script, tmp_path, concurrency=4, attach_rate=1.0, granularity="mix", max_requests=60)
+    expl = summary.data["explanations"]
+    assert summary.data["chat"]["requests"] == 60 and summary.data["stopped_by"] == "max_requests"
+    assert expl["attached"] == expl["traces"] == 60
+    assert expl["by_state"]["complete"] == 60 and expl["expired_failed_rate"] == 0.0
+    sla = expl["sla_ms"]
+    assert sla["sentence"]["count"] + sla["token"]["count"] == 60
+    assert 100.0 <= sla["sentence"]["p50_ms"] < 300.0
+    assert 300.0 <= sla["token"]["p50_ms"] < 700.0
+    assert expl["polling"]["requests"] > 60  # status polls + one graph fetch each
+    out = lines(tmp_path, records.EXPLANATION_FILE)
+    assert len(out) == 60
+    assert all(o["graph_ok"] is True and o["sla_bound_ms"] <= 500.0 + 50.0 for o in out)
+    chats = {c["trace_id"]: c for c in lines(tmp_path, records.CHAT_FILE)}
+    assert all(chats[o["trace_id"]]["granularity"] == o["granularity"] for o in out)
+
+
+def test_failed_and_orphaned_traces(tmp_path: Path) -> None:
+    failed = run(
+        TargetScript(explain_ms=10, explain_state="failed"), tmp_path, attach_rate=1.0, max_requests=10
+    )
+    assert failed.data["explanations"]["failed_rate"] == 1.0
+    orphaned = run(
+        TargetScript(explain_ms=60_000),
+        tmp_path,
+        attach_rate=1.0,
+        max_requests=5,
+        poll_deadline_seconds=0.3,
+    )
+    assert orphaned.data["explanations"]["by_state"]["orphaned"] == 5
+    assert all(
+        o["state"] == "orphaned" and o["sla_ms"] is None for o in lines(tmp_path, records.EXPLANATION_FILE)
+    )
+
+
+def test_errors_are_recorded_and_gate_the_run(tmp_path: Path) -> None:
+    summary = run(
+        TargetScript(error_rate=0.5, seed=1),
+        tmp_path,
+        concurrency=2,
+        max_requests=400,
+        slo=("error_rate=0.1",),
+    )
+    chat = summary.data["chat"]
+    assert chat["requests"] == 400
+    assert 0.4 < chat["error_rate"] < 0.6 and chat["by_error_class"]["http_5xx"] == chat["errors"]
+    errors = [c for c in lines(tmp_path, records.CHAT_FILE) if c["status"] == 500]
+    assert errors and errors[0]["error"] == "scripted failure"
+    assert summary.exit_code == EXIT_SLO_FAILED and summary.data["slo"]["gates"][0]["pass"] is False
+
+
+def test_chaos_flags_ride_on_every_record(tmp_path: Path, _private_chaos: Path) -> None:
+    apply_change(enable=Fault(flag="slow-sae", percent=50, jitter_ms=100), path=_private_chaos)
+    run(TargetScript(), tmp_path, max_requests=20)
+    assert {tuple(c["chaos"]) for c in lines(tmp_path, records.CHAT_FILE)} == {("slow-sae",)}
+    events = lines(tmp_path, records.CHAOS_EVENTS_FILE)
+    assert events[0]["flag"] == "slow-sae" and events[0]["before_window"] is True
+
+
+def test_append_mode_accumulates_segments(tmp_path: Path) -> None:
+    first = run(TargetScript(), tmp_path, max_requests=30, run_id="seg-1")
+    second = run(TargetScript(), tmp_path, max_requests=20, run_id="seg-2", append=True)
+    assert (first.data["chat"]["requests"], second.data["chat"]["requests"]) == (30, 20)
+    chats = lines(tmp_path, records.CHAT_FILE)
+    assert [c["run"] for c in chats].count("seg-1") == 30 and len(chats) == 50
+    assert merge_window([tmp_path / "results" / records.HISTOGRAM_LOG_FILE], "chat.service").count == 50
+
+
+def test_processes_merge_exactly(tmp_path: Path) -> None:
+    summary = run(
+        TargetScript(delay_ms=5), tmp_path, concurrency=4, processes=2, duration_seconds=2, shard="2/2"
+    )
+    chat = summary.data["chat"]
+    chats = lines(tmp_path, records.CHAT_FILE)
+    assert summary.data["processes"] == 2 and len(chats) == chat["requests"] > 0
+    assert {c["shard"] for c in chats} == {"3/4", "4/4"}  # shard 2/2 split over 2 processes
+    hlog = tmp_path / "results" / records.HISTOGRAM_LOG_FILE
+    assert merge_window([hlog], "chat.service").count == chat["requests"]
+    assert sum(b["requests"] for b in summary.buckets) == chat["requests"]
+    assert not list((tmp_path / "results").glob(".proc-*"))
+
+
+# --- the runbook entry point as a process -----------------------------------------------------
+
+
+@pytest.fixture
+def target_process() -> Any:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def runner(*args: str, script_form: bool = False) -> subprocess.Popen[str]:
+    head = (
+        [sys.executable, "tests/load/load_runner.py"]
+        if script_form
+        else [sys.executable, "-m", "tests.load.load_runner"]
+    )
+    env = {**os.environ, "PYTHONPATH": ""}
+    return subprocess.Popen(
+        [*head, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def test_sigint_drains_and_writes_the_summary(tmp_path: Path, target_process: str) -> None:
+    proc = runner(
+        "--base-url",
+        target_process,
+        "--concurrency",
+        "4",
+        "--duration-seconds",
+        "60",
+        "--attach-rate",
+        "0",
+        "--results-dir",
+        str(tmp_path),
+        script_form=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (tmp_path / records.CHAT_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    line = json.loads(out.strip())  # stdout is exactly one JSON line
+    assert line["requests"] > 0 and line["exit_code"] == 0
+    summary = json.loads((tmp_path / records.SUMMARY_FILE).read_text())
+    assert summary["stopped_by"] == "stop" and summary["duration_s"] < 30
+    with open(tmp_path / records.CHAT_FILE) as fh:
+        assert sum(1 for _ in fh) == summary["chat"]["requests"]
+
+
+def test_preflight_failures_exit_2_with_one_line(tmp_path: Path, target_process: str) -> None:
+    proc = runner(
+        "--base-url",
+        target_process,
+        "--attach-rate",
+        "0.5",
+        "--features",
+        "missing-fs",
+        "--results-dir",
+        str(tmp_path),
+    )
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"hif: featureset 'missing-fs' is not served by {target_process}; served: sae-gpt4-2m"
+    ]
+    assert not (tmp_path / records.CHAT_FILE).exists()  # stopped before any load
+    proc = runner("--base-url", f"http://127.0.0.1:{free_port()}", "--results-dir", str(tmp_path))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and err.startswith("hif: cannot reach")
+
+
+def test_dataclass_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LoadSettings().concurrency = 3  # type: ignore[misc]

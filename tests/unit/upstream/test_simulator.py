@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from hif.config import SimulatorSettings
+from hif.errors import ConfigError, UpstreamUnavailableError
+from hif.upstream.simulator import Simulator
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
+
+
+def fast(**kw: Any) -> Simulator:
+    return Simulator(SimulatorSettings(sim_ttft_ms=0, sim_tokens_per_s=0, **kw))
+
+
+async def collect(sim: Simulator, body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [chunk async for chunk in sim.stream(body)]
+
+
+def test_same_seed_same_text_and_usage() -> None:
+    a = asyncio.run(fast(sim_seed=7).complete(BODY))
+    b = asyncio.run(fast(sim_seed=7).complete(BODY))
+    c = asyncio.run(fast(sim_seed=8).complete(BODY))
+    text = a["choices"][0]["message"]["content"]
+    assert text == b["choices"][0]["message"]["content"] != c["choices"][0]["message"]["content"]
+    assert text.endswith(".") and text[0].isupper()
+    assert a["usage"] == {"prompt_tokens": 4, "completion_tokens": 24, "total_tokens": 28}
+
+
+def test_max_tokens_bounds_the_completion() -> None:
+    answer = asyncio.run(fast().complete({**BODY, "max_tokens": 5}))
+    assert answer["usage"]["completion_tokens"] == 5
+
+
+def test_stream_chunks_add_up_and_include_usage_on_request() -> None:
+    chunks = asyncio.run(
+        collect(fast(), {**BODY, "max_tokens": 6, "stream_options": {"include_usage": True}})
+    )
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+    assert len({c["id"] for c in chunks}) == 1
+    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) == 6
+
+
+def test_injected_error_and_429_rates() -> None:
+    sim = fast(sim_error_rate=0.3, sim_429_rate=0.2, sim_seed=3)
+    statuses = [sim.plan(BODY).status for _ in range(2000)]
+    assert 0.25 < statuses.count(500) / 2000 < 0.35
+    assert 0.15 < statuses.count(429) / 2000 < 0.25
+    always = fast(sim_429_rate=1.0)
+    with pytest.raises(UpstreamUnavailableError) as info:
+        asyncio.run(always.complete(BODY))
+    assert info.value.context["upstream_status"] == 429
+
+
+def test_latency_distribution_is_centered_on_the_median() -> None:
+    sim = Simulator(SimulatorSettings(sim_ttft_ms=100, sim_ttft_jitter=0.25, sim_tokens_per_s=50, sim_seed=1))
+    plans = [sim.plan(BODY) for _ in range(1000)]
+    ttfts = sorted(p.ttft_s for p in plans)
+    assert 0.09 < ttfts[500] < 0.11 and ttfts[0] < ttfts[-1]
+    assert 0.018 < sorted(p.token_s for p in plans)[500] < 0.022
+
+
+def test_delay_is_applied() -> None:
+    sim = Simulator(SimulatorSettings(sim_ttft_ms=30, sim_ttft_jitter=0, sim_tokens_per_s=0))
+    started = time.perf_counter()
+    asyncio.run(sim.complete(BODY))
+    assert time.perf_counter() - started >= 0.03
+
+
+def test_bad_settings_name_their_key() -> None:
+    with pytest.raises(ConfigError, match="sim_error_rate"):
+        SimulatorSettings(sim_error_rate=1.5)
