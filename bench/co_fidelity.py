@@ -5,8 +5,8 @@ during a stall is answered when the stall ends. For a request scheduled at time 
 latency is therefore known: the rest of the stall at t (0 outside stalls) plus the base service
 time. The runner is driven at a fixed rate twice:
 
-- closed loop: ``--concurrency 32 --rps-limit 200`` (the shared token bucket gives the slots);
-- open loop: ``--concurrency 32 --arrival-rate 200`` (a constant schedule).
+- closed loop: ``--concurrency 8 --rps-limit 200`` (the shared token bucket gives the slots);
+- open loop: ``--concurrency 8 --arrival-rate 200`` (a constant schedule).
 
 From each run's own schedule (``intended_ts`` of every record) the script computes the true
 latency distribution, and prints both views: the service time (send -> answer, what a
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from hif.harness.stats import LatencyHistogram  # noqa: E402
 
 PERIOD_S, STALL_S, DELAY_MS = 10.0, 1.0, 1.0
-RATE, CONCURRENCY = 200, 32
+RATE, CONCURRENCY = 200, 8
 
 
 def free_port() -> int:

@@ -86,9 +86,8 @@ def pin(core: int) -> list[str]:
 def wait_ok(url: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1):
-                return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
+            return
         time.sleep(0.1)
     raise SystemExit(f"target at {url} did not come up within {timeout_s}s")
 
@@ -283,8 +282,9 @@ def main() -> int:
         "runner_run": {k: line.get(k) for k in ("p50_ms", "p99_ms", "valid", "error_rate")},
     }
     print(
-        f"runner / wrk = {result['runner_over_wrk']} (goal >= 0.5); client alone / wrk = "
-        f"{result['client_over_wrk']}; runner / Locust FastHttpUser = {result['runner_over_locust']} (goal >= 5)"
+        f"runner / wrk = {result['runner_over_wrk']} (goal >= 0.5); "
+        f"client alone / wrk = {result['client_over_wrk']}; "
+        f"runner / Locust FastHttpUser = {result['runner_over_locust']} (goal >= 5)"
     )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "generator_throughput.json").write_text(json.dumps(result, indent=2) + "\n")

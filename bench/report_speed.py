@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from hif.harness.report import ReportSettings, build_report, render_report, save
 
 T0 = 1_764_201_600.0
 CHUNK = 100_000
+BASE_LINES = 1_000_000
 
 
 CHAT_TEMPLATE = (
@@ -108,8 +110,13 @@ def _explanation_chunk(
 
 
 def generate(out: Path, lines: int, duration_s: float, seed: int = 7) -> None:
-    """``lines`` chat records over ``duration_s`` s; slow-sae in the 2nd fifth, drop-s3 in the 4th."""
+    """``lines`` chat records over ``duration_s`` s; slow-sae in the 2nd fifth, drop-s3 in the 4th.
+
+    Formatting lines in Python is slower than the report reads them, so past BASE_LINES the base
+    file is repeated: 10M lines are 10 interleaved copies of a 1M-line run (like 10 merged shards).
+    """
     rng = np.random.default_rng(seed)
+    base = min(lines, BASE_LINES)
     events = []
     for flag, a, b in WINDOWS:
         events.append(
@@ -118,13 +125,24 @@ def generate(out: Path, lines: int, duration_s: float, seed: int = 7) -> None:
         events.append({"ts": T0 + b * duration_s, "action": "disable", "flag": flag, "params": {}})
     (out / CHAOS_EVENTS_FILE).write_text("".join(json.dumps(e) + "\n" for e in events))
     with open(out / CHAT_FILE, "w") as chat, open(out / EXPLANATION_FILE, "w") as expl:
-        for base in range(0, lines, CHUNK):
-            n = min(CHUNK, lines - base)
-            buf = _chat_chunk(base, n, lines, duration_s, rng)
-            if base % 1_000_000 == 0:
+        for start in range(0, base, CHUNK):
+            n = min(CHUNK, base - start)
+            buf = _chat_chunk(start, n, base, duration_s, rng)
+            if start % 1_000_000 == 0:
                 buf.append('{"v": "hif.chat.v1", "ts": 17')  # a torn line: counted as corrupt, skipped
             chat.write("\n".join(buf) + "\n")
-            expl.write("\n".join(_explanation_chunk(base, n, lines, duration_s, rng)) + "\n")
+            expl.write("\n".join(_explanation_chunk(start, n, base, duration_s, rng)) + "\n")
+    for name in (CHAT_FILE, EXPLANATION_FILE):
+        _repeat(out / name, lines // base)
+
+
+def _repeat(path: Path, times: int) -> None:
+    if times <= 1:
+        return
+    one = path.read_bytes()
+    with open(path, "ab") as fh:
+        for _ in range(times - 1):
+            fh.write(one)
 
 
 def measure(out: Path, jobs: int) -> None:
@@ -137,8 +155,12 @@ def measure(out: Path, jobs: int) -> None:
     render_report(save_report(data, out))
     rendered = time.perf_counter() - t
     n = data["inputs"]["lines"]["chat"] + data["inputs"]["lines"]["explanation"]
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    self_use, kids_use = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    me, kids = self_use.ru_maxrss / 1024, kids_use.ru_maxrss / 1024
+    cpu_s = sum(u.ru_utime + u.ru_stime for u in (self_use, kids_use))
     print(
         f"report: {n:,} lines ({sum(data['inputs']['corrupt_lines'].values())} corrupt skipped) scanned and "
         f"aggregated in {built:.1f} s = {n / built:,.0f} lines/s; render (md + 3 charts) {rendered:.1f} s; "
@@ -146,6 +168,12 @@ def measure(out: Path, jobs: int) -> None:
     )
     print(
         f"peak RSS: report process {me:.0f} MiB, largest scan worker {kids:.0f} MiB (jobs={jobs or 'auto'})"
+    )
+    # on a shared machine wall time depends on the neighbours; CPU time does not
+    cores = min(jobs, len(os.sched_getaffinity(0))) if jobs else len(os.sched_getaffinity(0))
+    print(
+        f"cpu: {cpu_s:.1f} CPU-s in all processes = {cpu_s / n * 1e6:.2f} CPU-us/line; on {cores} idle cores "
+        f"that is about {cpu_s / cores:.1f} s wall; load average now {os.getloadavg()[0]:.1f}"
     )
     c = data["chat"]
     print(

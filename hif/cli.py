@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("hif.demo", "the main job: embedded system + short load with a chaos window + report"),
     "serve": ("hif.serve", "start the embedded system: gateway + explainer workers + stores"),
     "gateway": ("hif.gateway._cli", "run the gateway alone (OpenAI-compatible chat, traces, metrics)"),
     "explainer": ("hif.explainer._cli", "run explainer worker processes against the job queue"),

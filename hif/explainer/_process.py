@@ -98,8 +98,16 @@ def run_worker_process(
         level=settings.log_level.upper(), format=f"%(asctime)s worker{index} %(levelname)s %(message)s"
     )
     stop = threading.Event()
+
+    def on_stop_signal(*_: object) -> None:
+        # A second signal (the supervisor's SIGTERM after a group-wide one) would re-enter
+        # Event.set() while the first still holds its lock and deadlock the worker: ignore it.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_stop_signal)
     configure_torch(settings)
     sink = QueueSink(events)
     stores = open_stores(store_settings)

@@ -12,7 +12,7 @@ import re
 PROMPT = "prompt"
 COMPLETION = "completion"
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, or at a newline.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|\n+")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

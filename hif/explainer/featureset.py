@@ -6,6 +6,7 @@ request naming a featureset that is not served, without importing the model stac
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import importlib.util
 import tomllib
@@ -52,10 +53,10 @@ class Registry:
     default: str
     path: Path
 
-    def list(self) -> list[FeaturesetInfo]:
+    def list(self) -> builtins.list[FeaturesetInfo]:
         return [self.featuresets[n] for n in sorted(self.featuresets)]
 
-    def available_names(self) -> list[str]:
+    def available_names(self) -> builtins.list[str]:
         return [f.name for f in self.list() if f.available]
 
     def get(self, name: str) -> FeaturesetInfo:

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ class Encoded:
 
     @property
     def completion_positions(self) -> list[int]:
-        return [i for i, (s, _) in enumerate(self.offsets) if not self.special[i] and s >= self.completion_char]
+        start = self.completion_char
+        return [i for i, (s, _) in enumerate(self.offsets) if not self.special[i] and s >= start]
 
 
 class _StopForwardError(Exception):
@@ -121,7 +122,9 @@ class SubjectModel:
             mask[row, : len(seq)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def capture(self, ids: torch.Tensor, mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    def capture(
+        self, ids: torch.Tensor, mask: torch.Tensor, layers: Sequence[int]
+    ) -> dict[int, torch.Tensor]:
         """Residual stream after each block in ``layers`` ([batch, tokens, d]); stops after the last one."""
         self._check_layers(layers)
         captured: dict[int, torch.Tensor] = {}
@@ -136,10 +139,8 @@ class SubjectModel:
             return read
 
         with self._hooks({layer: hook(layer) for layer in layers}):
-            try:
+            with suppress(_StopForwardError):
                 self.model(input_ids=ids, attention_mask=mask)
-            except _StopForwardError:
-                pass
         return captured
 
     def run_replaced(
@@ -149,7 +150,8 @@ class SubjectModel:
 
         Returns the last hidden state [T, d] for an encoder, the logits [T, vocab] for a causal LM.
         """
-        self._check_layers(list(replace))
+        if replace:
+            self._check_layers(list(replace))
 
         def hook(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
             def rewrite(_m: nn.Module, _i: Any, out: Any) -> Any:
@@ -181,7 +183,7 @@ class SubjectModel:
     def _check_layers(self, layers: Sequence[int]) -> None:
         bad = [layer for layer in layers if not 0 <= layer < self.n_layers]
         if bad or not layers:
-            raise FeaturesetError(f"hook layers {list(layers)} out of range for a {self.n_layers}-block model")
+            raise FeaturesetError(f"hook layers {list(layers)} out of range ({self.n_layers} blocks)")
 
 
 def _hidden(out: Any) -> torch.Tensor:

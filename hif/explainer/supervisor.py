@@ -34,7 +34,7 @@ from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, Store
 from hif.explainer._events import READY, Event, apply_event
 from hif.explainer.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.plan import SHED
-from hif.metrics import ExplainerMetrics, serve_metrics
+from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
 from hif.store import Stores, open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal
 
@@ -70,6 +70,9 @@ class Supervisor:
     ) -> None:
         self.settings, self.sla, self.store_settings, self.featuresets = settings, sla, stores, featuresets
         self.metrics = ExplainerMetrics(registry or CollectorRegistry())
+        # The workers hold the model: expose their memory/fds (the soak's leak check reads them).
+        WorkerProcessCollector(lambda: [p.pid for p in list(self.procs.values()) if p.pid],
+                               self.metrics.registry)
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
         self.chaos = ChaosReader()
         self._ctx = multiprocessing.get_context("spawn")

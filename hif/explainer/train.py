@@ -74,7 +74,7 @@ def token_windows(subject: SubjectModel, docs: Sequence[str], max_tokens: int) -
     windows: list[list[int]] = []
     total = 0
     for doc in docs:
-        ids = tok(doc, add_special_tokens=False, truncation=False)["input_ids"]
+        ids = tok(doc, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         for start in range(0, len(ids), WINDOW_TOKENS):
             piece = ids[start : start + WINDOW_TOKENS]
             if len(piece) < 4:

@@ -35,6 +35,7 @@ from hif.upstream import Upstream, open_upstream
 
 log = logging.getLogger(__name__)
 READY_CACHE_S = 1.0
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 PUBLIC_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json"})
 PUBLIC = Principal(role="reader", tenant="none", bound=True)  # probes and docs need no key
 
@@ -84,6 +85,7 @@ class GatewayApp:
         self._started = self._stopping = False
         self._ready_at = 0.0
         self._ready_error: str | None = "starting"
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any]] = {}
         self._table: dict[str, tuple[str, Any]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/featuresets": ("GET", self._list_featuresets),
@@ -127,14 +129,25 @@ class GatewayApp:
                 await out.error(exc)
         finally:
             self.metrics.in_flight.dec()
-            self._observe(route, scope["method"], out, tenant, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"  # bounded label
+            self._observe(route, method, out, tenant, time.perf_counter() - started)
 
     def _observe(self, route: str, method: str, out: Responder, tenant: str, elapsed_s: float) -> None:
-        status = str(out.status)
-        self.metrics.requests.labels(route, method, status, tenant).inc()
-        self.metrics.request_duration.labels(route, status, tenant).observe(elapsed_s)
+        key = (route, method, out.status, tenant)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a tuple on every call; the label sets are bounded
+            # (routes x methods x statuses x tenant labels), so the children are cached.
+            status = str(out.status)
+            children = self._children[key] = (
+                self.metrics.requests.labels(route, method, status, tenant),
+                self.metrics.request_duration.labels(route, status, tenant),
+                self.metrics.overhead.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(elapsed_s)
         if out.upstream_s is not None:
-            self.metrics.overhead.labels(route).observe(max(0.0, elapsed_s - out.upstream_s))
+            children[2].observe(max(0.0, elapsed_s - out.upstream_s))
 
     def _who(self, scope: Scope) -> Principal:
         return self.keys.authenticate(header(scope, b"authorization"), header(scope, b"x-tenant-id"))

@@ -38,6 +38,7 @@ class ChatHandler:
     ) -> None:
         self.upstream, self.interceptor, self.registry = upstream, interceptor, registry
         self.metrics, self.max_body_bytes = metrics, max_body_bytes
+        self._upstream_children: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, out: Responder, who: Principal) -> None:
         who.require(CHAT)
@@ -80,8 +81,7 @@ class ChatHandler:
             answer = await self.upstream.complete(body)
             outcome = "ok"
         finally:
-            out.upstream_s = time.perf_counter() - started
-            self.metrics.upstream_duration.labels(self.upstream.name, outcome).observe(out.upstream_s)
+            self._observe_upstream(started, outcome, out)
         headers = None
         if explain is not None:
             answer["explanation"] = self._admit(explain, who, body, completion_text(answer))
@@ -128,7 +128,12 @@ class ChatHandler:
 
     def _observe_upstream(self, started: float, outcome: str, out: Responder) -> None:
         out.upstream_s = time.perf_counter() - started
-        self.metrics.upstream_duration.labels(self.upstream.name, outcome).observe(out.upstream_s)
+        child = self._upstream_children.get(outcome)
+        if child is None:
+            child = self._upstream_children[outcome] = self.metrics.upstream_duration.labels(
+                self.upstream.name, outcome
+            )
+        child.observe(out.upstream_s)
 
     def _admit(
         self, explain: dict[str, str], who: Principal, body: dict[str, Any], completion: str

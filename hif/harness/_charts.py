@@ -21,6 +21,23 @@ SHADES = {
     "rate-limit-spike": "tab:brown",
 }
 DPI = 100
+# The soak panels that matter most come first (latency, errors, memory and fds for leaks).
+SOAK_FIRST = (
+    "chat_rps",
+    "chat_p95_ms",
+    "chat_error_rate",
+    "sentence_p95_ms",
+    "token_p95_ms",
+    "expired_failed_rate",
+    "gateway_rss_bytes",
+    "explainer_rss_bytes",
+    "explainer_workers_rss_bytes",
+    "gateway_open_fds",
+    "explainer_open_fds",
+    "queue_lag_s",
+    "backpressure_level",
+    "attach_rate",
+)
 
 
 def _x(series: Mapping[str, Any], start: float) -> list[float]:
@@ -152,7 +169,9 @@ def soak_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
     soak = data.get("soak") or {}
     series: Mapping[str, list[float | None]] = soak.get("series") or {}
     t_h = series.get("t_h")
-    names = [n for n in series if n != "t_h"][:12]
+    names = [n for n in SOAK_FIRST if n in series]
+    names += [n for n in series if n not in names and n not in ("t_h", "segment")]
+    names = names[:16]
     if not t_h or not names:
         return None
     breaching = {r["segment"] for r in soak.get("segments", []) if r["breaches"]}

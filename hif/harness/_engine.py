@@ -33,6 +33,9 @@ from hif.harness.load import LoadSettings, LoadSummary, TickCallback, local_shar
 from hif.harness.stats import Interval, IntervalRecorder
 
 TICK_S = 0.1
+STOP_DRAIN_S = 5.0  # open polls' grace after a stop (SIGINT), instead of --drain-seconds
+CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
+_STATUS_KEYS = {code: f"status:{code}" for code in range(600)}  # no string building per request
 
 
 class Engine:
@@ -56,6 +59,7 @@ class Engine:
         self._issued = 0
         self._idle: set[asyncio.Task[Any]] = set()
         self.stopped_by = "duration"
+        self.load_ended_s: float | None = None  # wall time the load stopped (polls may drain on)
 
     def client(self) -> HttpClient:
         return HttpClient(self.s.base_url, timeout_s=self.s.timeout_seconds, headers=self.requests.headers)
@@ -82,23 +86,34 @@ class Engine:
         self.poller = Poller(self)
         self.live = LiveView(s.live, self)
         self.chaos_flags = sorted(self._chaos.active())
+        self._ticker_task = asyncio.ensure_future(self._ticker())
         try:
             await self._offer_load()
-            await self.poller.drain(s.drain_seconds)
+            self.load_ended_s = self.wall(time.monotonic())
+            # After Ctrl-C (or a caller's stop) open polls get a short grace, not the full drain.
+            stopped = self.stopped_by == "stop"
+            await self.poller.drain(min(s.drain_seconds, STOP_DRAIN_S) if stopped else s.drain_seconds)
         finally:
+            self._ticker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker_task
             ended_s = self.ended_s = self.wall(time.monotonic())
             self._close_bucket(ended_s, final=True)
             self.live.close()
             self.files.close()
         copy_chaos_events(s.results_dir, self.started_s, ended_s)
-        meta = {"run_id": self.run_id, "stopped_by": self.stopped_by, "share": self.share}
+        meta = {
+            "run_id": self.run_id,
+            "stopped_by": self.stopped_by,
+            "share": self.share,
+            "load_ended_s": self.load_ended_s or ended_s,
+        }
         summary = build_summary(self.tally, s, started_s=self.started_s, ended_s=ended_s, meta=meta)
         write_summary(s.results_dir, summary)
         return LoadSummary(summary)
 
     async def _offer_load(self) -> None:
         s = self.s
-        ticker = asyncio.ensure_future(self._ticker())
         if s.open_loop:
             self.queue: asyncio.Queue[float] = asyncio.Queue()
             tasks = [asyncio.ensure_future(self._open_worker(i)) for i in range(self.share.workers)]
@@ -121,9 +136,6 @@ class Engine:
         await asyncio.gather(*tasks, return_exceptions=True)
         if s.open_loop:
             self._drop_unsent()
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
 
     def wall(self, mono: float) -> float:
         return mono + self.offset_s
@@ -143,20 +155,17 @@ class Engine:
         client, rng = self.client(), self.requests.rng(index)
         me = asyncio.current_task()
         assert me is not None
+        backoff = 0.0
         try:
             while not self._stopping:
                 now = time.monotonic()
                 intended = self.bucket.reserve(now) if self.bucket else now
                 ready = now
                 if intended > now:
-                    self._idle.add(me)
-                    try:
-                        await asyncio.sleep(intended - now)
-                    finally:
-                        self._idle.discard(me)
+                    await self._idle_sleep(me, intended - now)
                 if not self._take():
                     break
-                await self.chat(client, rng, intended, ready)
+                backoff = await self._backoff(me, await self.chat(client, rng, intended, ready), backoff)
         except asyncio.CancelledError:
             pass
         finally:
@@ -175,6 +184,7 @@ class Engine:
         client, rng = self.client(), self.requests.rng(index)
         me = asyncio.current_task()
         assert me is not None
+        backoff = 0.0
         try:
             while not (self._stopping and self.queue.empty()):
                 self._idle.add(me)
@@ -186,11 +196,27 @@ class Engine:
                 if time.monotonic() - slot > self.s.timeout_seconds:
                     self._record_dropped(slot, "waited longer than the request timeout for a free worker")
                     continue
-                await self.chat(client, rng, slot, ready)
+                backoff = await self._backoff(me, await self.chat(client, rng, slot, ready), backoff)
         except asyncio.CancelledError:
             pass
         finally:
             await client.close()
+
+    async def _idle_sleep(self, me: asyncio.Task[Any], seconds: float) -> None:
+        """Sleep where a stop may cancel us (between requests, never mid-request)."""
+        self._idle.add(me)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._idle.discard(me)
+
+    async def _backoff(self, me: asyncio.Task[Any], error_class: str | None, backoff: float) -> float:
+        """After a refused connect, wait (doubling to a bound): a dead gateway gets no busy loop."""
+        if error_class != "connect":
+            return 0.0
+        backoff = min(backoff * 2 or CONNECT_BACKOFF_S[0], CONNECT_BACKOFF_S[1])
+        await self._idle_sleep(me, backoff)
+        return backoff
 
     async def _send_queued(self, limit_s: float) -> None:
         """Open loop at the end: slots already offered are still sent, for at most ``limit_s``."""
@@ -203,7 +229,7 @@ class Engine:
             self._record_dropped(self.queue.get_nowait(), "run ended before a worker was free")
 
     # --- one chat -------------------------------------------------------------------------
-    async def chat(self, client: HttpClient, rng: random.Random, intended: float, ready: float) -> None:
+    async def chat(self, client: HttpClient, rng: random.Random, intended: float, ready: float) -> str | None:
         """One chat; ``ready`` is when the worker became free (send lag = the generator's own delay)."""
         attached, granularity, data = self.requests.draw(rng)
         flags = self.chaos_flags
@@ -227,7 +253,7 @@ class Engine:
         late = (sent - intended) * 1000.0 > self.s.late_ms
         counts = self.cur.counts
         counts["requests"] += 1
-        counts[f"status:{status}"] += 1
+        counts[_STATUS_KEYS.get(status) or f"status:{status}"] += 1
         if error_class is None:
             counts["ok"] += 1
         else:
@@ -260,6 +286,7 @@ class Engine:
                 "run": self.run_id,
             }
         )
+        return error_class
 
     def _record_dropped(self, slot: float, why: str) -> None:
         counts = self.cur.counts
@@ -316,7 +343,8 @@ class Engine:
         self.live.update(view)
         if self.on_tick is not None:
             _safe_call(self.on_tick, view)
-        self.cur = Bucket(bucket.end_s, bucket.end_s + self.s.bucket_seconds)
+        phase = "drain" if self.load_ended_s is not None else "load"
+        self.cur = Bucket(bucket.end_s, bucket.end_s + self.s.bucket_seconds, phase)
 
 
 def _safe_call(fn: Callable[[dict[str, Any]], None], view: dict[str, Any]) -> None:

@@ -51,10 +51,11 @@ class LiveView:
         if self.mode == "rich":
             from rich.table import Table
 
-            table = Table(title=f"hif load {self.e.run_id} (last {self.e.s.bucket_seconds:g}s)")
-            for name in fields:
-                table.add_column(name, justify="right")
-            table.add_row(*fields.values())
+            table = Table(title=f"hif load {self.e.run_id} (last {self.e.s.bucket_seconds:g} s)")
+            table.add_column("metric")
+            table.add_column("value", justify="right")
+            for name, value in fields.items():
+                table.add_row(name, value)
             self._live.update(table)
             return
         now = time.monotonic()

@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -63,6 +63,7 @@ def _child(settings: LoadSettings, t0_s: float) -> None:
             "tally": engine.tally.to_json(),
             "started_s": engine.started_s,
             "ended_s": engine.ended_s,
+            "load_ended_s": engine.load_ended_s,
             "stopped_by": engine.stopped_by,
         }
 
@@ -133,7 +134,7 @@ def _merge(
     settings: LoadSettings, files: ResultFiles, dirs: list[Path], t0_s: float, on_tick: TickCallback | None
 ) -> LoadSummary:
     tally = Tally(t0_s, settings.bucket_seconds)
-    starts, ends, stopped = [], [], "duration"
+    starts, ends, load_ends, stopped = [], [], [], "duration"
     for d in dirs:
         try:
             result = orjson.loads((d / TALLY_FILE).read_bytes())
@@ -143,14 +144,20 @@ def _merge(
         tally.merge(Tally.from_json(result["tally"]))
         starts.append(result["started_s"])
         ends.append(result["ended_s"])
+        load_ends.append(result["load_ended_s"])
         stopped = result["stopped_by"] if result["stopped_by"] != "duration" else stopped
-        _append(d / records.CHAT_FILE, files.chat)
-        _append(d / records.EXPLANATION_FILE, files.explanations)
-        _append(d / records.HISTOGRAM_LOG_FILE, files.hlog, skip_header=True)
+        _copy(d / records.CHAT_FILE, files.chat)
+        _copy(d / records.EXPLANATION_FILE, files.explanations)
+        _append_intervals(d / records.HISTOGRAM_LOG_FILE, files.hlog)
     files.close()
     started_s, ended_s = min(starts), max(ends)
     copy_chaos_events(settings.results_dir, started_s, ended_s)
-    meta = {"run_id": settings.run_id, "stopped_by": stopped, "share": local_share(settings)}
+    meta = {
+        "run_id": settings.run_id,
+        "stopped_by": stopped,
+        "share": local_share(settings),
+        "load_ended_s": max(load_ends),
+    }
     summary = build_summary(tally, settings, started_s=started_s, ended_s=ended_s, meta=meta)
     summary["processes"] = len(dirs)
     write_summary(settings.results_dir, summary)
@@ -160,9 +167,12 @@ def _merge(
     return LoadSummary(summary)
 
 
-def _append(src: Path, dst: Any, *, skip_header: bool = False) -> None:
+def _copy(src: Path, dst: IO[bytes]) -> None:
+    with contextlib.suppress(FileNotFoundError), open(src, "rb") as fh:
+        shutil.copyfileobj(fh, dst, 1 << 20)
+
+
+def _append_intervals(src: Path, dst: IO[str]) -> None:
+    """The child's interval lines, without its header (the results dir's log has one)."""
     with contextlib.suppress(FileNotFoundError), open(src, encoding="utf-8") as fh:
-        for line in fh:
-            if skip_header and not line.startswith("Tag="):
-                continue
-            dst.write(line)
+        dst.writelines(line for line in fh if line.startswith("Tag="))

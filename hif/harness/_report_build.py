@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from hif.harness._report_hist import SparseHist
+from hif.harness._report_hist import SparseHist, to_latency_histogram
 from hif.harness._report_scan import CHAT, EXPLANATION, Partial
 from hif.harness._report_windows import Parts, Window
 
@@ -53,7 +53,7 @@ def chat_stats(
     for (tb, seg, cat), c in p.chat_counts.items():
         if not keep(tb, seg):
             continue
-        status, error_class, state, _chaos, is_late, _attached = cat
+        status, error_class, state, _chaos, is_late = cat
         n += c
         ok += c if (200 <= status < 300 and error_class is None) else 0
         n4 += c if 400 <= status < 500 else 0
@@ -110,7 +110,24 @@ def headline(p: Partial, run: tuple[float, float]) -> dict[str, Any]:
     expl = explanation_stats(p, every, lambda n: _hist(p.seg_hist, EXPLANATION, n, lambda _k: True, 3))
     expl["sla_bound_ms"] = {g: SparseHist(h).summary() for g, h in sorted(p.bound_hist.items())}
     expl["polls"] = p.polls
-    return {"chat": chat, "explanations": expl}
+    return {"chat": chat, "explanations": expl, "histograms": _encoded(p)}
+
+
+def _encoded(p: Partial) -> dict[str, str]:
+    """The run's histograms in stats.LatencyHistogram's encoding (tags as in histograms.hlog), so a
+    reader can merge reports exactly without the JSONL files."""
+    out = {}
+    tags = (
+        (CHAT, "service", "chat.service"),
+        (CHAT, "intended", "chat.intended"),
+        (EXPLANATION, "sentence", "sla.sentence"),
+        (EXPLANATION, "token", "sla.token"),
+    )
+    for kind, label, tag in tags:
+        h = _hist(p.seg_hist, kind, label, lambda _k: True, 3)
+        if h.total:
+            out[tag] = to_latency_histogram(h).encode()
+    return out
 
 
 def _seg_index(bounds: tuple[float, ...], x: float) -> int:
@@ -189,6 +206,7 @@ def _delta(x: float | None, base: float | None) -> float | None:
 def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw: Any) -> dict[str, Any]:
     pre, during, post = (part_stats(p, iv, **kw) for iv in (pt.pre, pt.during, pt.post))
     run_start = kw["run"][0]
+    recovered, recover_s = recovery(series, pt.during[1] if w.end is not None else None, pre["chat"])
     deltas = {}
     for name, part in (("during", during), ("post", post)):
         deltas[name] = {
@@ -208,16 +226,22 @@ def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw
         "during": during,
         "post": post,
         "delta": deltas,
-        "recover_s": recovery_s(series, pt.during[1] if w.end is not None else None, pre["chat"]),
+        "recovered": recovered,
+        "recover_s": recover_s,
     }
 
 
-def recovery_s(series: dict[str, Any], end: float | None, pre: Mapping[str, Any]) -> float | None:
-    """Seconds from the window's end to the first time bucket from which the chat lane is back to
-    its pre-window p95 and error rate for RECOVER_BUCKETS buckets in a row (None: never, or no data)."""
+def recovery(
+    series: dict[str, Any], end: float | None, pre: Mapping[str, Any]
+) -> tuple[bool | None, float | None]:
+    """(recovered, seconds): from the window's end to the first time bucket from which the chat lane
+    is back to its pre-window p95 and error rate for RECOVER_BUCKETS buckets in a row (fewer at the
+    run's end). ``recovered`` is None when it cannot tell: open window, no pre data, no bucket after."""
     base_p95, base_err = pre.get("p95_ms"), pre.get("error_rate")
-    if end is None or base_p95 is None or base_err is None or not series["t"]:
-        return None
+    starts = series["t"]
+    first = bisect.bisect_left(starts, end - 1e-9) if end is not None else len(starts)
+    if base_p95 is None or base_err is None or first >= len(starts):
+        return None, None
     ok = [
         p95 is not None
         and err is not None
@@ -225,12 +249,10 @@ def recovery_s(series: dict[str, Any], end: float | None, pre: Mapping[str, Any]
         and err <= base_err + RECOVER_ERROR_SLACK
         for p95, err in zip(series["chat_p95_ms"], series["chat_error_rate"], strict=True)
     ]
-    starts = series["t"]
-    first = bisect.bisect_left(starts, end - 1e-9)
     for i in range(first, len(starts)):
         if all(ok[i : i + RECOVER_BUCKETS]):
-            return max(0.0, starts[i] - end)
-    return None
+            return True, max(0.0, starts[i] - float(end or 0.0))
+    return False, None
 
 
 def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:

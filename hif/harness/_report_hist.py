@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from hif.harness.stats import LatencyHistogram
+
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_FIGURES = 3
@@ -118,3 +120,13 @@ def finite(x: object) -> float | None:
         return None
     f = float(x)
     return f if math.isfinite(f) else None
+
+
+def to_latency_histogram(h: SparseHist) -> LatencyHistogram:
+    """The same counts as H4's :class:`~hif.harness.stats.LatencyHistogram` (3 figures only)."""
+    if h.figures != SIGNIFICANT_FIGURES:
+        raise ValueError("only 3-significant-figure histograms share stats.LatencyHistogram's layout")
+    out = LatencyHistogram()
+    for bucket_us, count in h.counts.items():
+        out.record(bucket_us / 1000.0, count)
+    return out

@@ -182,7 +182,7 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
     if snap["error"]:
         out += [f"Control file `{snap['path']}`: {snap['error']}", ""]
     elif snap["flags"]:
-        flags = "; ".join(f"{k} {_params(v)}" for k, v in snap["flags"].items())
+        flags = "; ".join(f"{k} {_params(k, v)}" for k, v in snap["flags"].items())
         out += [f"Active now (`{snap['path']}`): {flags}.", ""]
     else:
         out += [f"No flag active now (`{snap['path']}`).", ""]
@@ -202,10 +202,10 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
     start = d["run"]["start_ts"]
     for w in ch["windows"]:
         pre, dur, post = (w[k]["chat"] for k in ("pre", "during", "post"))
-        rec = "not recovered" if w["recover_s"] is None and w["end"] is not None else _ms(w["recover_s"])
+        rec = {True: _ms(w["recover_s"]), False: "not recovered", None: "-"}[w["recovered"]]
         rows.append(
             (
-                f"{w['flag']} {_params(w['params'])}",
+                f"{w['flag']} {_params(w['flag'], w['params'])}",
                 f"+{w['start'] - start:.1f}",
                 "-" if w["end"] is None else f"{w['end'] - w['start']:.1f}",
                 f"{_ms(pre['p95_ms'])} / {_ms(dur['p95_ms'])} / {_ms(post['p95_ms'])}",
@@ -256,9 +256,19 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _params(p: Mapping[str, Any]) -> str:
-    keep = {k: v for k, v in p.items() if k not in ("enabled_at", "expires_at") and v not in (None, "")}
-    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
+# the parameters that mean something for each flag (the file stores every field for every flag)
+FLAG_PARAMS = {
+    "slow-sae": ("percent", "jitter_ms"),
+    "drop-s3": ("percent",),
+    "fail-attribution": ("percent", "mode"),
+    "rate-limit-spike": ("percent", "severity"),
+}
+
+
+def _params(flag: str, p: Mapping[str, Any]) -> str:
+    names = FLAG_PARAMS.get(flag, tuple(k for k in p if k not in ("enabled_at", "expires_at")))
+    keep = {k: p[k] for k in names if p.get(k) not in (None, "")}
+    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in keep.items())
     return f"({inner})" if inner else ""
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from math import isfinite
 from pathlib import Path
 from typing import Any
@@ -125,29 +125,74 @@ def peek_span(path: Path, probe_lines: int = 50) -> tuple[float, float] | None:
     return (min(stamps), max(stamps)) if stamps else None
 
 
-# --- per-line extraction (the hot loop: keep it lean) -------------------------------------------
+# --- per-line extraction: the hot loop (10M lines), so one flat loop per kind, no calls per field --
+
+NAN = float("nan")
 
 
-def _chat_category(r: dict[str, Any]) -> tuple[Any, ...]:
-    chaos = r.get("chaos")
-    return (
-        int(r["status"]),
-        r.get("error_class"),
-        r.get("explanation_state"),
-        tuple(chaos) if chaos else (),
-        r.get("late") is True,
-        r.get("attached") is True,
-    )
+def _chat_rows(
+    lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None]
+) -> _Block:
+    """Columns of chat lines; the category is (status, error_class, explanation_state, chaos, late)."""
+    block = _Block()
+    ts_add, a_add, b_add, cat_add = block.ts.append, block.a.append, block.b.append, block.cat.append
+    loads = orjson.loads
+    for i, line in enumerate(lines):
+        try:
+            r = loads(line)
+            ts = r["ts"]
+            if ts is None:  # a dropped request was never sent: it belongs at its intended start
+                ts = r["intended_ts"]
+            ts = float(ts)
+            if not isfinite(ts):
+                raise ValueError("ts is not finite")
+            a, b, chaos = r.get("latency_ms"), r.get("intended_latency_ms"), r.get("chaos")
+            a = NAN if a is None else float(a)  # no latency (no answer): NaN, masked out later
+            b = NAN if b is None else float(b)
+            cat = (int(r["status"]), r.get("error_class"), r.get("explanation_state"),
+                   tuple(chaos) if chaos else (), r.get("late") is True)  # fmt: skip
+            cid = intern.get(cat)
+            if cid is None:
+                cid = intern[cat] = len(intern)
+        except Exception as exc:  # a corrupt line: anything that is not a valid record
+            bad(i, exc)
+            continue
+        ts_add(ts)
+        a_add(a)
+        b_add(b)
+        cat_add(cid)
+    return block
 
 
-def _explanation_category(r: dict[str, Any]) -> tuple[Any, ...]:
-    chaos = r.get("chaos")
-    return (str(r["state"]), str(r.get("granularity") or "sentence"), tuple(chaos) if chaos else ())
-
-
-def _num(x: Any) -> float:
-    """A latency field as float; NaN when absent (no response) so numpy can mask it."""
-    return float(x) if x is not None else float("nan")
+def _explanation_rows(
+    lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None]
+) -> tuple[_Block, int]:
+    """Columns of explanation lines; the category is (state, granularity, chaos). Also the polls."""
+    block, polls = _Block(), 0
+    loads = orjson.loads
+    for i, line in enumerate(lines):
+        try:
+            r = loads(line)
+            ts = float(r["ts"])
+            if not isfinite(ts):
+                raise ValueError("ts is not finite")
+            a, b, chaos, n = r.get("sla_ms"), r.get("sla_bound_ms"), r.get("chaos"), r.get("polls")
+            a = NAN if a is None else float(a)
+            b = NAN if b is None else float(b)
+            cat = (str(r["state"]), str(r.get("granularity") or "sentence"), tuple(chaos) if chaos else ())
+            cid = intern.get(cat)
+            if cid is None:
+                cid = intern[cat] = len(intern)
+        except Exception as exc:
+            bad(i, exc)
+            continue
+        if isinstance(n, int):
+            polls += n
+        block.ts.append(ts)
+        block.a.append(a)
+        block.b.append(b)
+        block.cat.append(cid)
+    return block, polls
 
 
 class _Block:
@@ -168,53 +213,18 @@ class _Scanner:
         self.cat_counts: dict[int, int] = {}  # packed (cell, cat id) -> n, decoded at the end
 
     def feed(self, lines: list[bytes], base_offset: int) -> None:
-        block = _Block()
-        parse = self._parse_chat if self.kind == CHAT else self._parse_explanation
-        loads, intern = orjson.loads, self.intern
-        ts_append, a_append, b_append, cat_append = (
-            block.ts.append,
-            block.a.append,
-            block.b.append,
-            block.cat.append,
-        )
-        for i, line in enumerate(lines):
-            try:
-                r = loads(line)
-                ts, a, b, cat = parse(r)
-                if not isfinite(ts):
-                    raise ValueError("ts is not finite")
-            except Exception as exc:  # a corrupt line: anything that is not a valid record
-                if not line.strip():
-                    continue  # blank lines are not records
+        def bad(i: int, exc: Exception) -> None:
+            if lines[i].strip():  # blank lines are not records
                 self._corrupt(lines, i, base_offset, exc)
-                continue
-            cid = intern.get(cat)
-            if cid is None:
-                cid = intern[cat] = len(intern)
-            ts_append(ts)
-            a_append(a)
-            b_append(b)
-            cat_append(cid)
+
+        if self.kind == CHAT:
+            block = _chat_rows(lines, self.intern, bad)
+        else:
+            block, polls = _explanation_rows(lines, self.intern, bad)
+            self.out.polls += polls
         self.out.lines[self.kind] += len(block.ts)
         if block.ts:
             self._fold(block)
-
-    def _parse_chat(self, r: dict[str, Any]) -> tuple[float, float, float, tuple[Any, ...]]:
-        ts = r["ts"]
-        if ts is None:  # a dropped request was never sent: it belongs at its intended start
-            ts = r["intended_ts"]
-        return (
-            float(ts),
-            _num(r.get("latency_ms")),
-            _num(r.get("intended_latency_ms")),
-            _chat_category(r),
-        )
-
-    def _parse_explanation(self, r: dict[str, Any]) -> tuple[float, float, float, tuple[Any, ...]]:
-        polls = r.get("polls")
-        if isinstance(polls, int):
-            self.out.polls += polls
-        return float(r["ts"]), _num(r.get("sla_ms")), _num(r.get("sla_bound_ms")), _explanation_category(r)
 
     def _corrupt(self, lines: list[bytes], i: int, base_offset: int, exc: Exception) -> None:
         self.out.corrupt[self.kind] += 1
@@ -305,7 +315,7 @@ def _blocks(path: Path, start: int, end: int) -> Iterator[tuple[list[bytes], int
         pos = start
         while pos < end:
             lines = fh.readlines(min(BLOCK_BYTES, end - pos))
-            size = sum(len(x) for x in lines)
+            size = sum(map(len, lines))
             if pos + size > end:
                 keep, size = [], 0
                 for line in lines:

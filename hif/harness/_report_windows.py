@@ -69,8 +69,9 @@ def windows_from_events(events: Sequence[Mapping[str, Any]]) -> list[Window]:
                 close(name, ts)
         elif action == "disable" and flag in open_:
             close(str(flag), ts)
-        elif action == "disable" and flag:
-            # enabled before the log's first entry (the load runner copies only the run's events)
+        elif action == "disable" and flag and not e.get("before_window"):
+            # enabled before the log's first entry (the load runner copies only the run's events,
+            # plus the last one before it, marked before_window)
             out.append(Window(str(flag), -math.inf, ts))
         elif action == "enable" and flag:
             if flag in open_:  # re-enabled with new parameters: a new window starts
@@ -88,22 +89,28 @@ def _expired(params: Mapping[str, Any], ts: float) -> bool:
 
 
 def parts(window: Window, others: Sequence[Window], run: tuple[float, float]) -> Parts:
-    """Pre/during/post of ``window``; pre and post as long as during, clipped to the run and others."""
-    if window.start == -math.inf:  # active since before the run: no pre, during from the first record
+    """Pre/during/post of ``window``: pre and post as long as during, cut at other windows.
+
+    ``run`` (an estimate before the scan) only sizes windows that are open at one end; records
+    outside the run simply do not exist, so no edge needs clipping to it.
+    """
+    if window.start == -math.inf:  # on since before the run: no pre, during from the first record
         end = window.end if window.end is not None else math.inf
-        post_to = min([end + (end - run[0]), run[1], *[o.start for o in others if o.start >= end]])
+        post_to = min([end + (end - run[0]), *[o.start for o in others if o.start >= end]])
         return Parts(pre=(-math.inf, -math.inf), during=(-math.inf, end), post=(end, max(post_to, end)))
-    start = max(window.start, run[0])
-    end = min(window.end if window.end is not None else run[1], run[1])
-    end = max(end, start)
-    length = end - start
-    pre_from = max(start - length, run[0], *[_end(o, run) for o in others if _end(o, run) <= start])
-    post_to = min(end + length, run[1], *[o.start for o in others if o.start >= end])
+    start = window.start
+    if window.end is None:  # still on when the run ended: no post
+        end, length = math.inf, max(run[1] - start, 0.0)
+    else:
+        end = max(window.end, start)
+        length = end - start
+    pre_from = max([start - length, *[_end(o) for o in others if _end(o) <= start]])
+    post_to = min([end + length, *[o.start for o in others if o.start >= end]])
     return Parts(pre=(pre_from, start), during=(start, end), post=(end, max(post_to, end)))
 
 
-def _end(w: Window, run: tuple[float, float]) -> float:
-    return w.end if w.end is not None else run[1]
+def _end(w: Window) -> float:
+    return w.end if w.end is not None else math.inf
 
 
 def boundaries(windows: Sequence[Window], run: tuple[float, float]) -> tuple[float, ...]:

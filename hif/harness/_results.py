@@ -29,8 +29,10 @@ class ResultFiles:
         self.dir = results_dir
         results_dir.mkdir(parents=True, exist_ok=True)
         mode = "a" if append else "w"
-        self.chat = self._open(records.CHAT_FILE, mode)
-        self.explanations = self._open(records.EXPLANATION_FILE, mode)
+        self.chat = open(results_dir / records.CHAT_FILE, mode + "b", buffering=BUFFER_BYTES)  # noqa: SIM115
+        self.explanations = open(  # noqa: SIM115 - closed by close()
+            results_dir / records.EXPLANATION_FILE, mode + "b", buffering=BUFFER_BYTES
+        )
         hlog_path = results_dir / records.HISTOGRAM_LOG_FILE
         fresh = not append or not hlog_path.exists() or hlog_path.stat().st_size == 0
         self.hlog = self._open(records.HISTOGRAM_LOG_FILE, mode)
@@ -44,10 +46,10 @@ class ResultFiles:
         return open(self.dir / name, mode, buffering=BUFFER_BYTES, encoding="utf-8")
 
     def chat_line(self, record: dict[str, Any]) -> None:
-        self.chat.write(orjson.dumps(record).decode() + "\n")
+        self.chat.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def explanation_line(self, record: dict[str, Any]) -> None:
-        self.explanations.write(orjson.dumps(record).decode() + "\n")
+        self.explanations.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def intervals(self, intervals: Iterable[Interval]) -> None:
         write_intervals(self.hlog, intervals)

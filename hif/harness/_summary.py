@@ -33,7 +33,9 @@ MAX_SEND_LAG_P99_MS = 50.0
 def build_summary(
     tally: Tally, settings: LoadSettings, *, started_s: float, ended_s: float, meta: dict[str, Any]
 ) -> dict[str, Any]:
-    duration_s = max(ended_s - started_s, 1e-9)
+    # Rates count over the load window; polls may run on after it (the drain) until ended_s.
+    load_ended_s = min(float(meta.get("load_ended_s") or ended_s), ended_s)
+    duration_s = max(load_ended_s - started_s, 1e-9)
     chat = _chat(tally, duration_s)
     expl = _explanations(tally, settings)
     gen = _generator(tally, settings, chat, duration_s, meta.get("share") or local_share(settings))
@@ -46,6 +48,8 @@ def build_summary(
         "started_at": round(started_s, 3),
         "ended_at": round(ended_s, 3),
         "duration_s": round(duration_s, 3),
+        "load_ended_at": round(load_ended_s, 3),
+        "drain_s": round(ended_s - load_ended_s, 3),
         "stopped_by": meta.get("stopped_by", "duration"),
         "mode": "open" if settings.open_loop else "closed",
         "settings": settings.public(),

@@ -30,8 +30,9 @@ POLL, LOOP_LAG, SEND_LAG = "poll", "gen.loop_lag", "gen.send_lag"
 class Bucket:
     """Counters and histograms of one time bucket ``[start_s, end_s)``."""
 
-    def __init__(self, start_s: float, end_s: float) -> None:
+    def __init__(self, start_s: float, end_s: float, phase: str = "load") -> None:
         self.start_s, self.end_s = start_s, end_s
+        self.phase = phase  # "drain": after load stopped, only polls finishing
         self.counts: collections.Counter[str] = collections.Counter()
         self.hists: dict[str, LatencyHistogram] = {}
 
@@ -51,13 +52,14 @@ class Bucket:
         return {
             "start_s": self.start_s,
             "end_s": self.end_s,
+            "phase": self.phase,
             "counts": dict(self.counts),
             "hists": {t: h.encode() for t, h in self.hists.items() if h.count},
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Bucket:
-        b = cls(float(data["start_s"]), float(data["end_s"]))
+        b = cls(float(data["start_s"]), float(data["end_s"]), str(data.get("phase", "load")))
         b.counts.update(data.get("counts", {}))
         b.hists = {t: LatencyHistogram.decode(s) for t, s in data.get("hists", {}).items()}
         return b
@@ -71,6 +73,7 @@ class Bucket:
         return {
             "start_s": round(self.start_s, 3),
             "end_s": round(self.end_s, 3),
+            "phase": self.phase,
             "requests": requests,
             "rps": round(requests / width, 2),
             "ok": c["ok"],
@@ -128,7 +131,9 @@ class Tally:
             self.hists.setdefault(tag, LatencyHistogram()).merge(h)
         for _i, b in other.buckets.items():
             key = round((b.start_s - self.t0_s) / self.bucket_s)
-            mine = self.buckets.setdefault(key, Bucket(b.start_s, b.end_s))
+            mine = self.buckets.setdefault(key, Bucket(b.start_s, b.end_s, b.phase))
+            if b.phase == "load":
+                mine.phase = "load"
             mine.merge(b)
 
     def to_json(self) -> dict[str, Any]:

@@ -32,9 +32,9 @@ from hif.harness import _report_build as build
 from hif.harness import _report_metrics as metrics
 from hif.harness import _report_windows as win
 from hif.harness._report_scan import (
-    RANGE_BYTES,
     CHAT,
     EXPLANATION,
+    RANGE_BYTES,
     Partial,
     Plan,
     _scan_task,
@@ -102,7 +102,9 @@ def _plan(files: list[tuple[str, Path]], windows: list[win.Window]) -> tuple[Pla
     last = max((s[1] for s in spans), default=first)
     bucket_s = bucket_seconds(last - first)
     t0 = math.floor(first / bucket_s) * bucket_s  # aligned, so shards scanned apart share the grid
-    run = (first, last + bucket_s)
+    run = (first, last)  # sizes windows still open at the end (see _report_windows.parts)
+    # a window over before the first record (an event copied from before the run) says nothing
+    windows[:] = [w for w in windows if w.end is None or w.end > first]
     parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], run) for i, w in enumerate(windows)}
     return Plan(t0=t0, bucket_s=bucket_s, boundaries=win.boundaries(windows, run)), parts
 

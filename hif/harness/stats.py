@@ -239,10 +239,12 @@ class IntervalRecorder:
         self.totals: dict[str, LatencyHistogram] = {}
 
     def record(self, tag: str, ms: float) -> None:
-        h = self._current.get(tag)
-        if h is None:
-            h = self._current[tag] = LatencyHistogram()
-        h.record(ms)
+        # The generator's hot path: one list append. ``rotate`` (once per bucket) bounds the list.
+        try:
+            self._current[tag]._pending.append(ms)
+        except KeyError:
+            self._current[tag] = LatencyHistogram()
+            self._current[tag].record(ms)
 
     def rotate(self, now_s: float) -> list[Interval]:
         out = [Interval(tag, self._start_s, now_s, h) for tag, h in sorted(self._current.items()) if h.count]

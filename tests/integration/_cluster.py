@@ -83,6 +83,11 @@ class HifProcess:
     def wait(self, timeout_s: float) -> int:
         return self.proc.wait(timeout=timeout_s)
 
+    def terminate(self) -> None:
+        """SIGTERM to the whole group, without waiting."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
@@ -116,6 +121,12 @@ class Cluster:
         (workdir / "fake-fs" / "sae_weights.safetensors").write_bytes(b"")
         self.registry.write_text(REGISTRY)
         self.chaos_path = workdir / "chaos.json"
+        # The stand-in pipeline needs no torch, but a worker imports it to set its thread count
+        # (skipped when the import fails), and that import alone takes 5-15 s on a busy 2-core box.
+        # A shadowing package that refuses to import keeps each explainer's start to seconds.
+        no_torch = workdir / "no-torch" / "torch"
+        no_torch.mkdir(parents=True, exist_ok=True)
+        (no_torch / "__init__.py").write_text('raise ImportError("torch is not used by the fault tests")\n')
         self.env = {
             **os.environ,
             **AWS_TEST_ENV,
@@ -123,6 +134,7 @@ class Cluster:
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }
+        self.explainer_env = {**self.env, "PYTHONPATH": os.pathsep.join([str(no_torch.parent), str(REPO)])}
         self.procs: list[HifProcess] = []
         self.queue = RedisJobQueue(redis.url)
         self.state = RedisTraceStore(redis.url)
@@ -185,7 +197,7 @@ class Cluster:
             *self.store_args(),
             *extra,
         ]
-        proc = HifProcess(f"explainer-{len(self.procs)}", args, workdir=self.workdir, env=self.env)
+        proc = HifProcess(f"explainer-{len(self.procs)}", args, workdir=self.workdir, env=self.explainer_env)
         self.procs.append(proc)
         if wait:
             self.wait_ready(proc)
@@ -218,6 +230,8 @@ class Cluster:
         return {t: self.state.get(t) for t in trace_ids}
 
     def close(self) -> None:
+        for proc in self.procs:  # signal all first: they shut down in parallel
+            proc.terminate()
         for proc in reversed(self.procs):
             proc.stop()
         self.queue.close()

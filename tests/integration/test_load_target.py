@@ -65,7 +65,7 @@ def test_percentiles_match_the_scripted_delay(tmp_path: Path) -> None:
     chat = summary.data["chat"]
     lat = chat["latency_ms"]
     assert 40.0 <= lat["p50_ms"] < 60.0
-    assert 40.0 <= lat["p99_ms"] < 120.0
+    assert 40.0 <= lat["p99_ms"] < 200.0
     assert 80 <= chat["requests"] <= 4 * 2 / 0.040 + 8  # 4 workers x 2 s / 40 ms, at most
     assert chat["error_rate"] == 0.0 and summary.exit_code == 0
     chats = lines(tmp_path, records.CHAT_FILE)
@@ -100,7 +100,8 @@ def test_intended_start_latency_counts_a_stall(tmp_path: Path, mode: str) -> Non
     assert 650.0 <= chat["intended_latency_ms"]["p90_ms"] <= 950.0
     assert chat["latency_ms"]["p90_ms"] < 100.0
     assert chat["late"] > 0.3 * chat["requests"]
-    assert summary.valid, summary.data["generator"]["reasons"]
+    # catching up owed slots after a stall is the server's doing, not a generator shortfall
+    assert not [r for r in summary.data["generator"]["reasons"] if "achieved" in r]
 
 
 def test_open_loop_drops_what_it_cannot_send(tmp_path: Path) -> None:
@@ -124,6 +125,8 @@ def test_attached_traces_are_polled_to_terminal_states(tmp_path: Path) -> None:
     summary = run(script, tmp_path, concurrency=4, attach_rate=1.0, granularity="mix", max_requests=60)
     expl = summary.data["explanations"]
     assert summary.data["chat"]["requests"] == 60 and summary.data["stopped_by"] == "max_requests"
+    # rates count over the load window; the polls' drain comes after it
+    assert summary.data["load_ended_at"] <= summary.data["ended_at"] and summary.data["drain_s"] > 0.1
     assert expl["attached"] == expl["traces"] == 60
     assert expl["by_state"]["complete"] == 60 and expl["expired_failed_rate"] == 0.0
     sla = expl["sla_ms"]
@@ -288,3 +291,68 @@ def test_preflight_failures_exit_2_with_one_line(tmp_path: Path, target_process:
 def test_dataclass_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         LoadSettings().concurrency = 3  # type: ignore[misc]
+
+
+def test_library_stop_event_and_ticks(tmp_path: Path) -> None:
+    ticks: list[dict[str, Any]] = []
+
+    async def go() -> LoadSummary:
+        server = TargetServer(TargetScript(delay_ms=2))
+        await server.start()
+        stop = asyncio.Event()
+
+        def on_tick(view: dict[str, Any]) -> None:
+            ticks.append(view)
+            if len(ticks) == 3:
+                stop.set()
+
+        try:
+            settings = LoadSettings(
+                base_url=server.url,
+                results_dir=tmp_path / "results",
+                live="off",
+                duration_seconds=60,
+                bucket_seconds=0.5,
+                concurrency=2,
+            )
+            return await run_load(settings, stop=stop, on_tick=on_tick)
+        finally:
+            await server.close()
+
+    summary = asyncio.run(go())
+    assert summary.data["stopped_by"] == "stop" and summary.data["duration_s"] < 10
+    assert len(ticks) >= 3 and all(t["end_s"] - t["start_s"] == pytest.approx(0.5) for t in ticks[:3])
+    assert sum(b["requests"] for b in summary.buckets) == summary.data["chat"]["requests"]
+
+
+def test_target_dying_mid_run_is_recorded_not_fatal(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=20)
+
+        async def go() -> LoadSummary:
+            asyncio.get_running_loop().call_later(1.0, proc.kill)
+            settings = LoadSettings(
+                base_url=f"http://127.0.0.1:{port}",
+                results_dir=tmp_path / "results",
+                live="off",
+                duration_seconds=3,
+                concurrency=2,
+            )
+            return await run_load(settings)
+
+        summary = asyncio.run(go())
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    chat = summary.data["chat"]
+    classes = chat["by_error_class"]
+    assert chat["ok"] > 0 and classes.get("connect", 0) > 0
+    # refused connects back off (50 ms doubling to 1 s): a handful per worker, not a busy loop
+    assert classes["connect"] <= 2 * 8
+    assert (tmp_path / "results" / records.SUMMARY_FILE).exists()

@@ -22,6 +22,7 @@ load = pytest.importorskip(
 target = pytest.importorskip("hif.harness.target", reason="hif.harness.target (H4) is not importable yet")
 
 from hif.harness import report  # noqa: E402
+from hif.harness.stats import LatencyHistogram, merged  # noqa: E402
 
 
 def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
@@ -82,6 +83,11 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     assert w["during"]["chat"]["requests"] > 0 and w["pre"]["chat"]["requests"] > 0
     md = (out / "report.md").read_text()
     assert "## Chaos" in md and "![chat latency over time](chart_latency.png)" in md
+
+    # the merged histogram equals the shards' own histograms merged (H4's encoding, exact counts)
+    shard_hists = [LatencyHistogram.decode(s["histograms"]["chat.service"]) for s in summaries]
+    ours = LatencyHistogram.decode(data["histograms"]["chat.service"])
+    assert ours.count == merged(shard_hists).count == chat["requests"]
 
     # one shard alone: the report's percentiles are the runner's own (same HDR layout; the JSONL
     # keeps latencies to the microsecond, so a value may land one bucket over)

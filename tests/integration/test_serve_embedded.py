@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.conftest import EmbeddedSystem, start_system
+from tests.integration.conftest import RELAXED_SLA, EmbeddedSystem, start_system
 
 pytestmark = pytest.mark.explainer
 
@@ -41,16 +41,8 @@ def _sqlite_states(data_dir: Path) -> tuple[dict[str, str], int]:
 def test_restart_keeps_queued_jobs(tmp_path: Path) -> None:
     # Budgets far beyond the restart gap: otherwise HARD backpressure would (rightly) expire the
     # kept jobs early as unable to meet their budget, and this test is about keeping them.
-    flags = (
-        "--workers",
-        "1",
-        "--lease-max-jobs",
-        "1",
-        "--sentence-budget-s",
-        "300",
-        "--token-budget-s",
-        "300",
-    )
+    budgets = ("--sentence-budget-s", "300", "--token-budget-s", "300", "--trace-ttl-s", "600")
+    flags = ("--workers", "1", "--lease-max-jobs", "1", *budgets)
     with start_system(tmp_path, *flags) as system:
         system.chaos("slow-sae", percent=100, jitter_ms=30_000)  # hold the worker on its first job
         ids = [system.chat(granularity="sentence")["explanation"]["trace_id"] for _ in range(3)]
@@ -67,7 +59,7 @@ def test_restart_keeps_queued_jobs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_9_of_a_worker_mid_job_still_completes(tmp_path: Path) -> None:
-    with start_system(tmp_path, "--workers", "1", "--visibility-timeout-s", "3") as system:
+    with start_system(tmp_path, "--workers", "1", "--visibility-timeout-s", "3", *RELAXED_SLA) as system:
         system.chaos("slow-sae", percent=100, jitter_ms=20_000)
         trace_id = system.chat(granularity="token")["explanation"]["trace_id"]
         wait_until(lambda: system.status(trace_id)["state"] == "running", timeout_s=60)

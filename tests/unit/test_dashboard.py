@@ -17,13 +17,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from hif.metrics import ExplainerMetrics, GatewayMetrics
+from hif.metrics import ExplainerMetrics, GatewayMetrics, WorkerProcessCollector, register_process_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "grafana" / "sidecar-overview.json"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 MIN_SCHEMA_VERSION = 36  # Grafana 9+; the file targets the current model (39)
-ROWS = ("Backpressure", "Explainer stages", "Queue lag", "Job outcomes", "Chaos", "Gateway chat lane")
+ROWS = ("Backpressure", "Explainer stages", "Queue lag", "Job outcomes", "Chaos", "Gateway chat lane",
+        "Process health")
 
 _KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
@@ -55,6 +56,8 @@ def exposed_names() -> set[str]:
     registry = CollectorRegistry()
     GatewayMetrics(registry)
     ExplainerMetrics(registry)
+    register_process_metrics(registry)  # serve_metrics adds them to every /metrics
+    WorkerProcessCollector(list, registry)  # the explainer supervisor registers it
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     names: set[str] = set()
     for family in registry.collect():

@@ -13,6 +13,7 @@ from hif.errors import HarnessError
 from hif.harness import report
 from hif.harness._report_scan import CHAT, EXPLANATION, Plan, line_ranges
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE, SUMMARY_FILE
+from hif.harness.stats import LatencyHistogram
 
 T0 = 1_764_201_600.0
 
@@ -112,6 +113,8 @@ def test_chat_headline_is_exact(basic: Path) -> None:
     assert c["latency_ms"] == {"count": 24, "p50": 0.8, "p95": 1.9, "p99": 2.0, "max": 2.0}
     assert c["intended_latency_ms"]["p95"] == 2.401  # above 2048 us HDR buckets are 2 us wide: top of 2400
     assert c["rps"] == pytest.approx(25 / 24)  # first to last send
+    encoded = LatencyHistogram.decode(build(basic)["histograms"]["chat.service"])
+    assert (encoded.count, encoded.percentile(95)) == (24, 1.9)
 
 
 def test_explanation_headline_is_exact(basic: Path) -> None:
@@ -201,7 +204,7 @@ def test_chaos_windows_from_event_log_are_exact(tmp_path: Path) -> None:
     assert w["delta"]["during"]["chat_p95_ms"] == pytest.approx(1.0)
     assert w["delta"]["during"]["error_rate"] == pytest.approx(0.1)
     assert w["delta"]["post"]["chat_p95_ms"] == pytest.approx(0.0)
-    assert w["recover_s"] == 0.0
+    assert (w["recovered"], w["recover_s"]) == (True, 0.0)
     assert w["during"]["chat"]["rps"] == pytest.approx(10.0)
 
 
@@ -209,7 +212,7 @@ def test_time_to_recover_counts_the_slow_tail(tmp_path: Path) -> None:
     # 100 ms -> 200 ms: well past the recovery tolerance (10 % or 5 ms of the pre p95)
     _chaos_run(tmp_path, events=True, slow_tail_s=5, base_ms=100.0)
     (w,) = build(tmp_path)["chaos"]["windows"]
-    assert w["recover_s"] == pytest.approx(5.0)
+    assert w["recovered"] is True and w["recover_s"] == pytest.approx(5.0)
     assert w["post"]["chat"]["p95_ms"] == pytest.approx(200.0, rel=1e-3)
 
 
@@ -306,3 +309,35 @@ def test_dropped_requests_count_at_their_intended_start_without_latency(basic: P
     c = build(basic)["chat"]
     assert (c["requests"], c["dropped"], c["late"], c["latency_ms"]["count"]) == (26, 1, 1, 24)
     assert c["error_classes"]["dropped"] == 1
+
+
+def test_window_still_open_at_the_end_runs_to_the_last_record(tmp_path: Path) -> None:
+    _chaos_run(tmp_path, events=False)
+    write(
+        tmp_path / CHAOS_EVENTS_FILE, [{"ts": T0 + 30, "action": "enable", "flag": "drop-s3", "params": {}}]
+    )
+    (w,) = build(tmp_path)["chaos"]["windows"]
+    assert (w["start"], w["end"], w["recovered"], w["recover_s"]) == (T0 + 30, None, None, None)
+    # pre is as long as the window was seen: first record in it to the last record (9.9 s)
+    assert [w[k]["chat"]["requests"] for k in ("pre", "during", "post")] == [99, 100, 0]
+
+
+def test_a_lane_that_stays_slow_is_not_recovered(tmp_path: Path) -> None:
+    _chaos_run(tmp_path, events=True, slow_tail_s=100, base_ms=100.0)
+    (w,) = build(tmp_path)["chaos"]["windows"]
+    assert (w["recovered"], w["recover_s"]) == (False, None)
+
+
+def test_events_from_before_the_run_open_or_drop_windows(tmp_path: Path) -> None:
+    """The runner copies the last event before the run (before_window): an enable opens the
+    window from the run's start; a disable, or a window that ended before the run, adds nothing."""
+    _chaos_run(tmp_path, events=False)
+    write(tmp_path / CHAOS_EVENTS_FILE, [
+        {"ts": T0 - 60, "action": "enable", "flag": "drop-s3", "params": {}, "before_window": True},
+        {"ts": T0 - 50, "action": "disable", "flag": "drop-s3", "params": {}},
+        {"ts": T0 - 5, "action": "disable", "flag": "fail-attribution", "params": {}, "before_window": True},
+        {"ts": T0 - 1, "action": "enable", "flag": "slow-sae", "params": {}, "before_window": True},
+        {"ts": T0 + 20, "action": "disable", "flag": "slow-sae", "params": {}}])  # fmt: skip
+    (w,) = build(tmp_path)["chaos"]["windows"]
+    assert (w["flag"], w["start"], w["end"]) == ("slow-sae", T0 - 1, T0 + 20)
+    assert [w[k]["chat"]["requests"] for k in ("pre", "during", "post")] == [0, 200, 200]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from hif.harness._report_hist import SparseHist, quantize_one, quantize_us, to_us
+from hif.harness._report_hist import SparseHist, quantize_one, quantize_us, to_latency_histogram, to_us
 from hif.harness.stats import LatencyHistogram
 
 PCTS = (0.0, 1.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
@@ -65,3 +65,15 @@ def test_small_values_are_exact() -> None:
     h = SparseHist.of_ms([i / 10 for i in range(1, 21)])  # 0.1 .. 2.0 ms: below 2048 us, 1 us buckets
     assert h.summary() == {"count": 20, "p50": 1.0, "p95": 1.9, "p99": 2.0, "max": 2.0}
     assert h.to_hdr().get_value_at_percentile(95) == 1900
+
+
+def test_conversion_to_stats_latency_histogram_is_lossless() -> None:
+    values = _values(8, 2000)
+    direct = LatencyHistogram()
+    for v in values:
+        direct.record(v)
+    converted = to_latency_histogram(SparseHist.of_ms(values))
+    assert converted.count == direct.count
+    assert LatencyHistogram.decode(converted.encode()).summary() == direct.summary()
+    with pytest.raises(ValueError, match="3-significant-figure"):
+        to_latency_histogram(SparseHist(figures=2))

@@ -106,7 +106,7 @@ def test_report_files_charts_and_sections(tmp_path: Path) -> None:
         "## Chaos",
         "rate-limit-spike (severity=hard)",
         "Active now",
-        "slow-sae (jitter_ms=150",
+        "slow-sae (percent=50, jitter_ms=150)",
         "Drift / leak verdict: **leak**",
         "## SLOs",
         "| shed |",

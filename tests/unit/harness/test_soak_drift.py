@@ -82,7 +82,7 @@ def test_a_short_span_is_insufficient_however_steep() -> None:
 
 
 def test_overall_verdict_ranks_leak_over_drift_and_lists_findings() -> None:
-    series = {
+    series: dict[str, list[float | None]] = {
         "chat_p95_ms": [120.0 + 60.0 * t for t in HOURS],
         "gateway_rss_bytes": [500 * MIB] * 12,
         "explainer_rss_bytes": [500 * MIB + 100 * MIB * t for t in HOURS],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from hif.harness._soak_plan import (
 )
 
 
-def schedule(profile: str = "spiky", **kw: float) -> Schedule:
+def schedule(profile: str = "spiky", **kw: Any) -> Schedule:
     return Schedule(profile=PROFILES[profile], **{"hours": 2.0, **kw})
 
 
@@ -85,5 +86,5 @@ def test_tick_follows_elapsed_time_like_locust_load_shapes() -> None:
                                  {"spike_minutes": 0.0}])
 def test_bad_values_fail_naming_the_key(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError) as info:
-        schedule(**bad)
+        schedule("spiky", **bad)
     assert next(iter(bad)) in str(info.value)

@@ -231,7 +231,8 @@ def test_health_parses_real_exposition_text() -> None:
     WorkerProcessCollector(lambda: [os.getpid(), 2**22 + 1], registry)  # the second pid cannot exist
     parsed = health.parse_health(generate_latest(registry).decode())
     assert parsed["rss_bytes"] > 0 and parsed["open_fds"] > 0
-    assert parsed["workers_rss_bytes"] == parsed["rss_bytes"] and parsed["workers_open_fds"] > 0
+    assert parsed["workers_rss_bytes"] == pytest.approx(parsed["rss_bytes"], rel=0.1)  # this process
+    assert parsed["workers_open_fds"] > 0
     assert parsed["queue_lag_s"] == 1.5 and parsed["backpressure_level"] == 2
     assert parsed["backpressure_actions"] == {"reduce-topk/soft": 3.0}
     assert parsed["explainer_jobs"] == {"complete": 7.0}

@@ -76,3 +76,14 @@ def test_delay_is_applied() -> None:
 def test_bad_settings_name_their_key() -> None:
     with pytest.raises(ConfigError, match="sim_error_rate"):
         SimulatorSettings(sim_error_rate=1.5)
+
+
+def test_prompt_text_skips_non_text_parts() -> None:
+    from hif.upstream.base import prompt_text
+
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image", "text": None}, "junk"]},
+        {"role": "tool", "content": None},
+        "not a message",
+    ]
+    assert prompt_text(messages) == "user: a"

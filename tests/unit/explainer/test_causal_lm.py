@@ -1,0 +1,114 @@
+"""Any Hugging Face causal LM on disk + an SAELens-layout SAE: a tiny random GPT-2, next-token logit targets."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import torch
+
+from hif.errors import AttributionError
+from hif.explainer.attribution import _gradient_layer, target_specs, target_values
+from hif.explainer.graph import schema
+from hif.explainer.plan import GRADIENT, HEURISTIC
+
+PROMPT = "how do i use the file ?"
+COMPLETION = "open returns a file object . close the file when done ."
+
+
+def _decode(pipeline, job, granularity):  # type: ignore[no-untyped-def]
+    plan = pipeline.default_plan(granularity)
+    [extraction] = pipeline.extract([job], [plan])
+    return plan, pipeline.decode(extraction, plan)
+
+
+def test_logit_targets_are_the_produced_tokens(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    plan, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
+    targets = target_specs(decoding, "causal-lm")
+    completion_positions = decoding.extraction.encoded.completion_positions
+    assert [t.ctx_idx for t in targets] == completion_positions[: len(targets)]
+    assert all(t.token == decoding.tokens[t.ctx_idx] for t in targets)
+    # the target is the real next-token logit: the model's logits at the previous position
+    ids = torch.tensor([decoding.tokens])
+    with torch.no_grad():
+        logits = tiny_pipeline.subject.model(input_ids=ids).logits[0]
+        out = tiny_pipeline.subject.run_replaced(ids, {})
+    values = target_values(out, targets, decoding, "causal-lm")
+    for t, v in zip(targets, values, strict=True):
+        assert float(v) == pytest.approx(float(logits[t.ctx_idx - 1, t.token]), rel=1e-5)
+
+
+def _target_with_codes(pipeline, decoding, layer, codes_values, target) -> float:  # type: ignore[no-untyped-def]
+    """The target with the layer's SAE codes replaced by ``codes_values``, the SAE error held fixed."""
+    sae, codes = pipeline.saes[layer], decoding.codes[layer]
+    original, indices = codes.values.clone(), codes.indices.clone()
+
+    def splice(x: torch.Tensor) -> torch.Tensor:
+        error = x[0] - sae.decode_sparse(original, indices)
+        return (sae.decode_sparse(codes_values, indices) + error)[None]
+
+    with torch.no_grad():
+        out = pipeline.subject.run_replaced(torch.tensor([decoding.tokens]), {layer: splice})
+    return float(target_values(out, [target], decoding, pipeline.subject.kind)[0])
+
+
+def test_gradient_times_activation_matches_finite_difference(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    plan, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
+    layer = plan.layers[0]
+    targets = target_specs(decoding, "causal-lm")
+    feat, _, _ = _gradient_layer(tiny_pipeline.subject, tiny_pipeline.saes[layer], decoding, layer, targets)
+    j = len(targets) - 1
+    pos, slot = divmod(int(feat[j].abs().argmax()), feat.shape[2])
+    codes = decoding.codes[layer].values.clone()
+    activation, eps = float(codes[pos, slot]), 1e-2
+    assert activation > 0
+    up, down = codes.clone(), codes.clone()
+    up[pos, slot] += eps
+    down[pos, slot] -= eps
+    slope = (_target_with_codes(tiny_pipeline, decoding, layer, up, targets[j])
+             - _target_with_codes(tiny_pipeline, decoding, layer, down, targets[j])) / (2 * eps)
+    assert float(feat[j, pos, slot]) == pytest.approx(activation * slope, rel=0.05, abs=1e-4)
+    # zeroing a feature moves the target by about its attribution (first-order)
+    assert abs(float(feat[j, pos, slot])) > 0
+
+
+def test_full_pipeline_produces_valid_graphs(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    for granularity in ("sentence", "token"):
+        job = make_job(PROMPT, COMPLETION, granularity)
+        plan, decoding = _decode(tiny_pipeline, job, granularity)
+        attribution = tiny_pipeline.attribute(decoding, plan)
+        assert attribution.method == GRADIENT
+        graph = tiny_pipeline.graph(job, decoding, attribution, plan)
+        jsonschema.validate(graph, schema())
+        assert graph["granularity"] == granularity and graph["attribution_method"] == GRADIENT
+        logits = [n for n in graph["nodes"] if n["feature_type"] == "logit"]
+        assert logits and all(n["layer"] == "Lgt" for n in logits)
+        assert any(link["target"] == logits[0]["node_id"] for link in graph["links"])
+
+
+def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    job = make_job(PROMPT, COMPLETION, "sentence")
+    plan, decoding = _decode(tiny_pipeline, job, "sentence")
+    with torch.inference_mode():  # no autograd at all: gradient attribution must fail cleanly
+        with pytest.raises(AttributionError):
+            tiny_pipeline.attribute(decoding, plan)
+        result = tiny_pipeline.heuristic(decoding, plan)
+    assert result.method == HEURISTIC
+    assert result.node_scores.shape == (len(decoding.nodes), len(result.targets))
+    assert result.node_scores.abs().sum() > 0
+    graph = tiny_pipeline.graph(job, decoding, result, plan)
+    jsonschema.validate(graph, schema())
+    assert graph["attribution_method"] == HEURISTIC
+
+
+def test_heuristic_is_activation_times_cosine(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    plan, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
+    result = tiny_pipeline.heuristic(decoding, plan)
+    layer = plan.layers[0]
+    sae, target = tiny_pipeline.saes[layer], result.targets[0]
+    direction = tiny_pipeline.subject.unembed(torch.tensor([target.token]))[0]
+    for i, node in enumerate(decoding.nodes):
+        if node.ctx_idx < target.ctx_idx:  # causal: only earlier positions reach the target
+            cos = torch.nn.functional.cosine_similarity(sae.W_dec[node.feature], direction, dim=0)
+            assert float(result.node_scores[i, 0]) == pytest.approx(node.activation * float(cos), abs=1e-5)
+        else:
+            assert float(result.node_scores[i, 0]) == 0.0
