@@ -14,7 +14,7 @@ coordinated-omission-prone tool reports) and the intended-start latency (slot ->
 the intended-start p99's error against the true p99. Goal: within 10% in both modes.
 
     python bench/co_fidelity.py              # ~1 minute
-    python bench/co_fidelity.py --seconds 58 # more stalls, same goal
+    python bench/co_fidelity.py --seconds 57 # more stalls, same goal
 """
 
 from __future__ import annotations
@@ -149,9 +149,7 @@ def run_mode(url: str, origin: float, mode: str, seconds: float) -> dict[str, fl
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--seconds", type=float, default=28.0, help="per mode; keep it N*10 - 2 (ends between stalls)"
-    )
+    p.add_argument("--seconds", type=float, default=27.0, help="per mode; N*10 - 3 ends between stalls")
     args = p.parse_args()
     proc, url, origin = start_target()
     try:

@@ -2,12 +2,13 @@
 
 One run against one target (nginx ``return 200`` when installed, else the scripted target in
 ``hif.harness.target``), the target pinned to core 0 and each generator in turn pinned to core 1
-with ``taskset``, all at the same number of keep-alive connections:
+with ``taskset``, all at the same number of keep-alive connections, all sending the same
+request (the runner's chat POST with its JSON body):
 
 1. wrk (C, the reference), ``apt-get install -y wrk``;
 2. the load runner end to end (``python -m tests.load.load_runner``: chat POSTs, HDR histograms,
    a JSONL line per request, the live ticker), which is what a user runs;
-3. the runner's HTTP client alone (``hif.harness.client``: N keep-alive workers, GET /);
+3. the runner's HTTP client alone (``hif.harness.client``: N keep-alive workers, no records);
 4. Locust FastHttpUser (installed by this script into bench/out/locust-venv).
 
 Goals: runner >= 50% of wrk, runner >= 5x Locust FastHttpUser. Prints a table and the ratios,
@@ -60,15 +61,27 @@ http {{
   }}
 }}
 """
-LOCUSTFILE = """
+# Every generator sends the same request: the runner's chat POST (JSON body, stream false).
+CHAT_PATH = "/v1/chat/completions"
+CHAT_BODY = (
+    '{"model":"sim","messages":[{"role":"user","content":"Summarise why the sky looks blue in two '
+    'sentences."}],"stream":false}'
+)
+WRK_LUA = f"""
+wrk.method = "POST"
+wrk.path = "{CHAT_PATH}"
+wrk.body = '{CHAT_BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+LOCUSTFILE = f"""
 from locust import FastHttpUser, constant, task
 
 class Hammer(FastHttpUser):
     wait_time = constant(0)
 
     @task
-    def root(self):
-        self.client.get("/")
+    def chat(self):
+        self.client.post("{CHAT_PATH}", data='{CHAT_BODY}', headers={{"content-type": "application/json"}})
 """
 
 
@@ -117,8 +130,13 @@ def run_wrk(url: str, connections: int, seconds: float) -> float | None:
     if not shutil.which("wrk"):
         print("wrk not installed (apt-get install -y wrk): skipped", file=sys.stderr)
         return None
-    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url + "/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(WRK_LUA)
+    try:
+        cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", lua.name, url]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(lua.name)
     m = re.search(r"Requests/sec:\s*([\d.]+)", out)
     return float(m.group(1)) if m else None
 
@@ -177,8 +195,8 @@ def client_only(url: str, connections: int, seconds: float) -> float:
 
         async def worker() -> None:
             nonlocal count
-            client = HttpClient(url, timeout_s=10)
-            data = client.build("GET", "/")
+            client = HttpClient(url, timeout_s=10, headers={"content-type": "application/json"})
+            data = client.build("POST", CHAT_PATH, CHAT_BODY.encode())
             while time.monotonic() < stop_at:
                 await client.send(data)
                 count += 1

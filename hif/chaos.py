@@ -188,7 +188,9 @@ class ChaosReader:
             self._state = ChaosState()
             problem = f"{type(exc).__name__}: {exc}"
             if problem != self._warned:
-                log.warning("ignoring corrupt chaos control file %s (%s); no chaos applied", self.path, problem)
+                log.warning(
+                    "ignoring corrupt chaos control file %s (%s); no chaos applied", self.path, problem
+                )
                 self._warned = problem
 
 

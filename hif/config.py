@@ -289,6 +289,12 @@ class GatewaySettings:
         if self.upstream != "sim" and not self.upstream.startswith(("http://", "https://")):
             raise ConfigError("upstream", f"must be `sim` or an http(s):// base URL, got {self.upstream!r}")
 
+    def __repr__(self) -> str:  # settings get logged: never print the upstream's key
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.upstream_api_key:
+            values["upstream_api_key"] = "***"
+        return "GatewaySettings(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SimulatorSettings:
@@ -347,7 +353,7 @@ class ExplainerSettings:
         "127.0.0.1", help="address the explainer metrics server listens on"
     )
     device: str = option("auto", help="torch device for the pipeline", choices=DEVICES)
-    torch_threads: int = option(0, help="torch intra-op threads per worker (0: cores / workers)")
+    torch_threads: int = option(0, help="torch intra-op threads per worker (0: (cores - 1) / workers)")
     visibility_timeout_s: float = option(
         30.0, help="lease time before a silent worker's job is handed out again"
     )

@@ -6,6 +6,7 @@
 #   bash scripts/distributed_demo.sh                 # 20 s of load, 16 workers over both shards
 #   DURATION=60 CONCURRENCY=40 bash scripts/distributed_demo.sh
 #   PIPELINE=fake bash scripts/distributed_demo.sh   # the stand-in pipeline of the fault tests
+#   PIPELINE=real FEATURESETS=/path/featuresets.toml bash scripts/distributed_demo.sh
 #
 # PIPELINE=auto (default) uses the real pipeline when the registry's default featureset is built
 # (`hif featureset build`), else the deterministic stand-in. Everything runs on free loopback
@@ -62,6 +63,8 @@ if [ "$PIPELINE" = fake ]; then
     EXPLAINER_EXTRA=(--pipeline-loader tests.integration._fake_pipeline:load_pipeline)
 else
     EXPLAINER_EXTRA=()
+    # FEATURESETS=path/to/featuresets.toml: the real pipeline on another registry (e.g. a trial SAE).
+    if [ -n "${FEATURESETS:-}" ]; then EXTRA=(--featuresets "$FEATURESETS"); fi
 fi
 FEATURES=$("$PY" -c "from hif.explainer.featureset import load_registry; from pathlib import Path; import sys; p=sys.argv[1]; print(load_registry(Path(p) if p else None).resolve(None).name)" "${EXTRA[1]:-}")
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"

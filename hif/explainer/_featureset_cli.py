@@ -61,9 +61,14 @@ def _build(registry: Registry, args: argparse.Namespace) -> int:
     result = build_featureset(info, args.out, config=config, cache=args.cache)
     m = result.metrics
     print(f"built {info.name} in {result.folder}")
-    print(f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%  mean L0 {m['mean_l0']:.1f}")
-    print(f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s, train {m['train_seconds']}s, "
-          f"seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}")
+    print(
+        f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
+        f"  mean L0 {m['mean_l0']:.1f}"
+    )
+    print(
+        f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s, train {m['train_seconds']}s, "
+        f"seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"
+    )
     return 0
 
 
@@ -80,8 +85,11 @@ def _eval(registry: Registry, args: argparse.Namespace) -> int:
         print(f"  held-out FVU        {result.fvu:.4f}   ({result.heldout_tokens} tokens)")
         print(f"  dead latents        {result.dead_latents_pct:.2f}%")
         print(f"  mean L0             {result.mean_l0:.1f}")
-        print(f"  ablation top-5      {result.ablation_top_mean:.5f}  random-5 {result.ablation_random_mean:.5f}  "
-              f"ratio {result.ablation_ratio:.1f}x")
+        print(
+            f"  ablation top-5      {result.ablation_top_mean:.5f}"
+            f"  random-5 {result.ablation_random_mean:.5f}  "
+            f"ratio {result.ablation_ratio:.1f}x"
+        )
         for goal, ok in result.goals().items():
             print(f"  [{'ok' if ok else 'MISS'}] {goal}")
     return 0 if all(result.goals().values()) else 1

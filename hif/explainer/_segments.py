@@ -11,7 +11,7 @@ import re
 
 PROMPT = "prompt"
 COMPLETION = "completion"
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, or at a newline.
+# A sentence ends at . ! ? (maybe then a closing quote/bracket) before whitespace, or at a newline.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|\n+")
 
 
@@ -35,7 +35,9 @@ def sentence_spans(text: str, start: int = 0) -> list[tuple[int, int]]:
     return [(s, e) for s, e in spans if text[s:e].strip()]
 
 
-def segments(text: str, completion_char: int, offsets: list[tuple[int, int]], special: list[bool]) -> list[Segment]:
+def segments(
+    text: str, completion_char: int, offsets: list[tuple[int, int]], special: list[bool]
+) -> list[Segment]:
     """The prompt as one segment, then one per completion sentence, each with its token positions."""
     spans: list[tuple[str, int, int]] = []
     if completion_char > 0:

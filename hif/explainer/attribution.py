@@ -69,8 +69,11 @@ def target_specs(decoding: Decoding, kind: str) -> list[Target]:
     if decoding.granularity == "token" or not completion:
         picked = produced[:MAX_TOKEN_TARGETS] or [len(ids)]  # len(ids): the next token after the text
         return [Target(f"logit@{p}", p, (p,), ids[p] if p < len(ids) else None) for p in picked]
-    return [Target(f"mean logit(sentence {s.index})", s.index, tuple(p for p in s.positions if p >= 1))
-            for s in completion if any(p >= 1 for p in s.positions)]
+    return [
+        Target(f"mean logit(sentence {s.index})", s.index, tuple(p for p in s.positions if p >= 1))
+        for s in completion
+        if any(p >= 1 for p in s.positions)
+    ]
 
 
 def _reference_positions(segs: list[Segment]) -> list[int]:
@@ -78,7 +81,9 @@ def _reference_positions(segs: list[Segment]) -> list[int]:
     return prompt or [p for s in segs for p in s.positions]
 
 
-def target_values(out: torch.Tensor, targets: list[Target], decoding: Decoding, kind: str) -> list[torch.Tensor]:
+def target_values(
+    out: torch.Tensor, targets: list[Target], decoding: Decoding, kind: str
+) -> list[torch.Tensor]:
     """Scalar target tensors from the model output (last hidden state or logits)."""
     if kind == ENCODER:
         ref = out[_reference_positions(decoding.segments)].mean(0)
@@ -119,8 +124,13 @@ def segment_sum(values: torch.Tensor, indices: torch.Tensor, segs: list[Segment]
     return out
 
 
-def _node_scores(per_token: torch.Tensor, indices: torch.Tensor, group: torch.Tensor, d_sae: int,
-                 nodes: list[tuple[int, int]]) -> torch.Tensor:
+def _node_scores(
+    per_token: torch.Tensor,
+    indices: torch.Tensor,
+    group: torch.Tensor,
+    d_sae: int,
+    nodes: list[tuple[int, int]],
+) -> torch.Tensor:
     """Sum [n_t, T, k] contributions into (ctx, feature) nodes -> [n_nodes, n_t]."""
     n_t = per_token.shape[0]
     if not nodes:
@@ -144,8 +154,13 @@ def _error_scores(per_token: torch.Tensor, group: torch.Tensor, n_ctx: int) -> t
     return out.t()
 
 
-def _assemble(method: str, decoding: Decoding, targets: list[Target],
-              per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]], d_sae: dict[int, int]) -> Attribution:
+def _assemble(
+    method: str,
+    decoding: Decoding,
+    targets: list[Target],
+    per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    d_sae: dict[int, int],
+) -> Attribution:
     group = _groups(decoding)
     n_ctx = len(decoding.tokens) if decoding.granularity == "token" else len(decoding.segments)
     scores = torch.zeros(len(decoding.nodes), len(targets))
@@ -162,8 +177,9 @@ def _assemble(method: str, decoding: Decoding, targets: list[Target],
 # --- gradient ----------------------------------------------------------------------------------
 
 
-def _splice(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor,
-            leaves: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _splice(
+    sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor, leaves: dict[str, torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     def splice(x: torch.Tensor) -> torch.Tensor:
         codes = values.clone().requires_grad_(True)
         x_hat = F.embedding_bag(indices, sae.W_dec, per_sample_weights=codes, mode="sum") + sae.b_dec
@@ -174,8 +190,9 @@ def _splice(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor,
     return splice
 
 
-def _gradient_layer(subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int,
-                    targets: list[Target]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+def _gradient_layer(
+    subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int, targets: list[Target]
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     codes = decoding.codes[layer]
     ids = torch.tensor([decoding.tokens], device=subject.device)
     leaves: dict[str, torch.Tensor] = {}
@@ -185,8 +202,9 @@ def _gradient_layer(subject: SubjectModel, sae: TopKSAE, decoding: Decoding, lay
         values = target_values(out, targets, decoding, subject.kind)
         feat, err = [], []
         for i, value in enumerate(values):
-            g_codes, g_err = torch.autograd.grad(value, [leaves["codes"], leaves["error"]],
-                                                 retain_graph=i + 1 < len(values))
+            g_codes, g_err = torch.autograd.grad(
+                value, [leaves["codes"], leaves["error"]], retain_graph=i + 1 < len(values)
+            )
             feat.append(leaves["codes"].detach() * g_codes)
             err.append((leaves["error"].detach() * g_err).sum(-1))
     return torch.stack(feat), torch.stack(err), [float(v.detach()) for v in values]
@@ -199,7 +217,8 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
         targets = target_specs(decoding, subject.kind)
         if not targets:
             raise AttributionError("no target to attribute to", trace_id=job.trace_id)
-        per_layer, values = {}, []
+        per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        values: list[float] = []
         for layer in plan.layers:
             feat, err, values = _gradient_layer(subject, saes[layer], decoding, layer, targets)
             per_layer[layer] = (feat, err)
@@ -214,8 +233,9 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
 # --- heuristic ---------------------------------------------------------------------------------
 
 
-def _directions(subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int,
-                targets: list[Target]) -> tuple[torch.Tensor, torch.Tensor]:
+def _directions(
+    subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int, targets: list[Target]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """([n_t, d] unit target directions, [n_t, T] which token positions may affect each target)."""
     n = len(decoding.tokens)
     mask = torch.zeros(len(targets), n, dtype=torch.bool, device=subject.device)

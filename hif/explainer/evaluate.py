@@ -31,21 +31,39 @@ SEED = 1234
 
 # Fixed (prompt, completion) pairs: chat-like turns, several sentences each.
 ABLATION_PROMPTS: tuple[tuple[str, str], ...] = (
-    ("How do I open a file in Python?", "Use the built-in open() function. It returns a file object. "
-     "Close it when you are done, or use a with statement."),
-    ("What is a dictionary?", "A dictionary maps keys to values. Keys must be hashable. "
-     "Lookups are fast on average."),
-    ("Explain list comprehensions.", "They build a list from an iterable in one expression. "
-     "You can add a condition to filter items."),
-    ("Why does my loop never end?", "The condition never becomes false. Check that the counter changes "
-     "inside the loop. A break statement also exits it."),
-    ("What does the socket module do?", "It gives access to the BSD socket interface. "
-     "You can open network connections and send bytes."),
-    ("How are exceptions handled?", "Wrap the code in a try statement. Each except clause names the errors "
-     "it handles. A finally clause always runs."),
+    (
+        "How do I open a file in Python?",
+        "Use the built-in open() function. It returns a file object. "
+        "Close it when you are done, or use a with statement.",
+    ),
+    (
+        "What is a dictionary?",
+        "A dictionary maps keys to values. Keys must be hashable. Lookups are fast on average.",
+    ),
+    (
+        "Explain list comprehensions.",
+        "They build a list from an iterable in one expression. You can add a condition to filter items.",
+    ),
+    (
+        "Why does my loop never end?",
+        "The condition never becomes false. Check that the counter changes "
+        "inside the loop. A break statement also exits it.",
+    ),
+    (
+        "What does the socket module do?",
+        "It gives access to the BSD socket interface. You can open network connections and send bytes.",
+    ),
+    (
+        "How are exceptions handled?",
+        "Wrap the code in a try statement. Each except clause names the errors "
+        "it handles. A finally clause always runs.",
+    ),
     ("Tell me about the weather today.", "It is sunny and warm in the afternoon. Rain may arrive tonight."),
-    ("How do threads differ from processes?", "Threads share memory inside one process. "
-     "Processes have separate address spaces. Switching threads is cheaper."),
+    (
+        "How do threads differ from processes?",
+        "Threads share memory inside one process. "
+        "Processes have separate address spaces. Switching threads is cheaper.",
+    ),
 )
 
 
@@ -89,10 +107,21 @@ def _target_total(pipeline: SAEPipeline, decoding: Decoding, layer: int, values:
         return float(sum(target_values(out, targets, decoding, pipeline.subject.kind)))
 
 
-def ablation_effects(pipeline: SAEPipeline, prompt: str, completion: str, rng: random.Random) -> tuple[float, float]:
+def ablation_effects(
+    pipeline: SAEPipeline, prompt: str, completion: str, rng: random.Random
+) -> tuple[float, float]:
     """(|change| from ablating the top-5 attributed codes, mean |change| from 5 random active codes)."""
-    job = Job(trace_id="eval", tenant="eval", granularity="token", featureset=pipeline.featureset.name,
-              prompt=prompt, completion=completion, created_at=0.0, expires_at=float("inf"), budget_s=0.0)
+    job = Job(
+        trace_id="eval",
+        tenant="eval",
+        granularity="token",
+        featureset=pipeline.featureset.name,
+        prompt=prompt,
+        completion=completion,
+        created_at=0.0,
+        expires_at=float("inf"),
+        budget_s=0.0,
+    )
     plan = pipeline.default_plan("token")
     layer = plan.layers[0]
     [extraction] = pipeline.extract([job], [plan])
@@ -124,7 +153,9 @@ def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 30_000) -> EvalResu
     rng = random.Random(SEED)
     effects = [ablation_effects(pipeline, p, c, rng) for p, c in ABLATION_PROMPTS]
     return EvalResult(
-        fvu=metrics["fvu"], dead_latents_pct=metrics["dead_latents_pct"], mean_l0=metrics["mean_l0"],
+        fvu=metrics["fvu"],
+        dead_latents_pct=metrics["dead_latents_pct"],
+        mean_l0=metrics["mean_l0"],
         heldout_tokens=len(acts.x),
         ablation_top_mean=sum(t for t, _ in effects) / len(effects),
         ablation_random_mean=sum(r for _, r in effects) / len(effects),

@@ -39,25 +39,33 @@ def _r(value: float) -> float:
     return round(float(value), 6)
 
 
-def _feature_nodes(decoding: Decoding, attribution: Attribution, plan: Plan,
-                   labels: dict[int, dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+def _feature_nodes(
+    decoding: Decoding, attribution: Attribution, plan: Plan, labels: dict[int, dict[str, Any]]
+) -> list[tuple[int, dict[str, Any]]]:
     """The top ``plan.max_nodes`` feature nodes by |influence|, with their index in decoding.nodes."""
     influence = attribution.influence.tolist()
     order = sorted(range(len(decoding.nodes)), key=lambda i: -abs(influence[i]))[: plan.max_nodes]
     out = []
-    for i in sorted(order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(influence[i]))):
+    for i in sorted(
+        order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(influence[i]))
+    ):
         node = decoding.nodes[i]
         label = (labels.get(node.layer) or {}).get(str(node.feature)) or {}
-        out.append((i, {
-            "node_id": f"{node.layer}_{node.feature}_{node.ctx_idx}",
-            "feature": node.feature,
-            "layer": str(node.layer),
-            "ctx_idx": node.ctx_idx,
-            "feature_type": FEATURE,
-            "activation": _r(node.activation),
-            "influence": _r(influence[i]),
-            "clerp": str(label.get("label") or f"latent {node.feature}"),
-        }))
+        out.append(
+            (
+                i,
+                {
+                    "node_id": f"{node.layer}_{node.feature}_{node.ctx_idx}",
+                    "feature": node.feature,
+                    "layer": str(node.layer),
+                    "ctx_idx": node.ctx_idx,
+                    "feature_type": FEATURE,
+                    "activation": _r(node.activation),
+                    "influence": _r(influence[i]),
+                    "clerp": str(label.get("label") or f"latent {node.feature}"),
+                },
+            )
+        )
     return out
 
 
@@ -68,38 +76,63 @@ def _error_nodes(attribution: Attribution) -> list[tuple[int, int, dict[str, Any
         for ctx, total in enumerate(totals):
             if total == 0.0:
                 continue  # no content token in this ctx (e.g. a special token)
-            out.append((layer, ctx, {
-                "node_id": f"{layer}_error_{ctx}", "feature": None, "layer": str(layer), "ctx_idx": ctx,
-                "feature_type": ERROR, "activation": None, "influence": _r(total),
-                "clerp": f"SAE reconstruction error, layer {layer}",
-            }))
+            out.append(
+                (
+                    layer,
+                    ctx,
+                    {
+                        "node_id": f"{layer}_error_{ctx}",
+                        "feature": None,
+                        "layer": str(layer),
+                        "ctx_idx": ctx,
+                        "feature_type": ERROR,
+                        "activation": None,
+                        "influence": _r(total),
+                        "clerp": f"SAE reconstruction error, layer {layer}",
+                    },
+                )
+            )
     return out
 
 
 def _target_nodes(attribution: Attribution) -> list[dict[str, Any]]:
     return [
         {
-            "node_id": f"target_{j}_{t.ctx_idx}", "feature": t.token, "layer": TARGET_LAYER, "ctx_idx": t.ctx_idx,
-            "feature_type": LOGIT, "activation": _r(t.value), "influence": None, "clerp": t.label,
+            "node_id": f"target_{j}_{t.ctx_idx}",
+            "feature": t.token,
+            "layer": TARGET_LAYER,
+            "ctx_idx": t.ctx_idx,
+            "feature_type": LOGIT,
+            "activation": _r(t.value),
+            "influence": None,
+            "clerp": t.label,
             "is_target_logit": True,
         }
         for j, t in enumerate(attribution.targets)
     ]
 
 
-def _links(attribution: Attribution, features: list[tuple[int, dict[str, Any]]],
-           errors: list[tuple[int, int, dict[str, Any]]], targets: list[dict[str, Any]],
-           max_edges: int) -> list[dict[str, Any]]:
+def _links(
+    attribution: Attribution,
+    features: list[tuple[int, dict[str, Any]]],
+    errors: list[tuple[int, int, dict[str, Any]]],
+    targets: list[dict[str, Any]],
+    max_edges: int,
+) -> list[dict[str, Any]]:
     links = []
     scores = attribution.node_scores
     for i, node in features:
         for j, weight in enumerate(scores[i].tolist()):
             if weight != 0.0:
-                links.append({"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)})
+                links.append(
+                    {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
+                )
     for layer, ctx, node in errors:
         for j, weight in enumerate(attribution.error_scores[layer][ctx].tolist()):
             if weight != 0.0:
-                links.append({"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)})
+                links.append(
+                    {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
+                )
     kept = {node["node_id"] for _, node in features}
     ids = {i: node["node_id"] for i, node in features}
     for src, dst, weight in attribution.feature_edges:
@@ -109,8 +142,16 @@ def _links(attribution: Attribution, features: list[tuple[int, dict[str, Any]]],
     return links[:max_edges]
 
 
-def build(job: Job, decoding: Decoding, attribution: Attribution, plan: Plan, *, featureset: str,
-          labels: dict[int, dict[str, Any]], tokens: list[str]) -> dict[str, Any]:
+def build(
+    job: Job,
+    decoding: Decoding,
+    attribution: Attribution,
+    plan: Plan,
+    *,
+    featureset: str,
+    labels: dict[int, dict[str, Any]],
+    tokens: list[str],
+) -> dict[str, Any]:
     """The graph JSON for one job (a plain dict, ready for orjson)."""
     features = _feature_nodes(decoding, attribution, plan, labels)
     errors = _error_nodes(attribution)
@@ -129,8 +170,12 @@ def build(job: Job, decoding: Decoding, attribution: Attribution, plan: Plan, *,
                 for s in decoding.segments
             ],
             "node_threshold": plan.max_nodes,
-            "info": {"top_k": plan.top_k, "layers": list(plan.layers), "max_nodes": plan.max_nodes,
-                     "max_edges": plan.max_edges},
+            "info": {
+                "top_k": plan.top_k,
+                "layers": list(plan.layers),
+                "max_nodes": plan.max_nodes,
+                "max_edges": plan.max_edges,
+            },
         },
         "granularity": plan.granularity,
         "featureset": featureset,

@@ -85,7 +85,8 @@ class SubjectModel:
         except (OSError, ValueError) as exc:
             raise FeaturesetError(f"cannot load subject model from {path}: {exc}") from exc
         self.kind, self.path, self.device = kind, path, pick_device(device)
-        self.model.to(self.device).eval().requires_grad_(False)
+        self.model.to(self.device)  # type: ignore[arg-type]
+        self.model.eval().requires_grad_(False)
         self.blocks = _find_blocks(self.model)
         self.d_model = int(self.model.config.hidden_size)
         limit = int(getattr(self.model.config, "max_position_embeddings", 0) or DEFAULT_MAX_TOKENS)
@@ -101,8 +102,11 @@ class SubjectModel:
         sep = "\n" if prompt and completion else ""
         text = prompt + sep + completion
         enc = self.tokenizer(
-            text, return_offsets_mapping=True, return_special_tokens_mask=True,
-            truncation=True, max_length=max_tokens or self.max_tokens,
+            text,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            truncation=True,
+            max_length=max_tokens or self.max_tokens,
         )
         return Encoded(
             text=text,
@@ -138,9 +142,8 @@ class SubjectModel:
 
             return read
 
-        with self._hooks({layer: hook(layer) for layer in layers}):
-            with suppress(_StopForwardError):
-                self.model(input_ids=ids, attention_mask=mask)
+        with self._hooks({layer: hook(layer) for layer in layers}), suppress(_StopForwardError):
+            self.model(input_ids=ids, attention_mask=mask)
         return captured
 
     def run_replaced(

@@ -78,8 +78,13 @@ class Decoding:
 class SAEPipeline:
     """Pipeline for one featureset: its subject model, its SAE(s) and their feature labels."""
 
-    def __init__(self, info: FeaturesetInfo, subject: SubjectModel, saes: dict[int, TopKSAE],
-                 labels: dict[int, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        info: FeaturesetInfo,
+        subject: SubjectModel,
+        saes: dict[int, TopKSAE],
+        labels: dict[int, dict[str, Any]],
+    ) -> None:
         self.featureset, self.subject, self.saes, self.labels = info, subject, saes, labels
 
     # --- plan ----------------------------------------------------------------------------------
@@ -88,8 +93,13 @@ class SAEPipeline:
         if granularity not in ("sentence", "token"):
             raise FeaturesetError(f"granularity must be 'sentence' or 'token', not {granularity!r}")
         info = self.featureset
-        return Plan(granularity=granularity, top_k=info.k, layers=info.layers, max_nodes=info.max_nodes,
-                    max_edges=info.max_edges)
+        return Plan(
+            granularity=granularity,
+            top_k=info.k,
+            layers=info.layers,
+            max_nodes=info.max_nodes,
+            max_edges=info.max_edges,
+        )
 
     # --- extract -------------------------------------------------------------------------------
 
@@ -143,9 +153,18 @@ class SAEPipeline:
 
     # --- graph ---------------------------------------------------------------------------------
 
-    def graph(self, job: Job, decoding: Decoding, attribution: _attr.Attribution, plan: Plan) -> dict[str, Any]:
-        return _graph.build(job, decoding, attribution, plan, featureset=self.featureset.name,
-                            labels=self.labels, tokens=self._token_strings(decoding))
+    def graph(
+        self, job: Job, decoding: Decoding, attribution: _attr.Attribution, plan: Plan
+    ) -> dict[str, Any]:
+        return _graph.build(
+            job,
+            decoding,
+            attribution,
+            plan,
+            featureset=self.featureset.name,
+            labels=self.labels,
+            tokens=self._token_strings(decoding),
+        )
 
     def _token_strings(self, decoding: Decoding) -> list[str]:
         return list(self.subject.tokenizer.convert_ids_to_tokens(decoding.tokens))
@@ -168,8 +187,9 @@ def _token_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor) -> lis
     return [FeatureNode(layer, f, p, a) for p, f, a in zip(pos.tolist(), feats, acts, strict=True)]
 
 
-def _segment_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor, segs: list[Segment],
-                   top_k: int, d_sae: int) -> list[FeatureNode]:
+def _segment_nodes(
+    layer: int, values: torch.Tensor, indices: torch.Tensor, segs: list[Segment], top_k: int, d_sae: int
+) -> list[FeatureNode]:
     """Sum each latent's activation over a segment's tokens; keep the segment's top ``top_k``."""
     summed = _attr.segment_sum(values, indices, segs, d_sae)  # [n_seg, d_sae]
     top_vals, top_idx = summed.topk(min(top_k, d_sae), dim=-1)

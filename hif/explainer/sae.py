@@ -107,7 +107,9 @@ class TopKSAE(nn.Module):
             raise FeaturesetError(f"cannot read SAE at {folder}: {exc}") from exc
         k = int((cfg.get("activation_fn_kwargs") or {}).get("k") or cfg.get("k") or 0)
         if cfg.get("architecture", "topk") != "topk" or k <= 0:
-            raise FeaturesetError(f"SAE at {folder} is not a TopK SAE (cfg.json needs activation_fn_kwargs.k)")
+            raise FeaturesetError(
+                f"SAE at {folder} is not a TopK SAE (cfg.json needs activation_fn_kwargs.k)"
+            )
         if not cfg.get("apply_b_dec_to_input", True):
             raise FeaturesetError(f"SAE at {folder}: apply_b_dec_to_input=false is not supported")
         sae = cls(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), k=k, cfg=cfg)

@@ -105,7 +105,9 @@ def collect(subject: SubjectModel, windows: list[list[int]], layer: int, batch: 
     return Activations(torch.cat(xs), torch.cat(ids), torch.cat(wins), torch.cat(pos), windows)
 
 
-def _selected_pre(x: torch.Tensor, w_enc_t: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def _selected_pre(
+    x: torch.Tensor, w_enc_t: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
     """Pre-activations of the chosen latents only, with gradients: k gathers instead of a dense matmul."""
     return torch.einsum("nd,nkd->nk", x, F.embedding(idx, w_enc_t)) + b_enc[idx]
 
@@ -217,7 +219,7 @@ def feature_labels(sae: TopKSAE, acts: Activations, subject: SubjectModel, top: 
         if picks.numel() == 0:
             labels[str(latent)] = {"label": "dead latent", "top_tokens": [], "contexts": []}
             continue
-        tokens = [tok.convert_ids_to_tokens(int(acts.token_ids[row[p]])) for p in picks]
+        tokens = [str(tok.convert_ids_to_tokens(int(acts.token_ids[row[p]]))) for p in picks]
         common = [t for t, _ in Counter(tokens).most_common(3)]
         labels[str(latent)] = {
             "label": " / ".join(common),
@@ -235,7 +237,7 @@ def _context(acts: Activations, row: int, subject: SubjectModel, before: int = 8
     special = set(tok.all_special_ids)
     left = [t for t in window[max(0, pos - before) : pos] if t not in special]
     right = [t for t in window[pos + 1 : pos + 1 + after] if t not in special]
-    text = tok.decode(left) + " [[" + tok.decode([window[pos]]) + "]] " + tok.decode(right)
+    text = f"{tok.decode(left)} [[{tok.decode([window[pos]])}]] {tok.decode(right)}"
     return text.strip()
 
 
@@ -274,22 +276,37 @@ def build_featureset(
     layer = info.layers[0]
     train, heldout, digest, n_docs = _collect_corpus(subject, layer, config, cache)
     collected = time.perf_counter()
-    log.info("collected %d train / %d held-out tokens in %.1fs", len(train.x), len(heldout.x), collected - started)
+    log.info(
+        "collected %d train / %d held-out tokens in %.1fs", len(train.x), len(heldout.x), collected - started
+    )
     sae = train_sae(train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()
     sae.cfg = {
-        "model_name": str(info.model), "hook_name": f"blocks.{layer}.hook_resid_post", "hook_layer": layer,
-        "context_size": WINDOW_TOKENS, "prepend_bos": True, "featureset": info.name,
+        "model_name": str(info.model),
+        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "hook_layer": layer,
+        "context_size": WINDOW_TOKENS,
+        "prepend_bos": True,
+        "featureset": info.name,
     }
     sae.save(folder, dtype=torch.float16)
     sae = TopKSAE.load(folder)  # measure what was written (fp16), not the fp32 copy in memory
     metrics = {
         **heldout_metrics(sae, heldout.x),
-        "featureset": info.name, "layer": layer, "d_sae": info.latents, "k": info.k,
-        "corpus_sha256": digest, "corpus_documents": n_docs,
-        "train_tokens": len(train.x), "heldout_tokens": len(heldout.x), "seed": config.seed,
-        "config": dataclasses.asdict(config), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "collect_seconds": round(collected - started, 1), "train_seconds": round(trained - collected, 1),
+        "featureset": info.name,
+        "layer": layer,
+        "d_sae": info.latents,
+        "k": info.k,
+        "corpus_sha256": digest,
+        "corpus_documents": n_docs,
+        "train_tokens": len(train.x),
+        "heldout_tokens": len(heldout.x),
+        "seed": config.seed,
+        "config": dataclasses.asdict(config),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "collect_seconds": round(collected - started, 1),
+        "train_seconds": round(trained - collected, 1),
     }
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     labels = feature_labels(sae, train, subject)

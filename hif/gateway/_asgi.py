@@ -79,7 +79,8 @@ class Responder:
 
     async def json(self, status: int, data: Any, headers: Headers | None = None) -> None:
         payload = data if isinstance(data, bytes) else orjson.dumps(data)
-        await self.start(status, [JSON_TYPE, *(headers or ())])
+        length = (b"content-length", str(len(payload)).encode())  # no chunked framing for small bodies
+        await self.start(status, [JSON_TYPE, length, *(headers or ())])
         await self.body(payload)
 
     async def error(self, exc: BaseException) -> None:

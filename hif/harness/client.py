@@ -18,11 +18,10 @@ or :class:`~hif.errors.ClientProtocolError`; their ``error_class`` names the rec
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
@@ -33,11 +32,12 @@ from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutErr
 USER_AGENT = b"hif-load/1"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
+    """One answer. A NamedTuple, not a frozen dataclass: it is built once per request."""
+
     status: int
     body: bytes
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    headers: list[tuple[bytes, bytes]] = []  # never mutated; each answer brings its own list
     keep_alive: bool = True
 
     def json(self) -> Any:
@@ -99,13 +99,15 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks -------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        # Length checks first: most headers are skipped without lower-casing anything.
+        length = len(name)
+        if (length == 14 and name.lower() == b"content-length") or (
+            length == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
-        for name, value in self._headers:
-            low = name.lower()
-            if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
-                self._framed = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -128,7 +130,7 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.abort()  # type: ignore[attr-defined]
 
     def _finish(self, *, keep_alive: bool) -> None:
-        resp = Response(self._status, b"".join(self._body), tuple(self._headers), keep_alive)
+        resp = Response(self._status, b"".join(self._body), self._headers, keep_alive)
         self._body, self._headers, self._status, self._framed = [], [], 0, False
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():

@@ -53,7 +53,8 @@ def prompt_text(messages: Any) -> str:
             continue
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = " ".join(t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str))
+            texts = (p.get("text") for p in content if isinstance(p, dict))
+            content = " ".join(t for t in texts if isinstance(t, str))
         if isinstance(content, str) and content:
             lines.append(f"{message.get('role', 'user')}: {content}")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ JSON = [(b"content-type", b"application/json")]
 SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
-def _error(status: int, message: str, kind: str) -> bytes:
+def _error(message: str, kind: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": kind, "code": kind, "param": None}})
 
 
@@ -47,7 +47,7 @@ class SimulatorApp:
         elif path in ("/healthz", "/readyz"):
             await _send(send, 200, b'{"status":"ok"}')
         else:
-            await _send(send, 404, _error(404, f"no route {method} {path}", "not_found"))
+            await _send(send, 404, _error(f"no route {method} {path}", "not_found"))
 
     async def _chat(self, receive: Receive, send: Send) -> None:
         try:
@@ -55,7 +55,7 @@ class SimulatorApp:
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
         except (orjson.JSONDecodeError, ValueError) as exc:
-            await _send(send, 400, _error(400, f"invalid JSON body: {exc}", "invalid_request_error"))
+            await _send(send, 400, _error(f"invalid JSON body: {exc}", "invalid_request_error"))
             return
         try:
             if body.get("stream"):
@@ -65,7 +65,7 @@ class SimulatorApp:
         except UpstreamError as exc:
             status = int(exc.context.get("upstream_status", 500))
             kind = "rate_limit_error" if status == 429 else "server_error"
-            await _send(send, status, _error(status, exc.message, kind))
+            await _send(send, status, _error(exc.message, kind))
 
     async def _stream(self, body: dict[str, Any], send: Send) -> None:
         chunks = self.simulator.stream(body)
@@ -94,7 +94,8 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _send(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON})
+    headers = [*JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -71,7 +71,9 @@ def test_trace_reads_are_tenant_scoped(gw: Proc) -> None:
     assert status == 200
     url = orjson.loads(body)["explanation"]["status_url"]
     expect = {
-        "sk-alpha": 200, "sk-alpha-reader": 200, "sk-admin": 200,  # owner, owner's reader, unbound admin
+        "sk-alpha": 200,
+        "sk-alpha-reader": 200,
+        "sk-admin": 200,  # owner, owner's reader, unbound admin
         "sk-beta": 404,  # another tenant cannot tell the trace exists
     }
     for token, want in expect.items():

@@ -24,10 +24,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield proc
 
 
-def check_operation(operation: schemathesis.APIOperation, mode: schemathesis.GenerationMode, base_url: str) -> None:
+def check_operation(
+    operation: schemathesis.APIOperation, mode: schemathesis.GenerationMode, base_url: str
+) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, suppress_health_check=list(HealthCheck),
-              derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+    @settings(
+        max_examples=EXAMPLES_PER_MODE,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
     def run(case: schemathesis.Case) -> None:
         response = case.call(base_url=base_url, timeout=30)
         assert response.status_code < 500, (

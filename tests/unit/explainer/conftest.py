@@ -48,8 +48,16 @@ def build_tiny_lm(root: Path) -> TinyLM:
     _tokenizer(model_dir)
     torch.manual_seed(0)
     vocab = len(__import__("json").loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"])
-    config = GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2, pad_token_id=1,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     GPT2LMHeadModel(config).save_pretrained(str(model_dir))
     registry = root / "featuresets.toml"
     registry.write_text(
@@ -95,8 +103,16 @@ def make_job():  # type: ignore[no-untyped-def]
     from hif.store.base import Job
 
     def make(prompt: str, completion: str, granularity: str = "sentence", featureset: str = "x") -> Job:
-        return Job(trace_id=f"t-{granularity}-{len(completion)}", tenant="acme", granularity=granularity,
-                   featureset=featureset, prompt=prompt, completion=completion, created_at=0.0,
-                   expires_at=float("inf"), budget_s=1.5)
+        return Job(
+            trace_id=f"t-{granularity}-{len(completion)}",
+            tenant="acme",
+            granularity=granularity,
+            featureset=featureset,
+            prompt=prompt,
+            completion=completion,
+            created_at=0.0,
+            expires_at=float("inf"),
+            budget_s=1.5,
+        )
 
     return make

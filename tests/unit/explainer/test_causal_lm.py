@@ -1,4 +1,4 @@
-"""Any Hugging Face causal LM on disk + an SAELens-layout SAE: a tiny random GPT-2, next-token logit targets."""
+"""Any Hugging Face causal LM on disk + an SAELens-layout SAE: a tiny random GPT-2, logit targets."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _decode(pipeline, job, granularity):  # type: ignore[no-untyped-def]
 
 
 def test_logit_targets_are_the_produced_tokens(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
-    plan, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
+    _, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
     targets = target_specs(decoding, "causal-lm")
     completion_positions = decoding.extraction.encoded.completion_positions
     assert [t.ctx_idx for t in targets] == completion_positions[: len(targets)]
@@ -64,8 +64,10 @@ def test_gradient_times_activation_matches_finite_difference(tiny_pipeline, make
     up, down = codes.clone(), codes.clone()
     up[pos, slot] += eps
     down[pos, slot] -= eps
-    slope = (_target_with_codes(tiny_pipeline, decoding, layer, up, targets[j])
-             - _target_with_codes(tiny_pipeline, decoding, layer, down, targets[j])) / (2 * eps)
+    slope = (
+        _target_with_codes(tiny_pipeline, decoding, layer, up, targets[j])
+        - _target_with_codes(tiny_pipeline, decoding, layer, down, targets[j])
+    ) / (2 * eps)
     assert float(feat[j, pos, slot]) == pytest.approx(activation * slope, rel=0.05, abs=1e-4)
     # zeroing a feature moves the target by about its attribution (first-order)
     assert abs(float(feat[j, pos, slot])) > 0

@@ -30,8 +30,11 @@ def test_tokens_map_to_prompt_and_completion_sentences() -> None:
     offsets = [(0, 0), *_offsets(text), (0, 0)]  # [CLS] ... [SEP]
     special = [True] + [False] * (len(offsets) - 2) + [True]
     segs = segments(text, len(prompt) + 1, offsets, special)
-    assert [(s.role, s.text) for s in segs] == [(PROMPT, "Why so?"), (COMPLETION, "Because."),
-                                                 (COMPLETION, "It is.")]
+    assert [(s.role, s.text) for s in segs] == [
+        (PROMPT, "Why so?"),
+        (COMPLETION, "Because."),
+        (COMPLETION, "It is."),
+    ]
     assert [s.positions for s in segs] == [(1, 2), (3,), (4, 5)]
     assert [s.index for s in segs] == [0, 1, 2]
 

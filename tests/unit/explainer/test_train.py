@@ -9,7 +9,9 @@ from hif.explainer.train import TrainConfig, heldout_metrics, train_sae
 
 def _planted(n: int, seed: int = 0) -> torch.Tensor:
     """Data that *is* sparse in a fixed 24-atom dictionary (3 atoms per row), in 32 dimensions."""
-    atoms = torch.nn.functional.normalize(torch.randn(24, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    atoms = torch.nn.functional.normalize(
+        torch.randn(24, 32, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     gen = torch.Generator().manual_seed(seed + 1)
     idx = torch.randint(0, 24, (n, 3), generator=gen)
     coef = torch.rand(n, 3, generator=gen) * 2 + 0.5

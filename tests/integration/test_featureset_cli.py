@@ -1,0 +1,41 @@
+"""``hif featureset`` as a user runs it: a real subprocess, real registry files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _hif(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hif.cli", "featureset", *args], capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+
+
+def test_list_shows_the_default_and_the_unavailable_gpu_set() -> None:
+    done = _hif("list")
+    assert done.returncode == 0, done.stderr
+    assert "* sae-minilm-l6-res4-4k" in done.stdout
+    assert "sae-gpt4-2m" in done.stdout and "unavailable" in done.stdout
+
+
+def test_unservable_featureset_is_one_line_and_exit_2() -> None:
+    for action in ("build", "eval"):
+        done = _hif(action, "sae-gpt4-2m")
+        assert done.returncode == 2
+        assert done.stderr.strip().startswith("hif: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_registry_path_is_a_config_error(tmp_path: Path) -> None:
+    done = _hif("list", "--featuresets", str(tmp_path / "missing.toml"))
+    assert done.returncode == 2 and "hif: featuresets" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.explainer
+def test_eval_meets_every_goal_on_the_shipped_featureset() -> None:
+    done = _hif("eval", "--heldout-tokens", "10000", timeout_s=600)
+    assert "held-out FVU" in done.stdout and "ablation" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr

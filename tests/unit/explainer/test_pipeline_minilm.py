@@ -1,0 +1,66 @@
+"""The default featureset end to end: all-MiniLM-L6-v2 + the shipped TopK SAE (marked: loads the model)."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import torch
+
+from hif.explainer.featureset import load_registry
+from hif.explainer.graph import schema
+from hif.explainer.plan import GRADIENT, HEURISTIC
+
+pytestmark = pytest.mark.explainer
+
+PROMPT = "How do I open a file in Python?"
+COMPLETION = "Use the built-in open() function. It returns a file object. Close it when you are done."
+
+
+@pytest.fixture(scope="module")
+def minilm():  # type: ignore[no-untyped-def]
+    from hif.explainer.pipeline import load_pipeline
+
+    info = load_registry().resolve(None)
+    return load_pipeline(info, device="cpu", threads=1)
+
+
+def test_default_featureset_is_shipped_and_served() -> None:
+    registry = load_registry()
+    assert registry.resolve(None).name == "sae-minilm-l6-res4-4k"
+    assert registry.resolve(None).available
+    assert not registry.get("sae-gpt4-2m").available
+
+
+@pytest.mark.parametrize("granularity", ["sentence", "token"])
+def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granularity) -> None:  # type: ignore[no-untyped-def]
+    job = make_job(PROMPT, COMPLETION, granularity, featureset=minilm.featureset.name)
+    plan = minilm.default_plan(granularity)
+    assert plan.layers == (4,) and plan.top_k == 32
+    [extraction] = minilm.extract([job], [plan])
+    assert extraction.hidden[4].shape[-1] == 384
+    decoding = minilm.decode(extraction, plan)
+    attribution = minilm.attribute(decoding, plan)
+    graph = minilm.graph(job, decoding, attribution, plan)
+    jsonschema.validate(graph, schema())
+    assert graph["attribution_method"] == GRADIENT and graph["featureset"] == "sae-minilm-l6-res4-4k"
+    # one target per completion sentence: its similarity to the prompt
+    assert [t.ctx_idx for t in attribution.targets] == [1, 2, 3]
+    assert all(-1.0 <= t.value <= 1.0 for t in attribution.targets)
+    features = [n for n in graph["nodes"] if n["feature_type"] == "sae"]
+    assert 0 < len(features) <= plan.max_nodes
+    assert all(n["clerp"] for n in features)
+    heuristic = minilm.heuristic(decoding, plan)
+    assert heuristic.method == HEURISTIC
+    jsonschema.validate(minilm.graph(job, decoding, heuristic, plan), schema())
+
+
+def test_minilm_sae_reconstructs_live_activations(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    job = make_job(PROMPT, COMPLETION, featureset=minilm.featureset.name)
+    plan = minilm.default_plan("sentence")
+    [extraction] = minilm.extract([job], [plan])
+    decoding = minilm.decode(extraction, plan)
+    x = extraction.hidden[4][decoding.content]
+    err = decoding.codes[4].error[decoding.content]
+    fvu = float(err.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert fvu < 0.3  # one short chat turn: looser than the held-out goal, still far from 1
+    assert torch.equal(decoding.codes[4].values[~decoding.content], torch.zeros_like(decoding.codes[4].values[~decoding.content]))
