@@ -189,9 +189,15 @@ class StoreSettings:
     SECTION: typing.ClassVar[str] = "store"
 
     data_dir: Path = option(DEFAULT_DATA_DIR, help="folder for the embedded SQLite store and blobs")
-    queue: str = option("", help="job queue URL: sqlite:///path.db or redis://host:port/db (default: SQLite in data-dir)")
-    state: str = option("", help="trace-state URL: sqlite:///path.db or redis://... (default: SQLite in data-dir)")
-    blobs: str = option("", help="blob store: a folder path, file:///path or s3://bucket/prefix (default: data-dir/blobs)")
+    queue: str = option(
+        "", help="job queue URL: sqlite:///path.db or redis://host:port/db (default: SQLite in data-dir)"
+    )
+    state: str = option(
+        "", help="trace-state URL: sqlite:///path.db or redis://... (default: SQLite in data-dir)"
+    )
+    blobs: str = option(
+        "", help="blob store: a folder path, file:///path or s3://bucket/prefix (default: data-dir/blobs)"
+    )
     s3_endpoint_url: str | None = option(None, help="endpoint for S3-compatible stores (moto, MinIO)")
 
     @property
@@ -256,7 +262,7 @@ class GatewaySettings:
     host: str = option("127.0.0.1", help="address the gateway listens on")
     port: int = option(8080, help="gateway HTTP port")
     metrics_port: int = option(9091, help="Prometheus /metrics port (0 disables)")
-    keys: Path | None = option(None, help="RBAC keys file (TOML); without it the gateway runs open")  # noqa: RUF009
+    keys: Path | None = option(None, help="RBAC keys file (TOML); without it the gateway runs open")
     upstream: str = option("sim", help="`sim` (the built-in simulator) or an OpenAI-compatible base URL")
     upstream_api_key: str | None = option(None, help="bearer key sent to a URL upstream")
     upstream_timeout_s: float = option(30.0, help="total time allowed for one upstream call")
@@ -271,6 +277,9 @@ class GatewaySettings:
     shutdown_timeout_s: float = option(30.0, help="time allowed to finish in-flight chats and flush jobs")
     max_tenant_labels: int = option(20, help="distinct tenant metric labels before `other`")
     log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+    require_explainer: bool = option(
+        False, help="/readyz also waits for a fresh explainer heartbeat (set by `hif serve`)"
+    )
 
     def __post_init__(self) -> None:
         for key in ("port", "metrics_port"):

@@ -158,7 +158,8 @@ def start(args: argparse.Namespace, stop: threading.Event) -> System | None:
         [*cmd, "explainer", *forward_flags(args, EXPLAINER_SETTINGS)], start_new_session=True
     )
     gateway = subprocess.Popen(
-        [*cmd, "gateway", *forward_flags(args, GATEWAY_SETTINGS)], start_new_session=True
+        [*cmd, "gateway", *forward_flags(args, GATEWAY_SETTINGS), "--require-explainer"],
+        start_new_session=True,
     )
     system = System(gateway, explainer, gateway_settings, explainer_settings, store_settings)
     deadline = time.monotonic() + args.ready_timeout_s

@@ -219,6 +219,12 @@ class GatewayApp:
         self.stores.state.get("readyz-probe")
         self.stores.queue.oldest_age_s()
         self.stores.blobs.exists("readyz-probe")
+        if self.settings.require_explainer:
+            # The explainer supervisor republishes its backpressure signal every tick, and only once
+            # a worker has loaded its pipeline: a fresh signal is its heartbeat.
+            signal = self.stores.state.read_backpressure()
+            if signal is None or signal.stale(time.time(), self.settings.backpressure_stale_s):
+                raise RuntimeError("explainer not ready (no fresh heartbeat in the trace store)")
 
     # --- lifespan --------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ class LoadSettings:
     auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
     tenant_id: str | None = option(None, help="send x-tenant-id: TID")
     rps_limit: float = option(0.0, help="one token bucket shared by all workers, requests/s (0 = unlimited)")
-    results_dir: Path = option(DEFAULT_RESULTS_DIR, help="where result files are written")  # noqa: RUF009
+    results_dir: Path = option(DEFAULT_RESULTS_DIR, help="where result files are written")
     arrival_rate: float = option(0.0, help="open loop: requests/s offered on a schedule (0 = closed loop)")
     arrival: str = option("constant", help="open-loop arrival process", choices=ARRIVALS)
     processes: int = option(1, help="spread workers over N processes (histograms merged exactly)")

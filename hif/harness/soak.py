@@ -66,7 +66,7 @@ class SoakSettings:
     timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
     auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
     tenant_id: str | None = option(None, help="send x-tenant-id: TID")
-    results_dir: Path = option(  # noqa: RUF009 - option() is the field factory (hif.config)
+    results_dir: Path = option(
         DEFAULT_RESULTS_DIR, help="where result files and soak_summary.json go")
     metrics_url_gateway: str | None = option(None, help="gateway /metrics (default: base-url host, :9091)")
     metrics_url_explainer: str | None = option(None, help="explainer /metrics (default: base-url host :9090)")

@@ -160,7 +160,9 @@ class JobQueue(Protocol):
     def enqueue(self, jobs: Sequence[Job]) -> None:
         """Append jobs durably; raises StoreUnavailableError when the backend is down."""
 
-    def lease(self, consumer: str, *, max_jobs: int, visibility_timeout_s: float, block_s: float = 0.0) -> list[Lease]:
+    def lease(
+        self, consumer: str, *, max_jobs: int, visibility_timeout_s: float, block_s: float = 0.0
+    ) -> list[Lease]:
         """Hand out up to ``max_jobs``: first re-deliverable expired leases, then new jobs.
 
         Blocks up to ``block_s`` when nothing is ready.

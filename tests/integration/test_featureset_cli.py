@@ -10,8 +10,13 @@ import pytest
 
 
 def _hif(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hif.cli", "featureset", *args], capture_output=True,
-                          text=True, timeout=timeout_s, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "hif.cli", "featureset", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def test_list_shows_the_default_and_the_unavailable_gpu_set() -> None:

@@ -63,4 +63,7 @@ def test_minilm_sae_reconstructs_live_activations(minilm, make_job) -> None:  # 
     err = decoding.codes[4].error[decoding.content]
     fvu = float(err.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     assert fvu < 0.3  # one short chat turn: looser than the held-out goal, still far from 1
-    assert torch.equal(decoding.codes[4].values[~decoding.content], torch.zeros_like(decoding.codes[4].values[~decoding.content]))
+    assert torch.equal(
+        decoding.codes[4].values[~decoding.content],
+        torch.zeros_like(decoding.codes[4].values[~decoding.content]),
+    )
