@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="write here instead of the featureset's sae_path")
     b.add_argument("--epochs", type=int, help="passes over the training tokens")
     b.add_argument("--train-tokens", type=int, help="cap on training tokens")
+    b.add_argument("--heldout-tokens", type=int, help="cap on held-out tokens for the metrics")
     b.add_argument("--seed", type=int, help="random seed (weights are deterministic per seed)")
     b.add_argument("--cache", type=Path, help="activation cache file: a rebuild skips the forward passes")
     e = sub.add_parser("eval", help="held-out FVU, dead latents and the ablation test; exit 1 on a miss")
@@ -56,7 +57,12 @@ def _build(registry: Registry, args: argparse.Namespace) -> int:
     info = registry.get(args.name or registry.default)
     if info.reason:  # registry-declared unavailable (e.g. sae-gpt4-2m): never fake its features
         raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
-    overrides = {"epochs": args.epochs, "max_train_tokens": args.train_tokens, "seed": args.seed}
+    overrides = {
+        "epochs": args.epochs,
+        "max_train_tokens": args.train_tokens,
+        "max_heldout_tokens": args.heldout_tokens,
+        "seed": args.seed,
+    }
     config = dataclasses.replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     result = build_featureset(info, args.out, config=config, cache=args.cache)
     m = result.metrics

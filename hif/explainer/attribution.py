@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hif.errors import AttributionError
+from hif.explainer._edges import EDGES_PER_NODE, feature_edges
 from hif.explainer._segments import COMPLETION, PROMPT, Segment
 from hif.explainer.model import ENCODER, SubjectModel
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from hif.explainer.pipeline import Decoding
 
 MAX_TOKEN_TARGETS = 16
+MAX_EDGE_TARGETS = 16  # upper-layer nodes whose incoming feature edges are computed (one backward each)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,12 +224,18 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
         for layer in plan.layers:
             feat, err, values = _gradient_layer(subject, saes[layer], decoding, layer, targets)
             per_layer[layer] = (feat, err)
+        targets = [dataclasses.replace(t, value=v) for t, v in zip(targets, values, strict=True)]
+        result = _assemble(GRADIENT, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})
+        if plan.granularity == "token" and len(plan.layers) > 1:
+            budget = max(1, min(MAX_EDGE_TARGETS, plan.max_edges // (4 * EDGES_PER_NODE)))
+            result.feature_edges = feature_edges(
+                subject, saes, decoding, plan.layers, result.influence, budget
+            )
+        return result
     except AttributionError:
         raise
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:
         raise AttributionError(f"gradient attribution failed: {exc}", trace_id=job.trace_id) from exc
-    targets = [dataclasses.replace(t, value=v) for t, v in zip(targets, values, strict=True)]
-    return _assemble(GRADIENT, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})
 
 
 # --- heuristic ---------------------------------------------------------------------------------

@@ -92,7 +92,12 @@ def _model_present(model: str) -> bool:
 def _availability(model: str, sae_path: Path | None, reason: str | None) -> tuple[bool, str | None]:
     if reason:
         return False, reason
-    if sae_path is None or not (sae_path / "sae_weights.safetensors").is_file():
+    # One hook layer: the SAE sits in sae_path; several: one per sae_path/layer_<L>/.
+    weights = "sae_weights.safetensors"
+    built = sae_path is not None and (
+        (sae_path / weights).is_file() or any(sae_path.glob(f"layer_*/{weights}"))
+    )
+    if sae_path is None or not built:
         return False, f"SAE weights not built at {sae_path} (run `hif featureset build`)"
     if not _model_present(model):
         return False, f"subject model {model!r} is not installed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,23 +66,34 @@ def build_tiny_lm(root: Path) -> TinyLM:
         f'model = "{model_dir}"\nmodel_kind = "causal-lm"\nlayers = [0]\nlatents = 64\nk = 4\n'
         f'sae_path = "{sae_dir}"\nmax_nodes = 40\nmax_edges = 200\n'
     )
+    registry.write_text(
+        registry.read_text() + '[featuresets."tiny-gpt2-res01"]\n'
+        f'model = "{model_dir}"\nmodel_kind = "causal-lm"\nlayers = [0, 1]\nlatents = 64\nk = 4\n'
+        f'sae_path = "{root / "sae01"}"\nmax_nodes = 60\nmax_edges = 400\n'
+    )
     subject = SubjectModel(model_dir, "causal-lm", device="cpu")
-    acts = collect(subject, token_windows(subject, TINY_TEXTS, 10_000), 0)
-    sae = train_sae(acts.x, d_sae=64, k=4, config=TrainConfig(epochs=30, batch_tokens=64, lr=3e-3))
-    sae.cfg = {"hook_name": "blocks.0.hook_resid_post", "hook_layer": 0}
-    sae.save(sae_dir)
+    windows = token_windows(subject, TINY_TEXTS, 10_000)
+    for layer in (0, 1):
+        acts = collect(subject, windows, layer)
+        sae = train_sae(acts.x, d_sae=64, k=4, config=TrainConfig(epochs=30, batch_tokens=64, lr=3e-3))
+        sae.cfg = {"hook_name": f"blocks.{layer}.hook_resid_post", "hook_layer": layer}
+        sae.save(root / "sae01" / f"layer_{layer}")
+        if layer == 0:
+            sae.save(sae_dir)
     assert load_registry(registry).get("tiny-gpt2-res0").available
+    assert load_registry(registry).get("tiny-gpt2-res01").available
     return TinyLM(root=root, registry=registry)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> None:
-    """Tiny tensors: one thread avoids OpenMP barrier waits, which dominate on a busy 2-core box."""
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+    """Tiny tensors: one thread avoids OpenMP barrier waits, which dominate on a busy 2-core box.
+
+    Only when a collected test module already imported torch: the worker tests here stay torch-free.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

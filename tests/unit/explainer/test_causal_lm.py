@@ -114,3 +114,29 @@ def test_heuristic_is_activation_times_cosine(tiny_pipeline, make_job) -> None: 
             assert float(result.node_scores[i, 0]) == pytest.approx(node.activation * float(cos), abs=1e-5)
         else:
             assert float(result.node_scores[i, 0]) == 0.0
+
+
+def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job) -> None:  # type: ignore[no-untyped-def]
+    from hif.explainer.featureset import load_registry
+    from hif.explainer.pipeline import load_pipeline
+
+    pipeline = load_pipeline(load_registry(tiny_lm.registry).get("tiny-gpt2-res01"), device="cpu", threads=1)
+    job = make_job(PROMPT, COMPLETION, "token")
+    plan = pipeline.default_plan("token")
+    [extraction] = pipeline.extract([job], [plan])
+    decoding = pipeline.decode(extraction, plan)
+    attribution = pipeline.attribute(decoding, plan)
+    assert attribution.feature_edges
+    for src, dst, weight in attribution.feature_edges:
+        lo, hi = decoding.nodes[src], decoding.nodes[dst]
+        assert (lo.layer, hi.layer) == (0, 1) and lo.ctx_idx <= hi.ctx_idx  # causal: no edge from the future
+        assert weight != 0.0
+    graph = pipeline.graph(job, decoding, attribution, plan)
+    jsonschema.validate(graph, schema())
+    layer_of = {n["node_id"]: n["layer"] for n in graph["nodes"]}
+    assert any(layer_of[link["source"]] == "0" and layer_of[link["target"]] == "1" for link in graph["links"])
+    # sentence granularity keeps the cheaper graph: no feature edges
+    plan = pipeline.default_plan("sentence")
+    [extraction] = pipeline.extract([job], [plan])
+    decoding = pipeline.decode(extraction, plan)
+    assert pipeline.attribute(decoding, plan).feature_edges == []
