@@ -143,7 +143,20 @@ def _step_loss(
 
 
 def train_sae(acts: torch.Tensor, *, d_sae: int, k: int, config: TrainConfig) -> TopKSAE:
-    """Fit a TopK SAE to ``acts`` [N, d]: Adam, decoder renormalised after every step."""
+    """Fit a TopK SAE to ``acts`` [N, d]: Adam, decoder renormalised after every step.
+
+    Bitwise deterministic per seed: multi-threaded embedding_bag backward otherwise sums in a
+    varying order, and the 1e-7 differences grow over hundreds of steps.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(acts, d_sae=d_sae, k=k, config=config)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(acts: torch.Tensor, *, d_sae: int, k: int, config: TrainConfig) -> TopKSAE:
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     sae = TopKSAE(d_in=acts.shape[1], d_sae=d_sae, k=k)
@@ -274,6 +287,7 @@ def build_featureset(
     started = time.perf_counter()
     subject = SubjectModel(resolve_model_path(info.model), info.model_kind, device="cpu")
     layer = info.layers[0]
+    cached = cache is not None and cache.is_file()
     train, heldout, digest, n_docs = _collect_corpus(subject, layer, config, cache)
     collected = time.perf_counter()
     log.info(
@@ -306,6 +320,7 @@ def build_featureset(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "collect_seconds": round(collected - started, 1),
+        "activations_from_cache": cached,
         "train_seconds": round(trained - collected, 1),
     }
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
