@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
     for reason in summary.data["generator"]["reasons"]:
         print(f"hif: run invalid: {reason}", file=sys.stderr)
     for gate in summary.data["slo"]["gates"]:
-        if not gate["pass"]:
+        if gate["pass"] is None:
+            print(f"hif: SLO {gate['name']}: no data in this run", file=sys.stderr)
+        elif not gate["pass"]:
             print(f"hif: SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}", file=sys.stderr)
     sys.stdout.write(orjson.dumps(stdout_line(summary)).decode() + "\n")
     sys.stdout.flush()

@@ -143,16 +143,20 @@ def _generator(
     }
 
 
+def _gate(name: str, limit: float, value: float | None) -> dict[str, Any]:
+    return {"name": name, "threshold": limit, "value": value, "pass": None if value is None else value <= limit}
+
+
 def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -> dict[str, Any]:
-    values = {
-        "chat_p95_ms": chat["latency_ms"]["p95_ms"],
-        "error_rate": chat["error_rate"],
-        "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
-        "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
-        "expired_failed_rate": expl["expired_failed_rate"],
+    """Gate values, or None where the run produced no data (no token traces, say): a gate with
+    nothing to judge neither passes nor fails, as in the report, instead of passing on a 0.0."""
+    sla = expl["sla_ms"]
+    values: dict[str, float | None] = {
+        "chat_p95_ms": chat["latency_ms"]["p95_ms"] if chat["latency_ms"]["count"] else None,
+        "error_rate": chat["error_rate"] if chat["requests"] else None,
+        "sentence_p95_ms": sla["sentence"]["p95_ms"] if sla["sentence"]["count"] else None,
+        "token_p95_ms": sla["token"]["p95_ms"] if sla["token"]["count"] else None,
+        "expired_failed_rate": expl["expired_failed_rate"] if expl["traces"] else None,
     }
-    gates = [
-        {"name": name, "threshold": limit, "value": values[name], "pass": values[name] <= limit}
-        for name, limit in slos.items()
-    ]
-    return {"gates": gates, "pass": all(g["pass"] for g in gates)}
+    gates = [_gate(name, limit, values[name]) for name, limit in slos.items()]
+    return {"gates": gates, "pass": all(g["pass"] is not False for g in gates)}
