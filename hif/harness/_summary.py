@@ -144,7 +144,8 @@ def _generator(
 
 
 def _gate(name: str, limit: float, value: float | None) -> dict[str, Any]:
-    return {"name": name, "threshold": limit, "value": value, "pass": None if value is None else value <= limit}
+    verdict = None if value is None else value <= limit
+    return {"name": name, "threshold": limit, "value": value, "pass": verdict}
 
 
 def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -> dict[str, Any]:
