@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,8 @@ def run_demo(s: DemoSettings) -> int:
         stop.set()
         chaos.apply_change(disable_all=True)
         _stop_system(proc)
+        # The demo's data folder is scratch: the results (and report) live in results_dir.
+        shutil.rmtree(work, ignore_errors=True)
     print(f"demo: report written to {s.results_dir / 'report.md'}", flush=True)
     print(f"demo: {_verdict(summary.data)}", flush=True)
     # A failed SLO gate is a finding of the run, not a failure of the demo: exit 0 once the report exists.
