@@ -55,7 +55,9 @@ def _build(registry: Registry, args: argparse.Namespace) -> int:
     from hif.explainer.train import TrainConfig, build_featureset
 
     info = registry.get(args.name or registry.default)
-    if info.reason:  # registry-declared unavailable (e.g. sae-gpt4-2m): never fake its features
+    # Registry-declared unavailable (e.g. sae-gpt4-2m, no sae_path): never fake its features.
+    # "Weights not built yet" is exactly what a build is for.
+    if info.reason and (info.sae_path is None or "not built" not in info.reason):
         raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
     overrides = {
         "epochs": args.epochs,
@@ -64,17 +66,17 @@ def _build(registry: Registry, args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     config = dataclasses.replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
-    result = build_featureset(info, args.out, config=config, cache=args.cache)
-    m = result.metrics
-    print(f"built {info.name} in {result.folder}")
-    print(
-        f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
-        f"  mean L0 {m['mean_l0']:.1f}"
-    )
-    print(
-        f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s, train {m['train_seconds']}s, "
-        f"seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"
-    )
+    for result in build_featureset(info, args.out, config=config, cache=args.cache):
+        m = result.metrics
+        print(f"built {info.name} layer {m['layer']} in {result.folder}")
+        print(
+            f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
+            f"  mean L0 {m['mean_l0']:.1f}"
+        )
+        print(
+            f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s,"
+            f" train {m['train_seconds']}s, seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"
+        )
     return 0
 
 

@@ -5,7 +5,7 @@ steps, so two builds on the same CPython and torch give the same weights. The lo
 reconstruction MSE plus the AuxK term, which makes latents that stopped firing reconstruct the
 residual error, keeping dead latents rare on a small corpus.
 
->>> result = build_featureset(info, out_dir)        # doctest: +SKIP
+>>> [result] = build_featureset(info, out_dir)      # doctest: +SKIP
 >>> result.metrics["fvu"] <= 0.15                    # doctest: +SKIP
 """
 
@@ -277,21 +277,45 @@ def build_featureset(
     *,
     config: TrainConfig | None = None,
     cache: Path | None = None,
-) -> BuildResult:
-    """Train ``info``'s SAE on the offline corpus and write cfg/weights/metrics/labels to ``out_dir``."""
+) -> list[BuildResult]:
+    """Train one SAE per hook layer of ``info`` on the offline corpus; one result per layer.
+
+    One layer: cfg/weights/metrics/labels go to ``out_dir`` (default: the featureset's sae_path).
+    Several: each layer's SAE goes to ``<out_dir>/layer_<L>/``, the layout the pipeline loads.
+    """
     config = config or TrainConfig()
     folder = out_dir or info.sae_path
     if folder is None:
         raise ValueError(f"featureset {info.name!r} has no sae_path to build into")
+    subject = SubjectModel(resolve_model_path(info.model), info.model_kind, device="cpu")
+    if len(info.layers) == 1:
+        return [_build_layer(info, subject, info.layers[0], folder, config, cache)]
+    return [
+        _build_layer(info, subject, layer, folder / f"layer_{layer}", config, _layer_cache(cache, layer))
+        for layer in info.layers
+    ]
+
+
+def _layer_cache(cache: Path | None, layer: int) -> Path | None:
+    return None if cache is None else cache.with_name(f"{cache.stem}.layer{layer}{cache.suffix}")
+
+
+def _build_layer(
+    info: FeaturesetInfo,
+    subject: SubjectModel,
+    layer: int,
+    folder: Path,
+    config: TrainConfig,
+    cache: Path | None,
+) -> BuildResult:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    subject = SubjectModel(resolve_model_path(info.model), info.model_kind, device="cpu")
-    layer = info.layers[0]
     cached = cache is not None and cache.is_file()
     train, heldout, digest, n_docs = _collect_corpus(subject, layer, config, cache)
     collected = time.perf_counter()
     log.info(
-        "collected %d train / %d held-out tokens in %.1fs", len(train.x), len(heldout.x), collected - started
+        "layer %d: collected %d train / %d held-out tokens in %.1fs",
+        layer, len(train.x), len(heldout.x), collected - started,
     )
     sae = train_sae(train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()
@@ -303,6 +327,7 @@ def build_featureset(
         "prepend_bos": True,
         "featureset": info.name,
     }
+    folder.mkdir(parents=True, exist_ok=True)
     sae.save(folder, dtype=torch.float16)
     sae = TopKSAE.load(folder)  # measure what was written (fp16), not the fp32 copy in memory
     metrics = {
