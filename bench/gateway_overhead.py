@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from _bench import free_port, pin
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return [*pin(core), *argv]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -56,14 +61,8 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
 
 
 def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from _bench import free_port, pin
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -85,15 +86,8 @@ class Hammer(FastHttpUser):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def pin(core: int) -> list[str]:
-    """``taskset -c core`` when there are two cores to split, else nothing."""
-    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
 
 
 def wait_ok(url: str, timeout_s: float = 20.0) -> None:
