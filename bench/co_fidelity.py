@@ -40,10 +40,6 @@ PERIOD_S, STALL_S, DELAY_MS = 10.0, 1.0, 1.0
 RATE, CONCURRENCY = 200, 8
 
 
-
-
-
-
 def start_target() -> tuple[subprocess.Popen[str], str, float]:
     port = free_port()
     cmd = [

@@ -40,6 +40,7 @@ from _bench import free_port, pin
 def pinned(core: int, argv: list[str]) -> list[str]:
     return [*pin(core), *argv]
 
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 METRICS: dict[str, str] = {}  # gateway name -> its /metrics URL
@@ -59,10 +60,6 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50), latency:percentile(99)))
 end
 """
-
-
-
-
 
 
 def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:

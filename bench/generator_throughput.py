@@ -8,26 +8,29 @@ request (the runner's chat POST with its JSON body):
 1. wrk (C, the reference), ``apt-get install -y wrk``;
 2. the load runner end to end (``python -m tests.load.load_runner``: chat POSTs, HDR histograms,
    a JSONL line per request, the live ticker), which is what a user runs;
-3. the runner's HTTP client alone (``hif.harness.client``: N keep-alive workers, no records);
+3. the runner's chat lane alone (``hif.harness._lane``: the same connections and requests, with
+   nothing recorded), which says how much of the runner's time its records take;
 4. Locust FastHttpUser (installed by this script into bench/out/locust-venv).
 
-Goals: runner >= 50% of wrk, runner >= 5x Locust FastHttpUser. Prints a table and the ratios,
-and writes bench/out/generator_throughput.json.
+Goals: runner >= 50% of wrk, runner >= 5x Locust FastHttpUser. wrk, the runner and the lane run
+in interleaved rounds (medians shown, each round listed), since one noisy neighbour on a shared
+VM can move a single run by 20%; Locust runs once. Prints a table and the ratios, and writes
+bench/out/generator_throughput_c<connections>.json.
 
-    python bench/generator_throughput.py                  # ~1 minute (+ Locust's install once)
-    python bench/generator_throughput.py --connections 256 --seconds 10 --skip-locust
+    python bench/generator_throughput.py                  # ~4 minutes (+ Locust's install once)
+    python bench/generator_throughput.py --connections 256 --rounds 1 --skip-locust
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import csv
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,8 +89,10 @@ class Hammer(FastHttpUser):
 """
 
 
-
-
+WRK = "wrk"
+RUNNER = "hif load runner (end to end)"
+LANE = "hif chat lane alone (no records)"
+LOCUST = "Locust FastHttpUser"
 
 
 def wait_ok(url: str, timeout_s: float = 20.0) -> None:
@@ -179,26 +184,44 @@ def run_client(url: str, connections: int, seconds: float) -> float:
 
 
 def client_only(url: str, connections: int, seconds: float) -> float:
-    """The runner's HTTP client without the runner: N workers, GET / in a loop."""
+    """The runner's chat lane without the runner's records: N connections, the same chat POST."""
     sys.path.insert(0, str(ROOT))
+    from hif.harness._lane import Lane
+    from hif.harness._requests import ChatRequests
     from hif.harness.client import HttpClient, new_event_loop
+    from hif.harness.load import LoadSettings
+
+    class Count:  # the lane's Outcome, counting answers and nothing else
+        def __init__(self, stop_at: float) -> None:
+            self.stop_at, self.answers = stop_at, 0
+
+        def take(self) -> bool:
+            return time.monotonic() < self.stop_at
+
+        def chat_done(self, *_: object) -> None:
+            self.answers += 1
+
+        def dropped(self, *_: object) -> None:
+            pass
 
     async def main() -> float:
-        stop_at = time.monotonic() + seconds
-        count = 0
-
-        async def worker() -> None:
-            nonlocal count
-            client = HttpClient(url, timeout_s=10, headers={"content-type": "application/json"})
-            data = client.build("POST", CHAT_PATH, CHAT_BODY.encode())
-            while time.monotonic() < stop_at:
-                await client.send(data)
-                count += 1
-            await client.close()
-
+        settings = LoadSettings(base_url=url, max_tokens=0)
+        probe = HttpClient(url)
         t0 = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        return count / (time.monotonic() - t0)
+        count = Count(t0 + seconds)
+        lane = Lane(
+            requests=ChatRequests(settings),
+            out=count,
+            workers=connections,
+            host=probe.host,
+            port=probe.port,
+            timeout_s=10,
+            send_lag=lambda _ms: None,
+        )
+        lane.start()
+        await lane.finished()  # every worker found take() False and retired
+        await lane.stop()
+        return count.answers / (time.monotonic() - t0)
 
     loop = new_event_loop()
     try:
@@ -261,10 +284,16 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--client-only", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -272,34 +301,49 @@ def main() -> int:
         print(client_only(args.client_only, args.connections, args.seconds))
         return 0
     c, s = args.connections, args.seconds
+    runs: dict[str, list[float | None]] = {WRK: [], RUNNER: [], LANE: [], LOCUST: []}
+    lines: list[dict[str, object]] = []
     with target() as (url, name):
-        rows: dict[str, float | None] = {}
-        rows["wrk"] = run_wrk(url, c, s)
-        rows["hif load runner (end to end)"], line = run_runner(url, c, s)
-        rows["hif client alone"] = run_client(url, c, s)
-        rows["Locust FastHttpUser"] = None if args.skip_locust else run_locust(url, c, s)
-    runner, wrk, locust = rows["hif load runner (end to end)"], rows["wrk"], rows["Locust FastHttpUser"]
-    print(f"target: {name}; {c} connections, {s:g} s each, generator pinned to one core")
-    print(f"{'generator':<32} {'req/s':>10}")
+        # Interleaved rounds: a noisy neighbour slows one round of every tool, not one tool.
+        for _ in range(args.rounds):
+            runs[WRK].append(run_wrk(url, c, s))
+            rps, line = run_runner(url, c, s)
+            runs[RUNNER].append(rps)
+            lines.append(line)
+            runs[LANE].append(run_client(url, c, s))
+        # Locust is ~25x slower than the runner: one run says enough.
+        runs[LOCUST].append(None if args.skip_locust else run_locust(url, c, s))
+    rows = {tool: median(values) for tool, values in runs.items()}
+    runner, wrk, locust = rows[RUNNER], rows[WRK], rows[LOCUST]
+    print(
+        f"target: {name}; {c} connections, {s:g} s per run, {args.rounds} interleaved rounds, "
+        "generator pinned to one core"
+    )
+    print(f"{'generator':<34} {'median req/s':>12}   rounds")
     for tool, rps in rows.items():
-        print(f"{tool:<32} {'skipped' if rps is None else round(rps):>10}")
+        each = " ".join("-" if v is None else f"{v:.0f}" for v in runs[tool])
+        print(f"{tool:<34} {'skipped' if rps is None else f'{rps:.0f}':>12}   {each}")
     result = {
         "target": name,
         "connections": c,
         "seconds": s,
+        "rounds": args.rounds,
         "req_per_s": rows,
+        "runs": runs,
         "runner_over_wrk": ratio(runner, wrk),
-        "client_over_wrk": ratio(rows["hif client alone"], wrk),
+        "lane_over_wrk": ratio(rows[LANE], wrk),
         "runner_over_locust": ratio(runner, locust),
-        "runner_run": {k: line.get(k) for k in ("p50_ms", "p99_ms", "valid", "error_rate")},
+        "runner_runs": [
+            {k: line.get(k) for k in ("p50_ms", "p99_ms", "valid", "error_rate")} for line in lines
+        ],
     }
     print(
         f"runner / wrk = {result['runner_over_wrk']} (goal >= 0.5); "
-        f"client alone / wrk = {result['client_over_wrk']}; "
+        f"chat lane alone / wrk = {result['lane_over_wrk']}; "
         f"runner / Locust FastHttpUser = {result['runner_over_locust']} (goal >= 5)"
     )
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "generator_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    (OUT / f"generator_throughput_c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

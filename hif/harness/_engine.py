@@ -1,25 +1,27 @@
 """One process's load run: workers, the pacer, the ticker, and the files they feed.
 
-Closed loop: ``concurrency`` workers each send, wait for the answer, send again; with
-``--rps-limit`` they take slots from one shared :class:`TokenBucket`. Open loop
-(``--arrival-rate``): a dispatcher puts schedule slots on a queue and idle workers take them;
-a slot older than the request timeout when a worker reaches it is ``dropped``.
-Attached chats spawn one poll task per trace on a separate pool of connections, so polling
-never queues behind chat traffic.
+The workers live in the callback-driven chat lane (``_lane.py``). Closed loop: ``concurrency``
+workers each send, wait for the answer, send again; with ``--rps-limit`` they take slots from one
+shared :class:`TokenBucket`. Open loop (``--arrival-rate``): a dispatcher hands schedule slots to
+idle workers, or queues them; a slot older than the request timeout when a worker reaches it is
+``dropped``. Attached chats spawn one poll task per trace on a separate pool of connections, so
+polling never queues behind chat traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from hif.chaos import ChaosReader
-from hif.errors import LoadClientError
 from hif.harness import records
+from hif.harness._lane import Lane, Worker
 from hif.harness._live import LiveView
 from hif.harness._pacing import TokenBucket, arrivals
 from hif.harness._polling import Poller
@@ -34,7 +36,6 @@ from hif.harness.stats import Interval, IntervalRecorder
 
 TICK_S = 0.1
 STOP_DRAIN_S = 5.0  # open polls' grace after a stop (SIGINT), instead of --drain-seconds
-CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
 _STATUS_KEYS = {code: f"status:{code}" for code in range(600)}  # no string building per request
 
 
@@ -45,11 +46,13 @@ class Engine:
         *,
         stop: asyncio.Event | None = None,
         on_tick: TickCallback | None = None,
+        on_bucket: Callable[[Bucket, int, list[str]], None] | None = None,
         t0_s: float | None = None,
     ) -> None:
         self.s = settings
         self.stop = stop or asyncio.Event()
         self.on_tick = on_tick
+        self.on_bucket = on_bucket  # a --processes child sends each bucket to its parent
         self._t0_s = t0_s  # a parent process aligns its children's buckets by passing one start
         self.share = local_share(settings)
         self.requests = ChatRequests(settings)
@@ -57,7 +60,7 @@ class Engine:
         self.chaos_flags: list[str] = []
         self._stopping = False
         self._issued = 0
-        self._idle: set[asyncio.Task[Any]] = set()
+        self._max_requests = self.share.max_requests
         self.stopped_by = "duration"
         self.load_ended_s: float | None = None  # wall time the load stopped (polls may drain on)
 
@@ -65,15 +68,10 @@ class Engine:
         return HttpClient(self.s.base_url, timeout_s=self.s.timeout_seconds, headers=self.requests.headers)
 
     # --- the run --------------------------------------------------------------------------
-    async def run(self) -> LoadSummary:
+    def begin(self) -> None:
+        """Open the result files, fix the clocks and start the tallies (``run`` does this after
+        its pre-flight; bench/hotpath.py does it to drive the lane over a fake transport)."""
         s = self.s
-        probe = self.client()
-        try:
-            await preflight(probe, base_url=s.base_url, features=s.features if s.attach_rate > 0 else None)
-        finally:
-            await probe.close()
-        loop = asyncio.get_running_loop()
-        self.loop = loop
         self.files = ResultFiles(s.results_dir, append=s.append)
         self.started_s = time.time()
         self.offset_s = self.started_s - time.monotonic()  # wall = monotonic + offset
@@ -83,9 +81,23 @@ class Engine:
         self.recorder = IntervalRecorder(first)
         self.tally = Tally(grid, s.bucket_seconds)
         self.cur = Bucket(first, first + s.bucket_seconds)
+        self.lane: Lane | None = None
+        self._late_s = s.late_ms / 1000.0
+        self._write = self.files.chat.write
+        self._bind_hot()
         self.poller = Poller(self)
-        self.live = LiveView(s.live, self)
+        self.live = LiveView(s.live, title=f"hif load {self.run_id} (last {s.bucket_seconds:g} s)")
         self.chaos_flags = sorted(self._chaos.active())
+        self._line = self._line_template()
+
+    async def run(self) -> LoadSummary:
+        s = self.s
+        probe = self.client()
+        try:
+            await preflight(probe, base_url=s.base_url, features=s.features if s.attach_rate > 0 else None)
+        finally:
+            await probe.close()
+        self.begin()
         self._ticker_task = asyncio.ensure_future(self._ticker())
         try:
             await self._offer_load()
@@ -114,14 +126,21 @@ class Engine:
 
     async def _offer_load(self) -> None:
         s = self.s
-        if s.open_loop:
-            self.queue: asyncio.Queue[float] = asyncio.Queue()
-            tasks = [asyncio.ensure_future(self._open_worker(i)) for i in range(self.share.workers)]
-            tasks.append(asyncio.ensure_future(self._dispatcher()))
-        else:
-            rate = self.share.rps_limit
-            self.bucket = TokenBucket(rate, max_backlog_s=s.timeout_seconds) if rate else None
-            tasks = [asyncio.ensure_future(self._closed_worker(i)) for i in range(self.share.workers)]
+        rate = self.share.rps_limit
+        probe = HttpClient(s.base_url)
+        self.lane = lane = Lane(
+            requests=self.requests,
+            out=self,
+            workers=self.share.workers,
+            host=probe.host,
+            port=probe.port,
+            timeout_s=s.timeout_seconds,
+            send_lag=self._send_lag,
+            bucket=TokenBucket(rate, max_backlog_s=s.timeout_seconds) if rate and not s.open_loop else None,
+            open_loop=s.open_loop,
+        )
+        lane.start()
+        dispatcher = asyncio.ensure_future(self._dispatcher(lane)) if s.open_loop else None
         deadline = time.monotonic() + s.duration_seconds
         stop_wait = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait([stop_wait], timeout=max(deadline - time.monotonic(), 0))
@@ -129,20 +148,18 @@ class Engine:
             self.stopped_by = "stop"
         stop_wait.cancel()
         self._stopping = True
-        if s.open_loop:
-            await self._send_queued(s.timeout_seconds)
-        for task in list(self._idle):
-            task.cancel()  # workers between requests; those mid-request finish it (bounded by timeout)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if s.open_loop:
-            self._drop_unsent()
+        if dispatcher is not None:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+        await lane.stop(queued_grace_s=s.timeout_seconds)
 
     def wall(self, mono: float) -> float:
         return mono + self.offset_s
 
-    def _take(self) -> bool:
+    def take(self) -> bool:
         """Count one more chat; False (and stop) once ``max_requests`` is reached."""
-        if self._stopping or (self.share.max_requests and self._issued >= self.share.max_requests):
+        if self._stopping or (self._max_requests and self._issued >= self._max_requests):
             if not self._stopping:
                 self.stopped_by = "max_requests"
                 self.stop.set()
@@ -150,145 +167,121 @@ class Engine:
         self._issued += 1
         return True
 
-    # --- workers --------------------------------------------------------------------------
-    async def _closed_worker(self, index: int) -> None:
-        client, rng = self.client(), self.requests.rng(index)
-        me = asyncio.current_task()
-        assert me is not None
-        backoff = 0.0
-        try:
-            while not self._stopping:
-                now = time.monotonic()
-                intended = self.bucket.reserve(now) if self.bucket else now
-                ready = now
-                if intended > now:
-                    await self._idle_sleep(me, intended - now)
-                if not self._take():
-                    break
-                backoff = await self._backoff(me, await self.chat(client, rng, intended, ready), backoff)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await client.close()
-
-    async def _dispatcher(self) -> None:
+    async def _dispatcher(self, lane: Lane) -> None:
+        """Open loop: each schedule slot goes to the lane, however busy the server is."""
         for slot in arrivals(self.share.arrival_rate, time.monotonic(), self.s.arrival, self.s.seed):
             delay = slot - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if not self._take():
+            if not self.take():
                 return
-            self.queue.put_nowait(slot)
-
-    async def _open_worker(self, index: int) -> None:
-        client, rng = self.client(), self.requests.rng(index)
-        me = asyncio.current_task()
-        assert me is not None
-        backoff = 0.0
-        try:
-            while not (self._stopping and self.queue.empty()):
-                self._idle.add(me)
-                ready = time.monotonic()
-                try:
-                    slot = await self.queue.get()
-                finally:
-                    self._idle.discard(me)
-                if time.monotonic() - slot > self.s.timeout_seconds:
-                    self._record_dropped(slot, "waited longer than the request timeout for a free worker")
-                    continue
-                backoff = await self._backoff(me, await self.chat(client, rng, slot, ready), backoff)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await client.close()
-
-    async def _idle_sleep(self, me: asyncio.Task[Any], seconds: float) -> None:
-        """Sleep where a stop may cancel us (between requests, never mid-request)."""
-        self._idle.add(me)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            self._idle.discard(me)
-
-    async def _backoff(self, me: asyncio.Task[Any], error_class: str | None, backoff: float) -> float:
-        """After a refused connect, wait (doubling to a bound): a dead gateway gets no busy loop."""
-        if error_class != "connect":
-            return 0.0
-        backoff = min(backoff * 2 or CONNECT_BACKOFF_S[0], CONNECT_BACKOFF_S[1])
-        await self._idle_sleep(me, backoff)
-        return backoff
-
-    async def _send_queued(self, limit_s: float) -> None:
-        """Open loop at the end: slots already offered are still sent, for at most ``limit_s``."""
-        deadline = time.monotonic() + limit_s
-        while not self.queue.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-
-    def _drop_unsent(self) -> None:
-        while not self.queue.empty():
-            self._record_dropped(self.queue.get_nowait(), "run ended before a worker was free")
+            lane.offer(slot)
 
     # --- one chat -------------------------------------------------------------------------
-    async def chat(self, client: HttpClient, rng: random.Random, intended: float, ready: float) -> str | None:
-        """One chat; ``ready`` is when the worker became free (send lag = the generator's own delay)."""
-        attached, granularity, data = self.requests.draw(rng)
-        flags = self.chaos_flags
-        sent = time.monotonic()
-        self.recorder.record(SEND_LAG, (sent - max(intended, ready)) * 1000.0)
-        status, error_class, error, answer = 0, None, None, None
-        try:
-            resp = await client.send(data)
-            status = resp.status
-            if status >= 400:
-                error_class = "http_4xx" if status < 500 else "http_5xx"
-                error = _error_text(resp.body)
-            elif attached:
-                answer = resp.json()
-        except LoadClientError as exc:
-            error_class, error = exc.error_class, str(exc)
+    # The lane calls chat_done from inside data_received, once per request: the common case (an
+    # answer below 400, not attached, on time) costs three list appends, five dict stores and one
+    # orjson call. Counters for it are folded into the bucket once per bucket (_fold_hot).
+    def chat_done(
+        self, w: Worker, status: int, error_class: str | None, error: str | None, body: bytes
+    ) -> None:
+        """Record one chat's outcome."""
         done = time.monotonic()
-        service_ms, intended_ms = (done - sent) * 1000.0, (done - intended) * 1000.0
-        self.recorder.record(CHAT_SERVICE, service_ms)
-        self.recorder.record(CHAT_INTENDED, intended_ms)
-        late = (sent - intended) * 1000.0 > self.s.late_ms
-        counts = self.cur.counts
-        counts["requests"] += 1
-        counts[_STATUS_KEYS.get(status) or f"status:{status}"] += 1
-        if error_class is None:
-            counts["ok"] += 1
-        else:
-            counts[f"class:{error_class}"] += 1
-        if late:
-            counts["late"] += 1
-        trace_id, state = None, None
-        if attached:
-            counts["attached"] += 1
-            if error_class is None:
-                trace_id, state = self.poller.admit(answer, granularity, done, flags)
-        self.files.chat_line(
-            {
-                "v": records.CHAT_SCHEMA,
-                "ts": self.wall(sent),
-                "intended_ts": self.wall(intended),
-                "latency_ms": service_ms,
-                "intended_latency_ms": intended_ms,
-                "status": status,
-                "error_class": error_class,
-                "error": error,
-                "tenant": self.s.tenant_id,
-                "attached": attached,
-                "granularity": granularity if attached else None,
-                "trace_id": trace_id,
-                "explanation_state": state,
-                "chaos": flags,
-                "shard": self.s.shard,
-                "late": late,
-                "run": self.run_id,
-            }
-        )
-        return error_class
+        sent, intended = w.sent, w.intended
+        service_ms = (done - sent) * 1000.0
+        intended_ms = (done - intended) * 1000.0
+        self._service(service_ms)
+        self._intended(intended_ms)
+        self._statuses(status)
+        # The common case fills the one template dict in place (it is serialised at once and
+        # kept by nobody); the rarer cases get a copy, so the template keeps its defaults.
+        line = self._line
+        if error_class is not None or w.attached or sent - intended > self._late_s:
+            line = line.copy()
+            self._chat_details(line, w, error_class, error, body, done)
+        offset = self.offset_s
+        line["ts"] = sent + offset
+        line["intended_ts"] = intended + offset
+        line["latency_ms"] = service_ms
+        line["intended_latency_ms"] = intended_ms
+        line["status"] = status
+        self._write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
-    def _record_dropped(self, slot: float, why: str) -> None:
+    def _chat_details(
+        self,
+        line: dict[str, Any],
+        w: Worker,
+        error_class: str | None,
+        error: str | None,
+        body: bytes,
+        done: float,
+    ) -> None:
+        """The rarer parts of a chat record: late, attached (its trace), errors."""
+        counts = self.cur.counts
+        if w.sent - w.intended > self._late_s:
+            counts["late"] += 1
+            line["late"] = True
+        if w.attached:
+            counts["attached"] += 1
+            line["attached"], line["granularity"] = True, w.granularity
+            if error_class is None:
+                try:
+                    answer = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    error_class, error = "protocol", f"answer is not JSON: {body[:80]!r}"
+                else:
+                    trace_id, state = self.poller.admit(answer, w.granularity, done, line["chaos"])
+                    line["trace_id"], line["explanation_state"] = trace_id, state
+        if error_class is not None:
+            counts[f"class:{error_class}"] += 1
+            self._errors += 1
+            line["error_class"], line["error"] = error_class, error
+
+    def _bind_hot(self) -> None:
+        """Point the hot path at this interval's histograms and a fresh per-bucket status list."""
+        rec = self.recorder
+        self._service = rec.appender(CHAT_SERVICE)
+        self._intended = rec.appender(CHAT_INTENDED)
+        self._send_lag = rec.appender(SEND_LAG)
+        if self.lane is not None:
+            self.lane.send_lag = self._send_lag
+        self._status_list: list[int] = []
+        self._statuses = self._status_list.append
+        self._errors = 0
+
+    def _fold_hot(self, bucket: Bucket) -> None:
+        """Add the hot path's per-bucket tallies to the bucket's counters."""
+        statuses = self._status_list
+        counts = bucket.counts
+        if statuses:
+            counts["requests"] += len(statuses)
+            for status, n in collections.Counter(statuses).items():
+                counts[_STATUS_KEYS.get(status) or f"status:{status}"] += n
+        if len(statuses) - self._errors:
+            counts["ok"] += len(statuses) - self._errors
+
+    def _line_template(self) -> dict[str, Any]:
+        """A chat record with this run's constants and the common case's values."""
+        return {
+            "v": records.CHAT_SCHEMA,
+            "ts": None,
+            "intended_ts": None,
+            "latency_ms": None,
+            "intended_latency_ms": None,
+            "status": 0,
+            "error_class": None,
+            "error": None,
+            "tenant": self.s.tenant_id,
+            "attached": False,
+            "granularity": None,
+            "trace_id": None,
+            "explanation_state": None,
+            "chaos": self.chaos_flags,
+            "shard": self.s.shard,
+            "late": False,
+            "run": self.run_id,
+        }
+
+    def dropped(self, slot: float, why: str) -> None:
         counts = self.cur.counts
         counts["requests"] += 1
         counts["status:0"] += 1
@@ -322,17 +315,23 @@ class Engine:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             self.recorder.record(LOOP_LAG, max(now - expected, 0.0) * 1000.0)
-            self.chaos_flags = sorted(self._chaos.active())
+            self.recorder.fold()
+            flags = sorted(self._chaos.active())
+            if flags != self.chaos_flags:
+                self.chaos_flags = flags
+                self._line = self._line_template()
             while self.wall(now) >= self.cur.end_s:
                 self._close_bucket(self.cur.end_s)
 
     def _close_bucket(self, end_s: float, *, final: bool = False) -> None:
         bucket = self.cur
         bucket.end_s = end_s if final else bucket.end_s
+        self._fold_hot(bucket)
         intervals = [
             Interval(iv.tag, bucket.start_s, bucket.end_s, iv.histogram)
             for iv in self.recorder.rotate(bucket.end_s)
         ]
+        self._bind_hot()
         self.files.intervals(intervals)
         self.tally.close_bucket(bucket, intervals)
         index = round((bucket.start_s - self.tally.t0_s) / self.s.bucket_seconds)
@@ -340,9 +339,11 @@ class Engine:
         self.files.flush()
         view = bucket.view()
         view["run"] = self.run_id
-        self.live.update(view)
+        self.live.update(view, polls_in_flight=self.poller.in_flight, chaos=self.chaos_flags)
         if self.on_tick is not None:
             _safe_call(self.on_tick, view)
+        if self.on_bucket is not None:
+            self.on_bucket(bucket, self.poller.in_flight, self.chaos_flags)
         phase = "drain" if self.load_ended_s is not None else "load"
         self.cur = Bucket(bucket.end_s, bucket.end_s + self.s.bucket_seconds, phase)
 
@@ -354,15 +355,3 @@ def _safe_call(fn: Callable[[dict[str, Any]], None], view: dict[str, Any]) -> No
         import logging
 
         logging.getLogger(__name__).exception("on_tick callback failed")
-
-
-def _error_text(body: bytes) -> str:
-    """The OpenAI envelope's message when there is one, else the start of the body."""
-    try:
-        import orjson
-
-        data = orjson.loads(body)
-        message = data["error"]["message"]
-        return str(message)[:300]
-    except Exception:
-        return body[:300].decode("utf-8", "replace")

@@ -1,23 +1,22 @@
 """The live view: a rich panel on a terminal, plain periodic lines on stderr otherwise.
 
-Both go to stderr so stdout stays the one JSON line the run ends with.
+Both go to stderr so stdout stays the one JSON line the run ends with. With ``--processes N``
+the parent shows one view of every child's bucket, merged exactly (see ``_procs.LiveMerger``).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from hif.harness._engine import Engine
+from collections.abc import Sequence
+from typing import Any
 
 PLAIN_EVERY_S = 5.0
 
 
 class LiveView:
-    def __init__(self, mode: str, engine: Engine) -> None:
-        self.e = engine
+    def __init__(self, mode: str, *, title: str) -> None:
+        self.title = title
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
         self.mode = mode
@@ -30,28 +29,29 @@ class LiveView:
             self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
             self._live.start()
 
-    def _fields(self, view: dict[str, Any]) -> dict[str, str]:
+    def _fields(self, view: dict[str, Any], polls_in_flight: int, chaos: Sequence[str]) -> dict[str, str]:
         return {
             "req/s": f"{view['rps']:.0f}",
             "p50 ms": f"{view['p50_ms']:.1f}",
             "p95 ms": f"{view['p95_ms']:.1f}",
             "intended p99 ms": f"{view['intended_p99_ms']:.1f}",
             "errors": f"{view['errors']} ({view['error_rate']:.1%})",
-            "polls in flight": str(self.e.poller.in_flight),
+            "polls in flight": str(polls_in_flight),
             "traces done": str(view["traces"]),
             "sla p95 s/t ms": f"{view['sentence_p95_ms']:.0f}/{view['token_p95_ms']:.0f}",
             "loop lag p99 ms": f"{view['loop_lag_p99_ms']:.1f}",
-            "chaos": ",".join(self.e.chaos_flags) or "-",
+            "chaos": ",".join(chaos) or "-",
         }
 
-    def update(self, view: dict[str, Any]) -> None:
+    def update(self, view: dict[str, Any], *, polls_in_flight: int, chaos: Sequence[str]) -> None:
+        """Show one finished bucket's view (``Bucket.view()``)."""
         if self.mode == "off":
             return
-        fields = self._fields(view)
+        fields = self._fields(view, polls_in_flight, chaos)
         if self.mode == "rich":
             from rich.table import Table
 
-            table = Table(title=f"hif load {self.e.run_id} (last {self.e.s.bucket_seconds:g} s)")
+            table = Table(title=self.title)
             table.add_column("metric")
             table.add_column("value", justify="right")
             for name, value in fields.items():

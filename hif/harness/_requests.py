@@ -41,6 +41,9 @@ class ChatRequests:
             g: [builder.build("POST", CHAT_PATH, orjson.dumps(self._body(p, g))) for p in PROMPTS]
             for g in (None, "sentence", "token")
         }
+        # Prebuilt draws: the hot path returns one of these tuples, it builds none.
+        self._plain = [(False, None, data) for data in self._bodies[None]]
+        self._attach_rate = settings.attach_rate
         shard_i, _ = parse_shard(settings.shard)
         self._seed_base = settings.seed * 1_000_003 + shard_i * 10_007
 
@@ -63,8 +66,8 @@ class ChatRequests:
     def draw(self, rng: random.Random) -> tuple[bool, str | None, bytes]:
         """(attached, granularity, request bytes) for one chat."""
         prompt = int(rng.random() * len(PROMPTS))
-        if self.s.attach_rate <= 0 or rng.random() >= self.s.attach_rate:
-            return False, None, self._bodies[None][prompt]
+        if self._attach_rate <= 0 or rng.random() >= self._attach_rate:
+            return self._plain[prompt]
         granularity = self.s.granularity
         if granularity == "mix":
             granularity = "token" if rng.random() < MIX_TOKEN_SHARE else "sentence"

@@ -206,6 +206,43 @@ def test_processes_merge_exactly(tmp_path: Path) -> None:
     assert not list((tmp_path / "results").glob(".proc-*"))
 
 
+def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
+    """With --processes the parent sees each bucket while the run goes on, merged from all children."""
+    ticks: list[dict[str, Any]] = []
+
+    async def go() -> LoadSummary:
+        server = TargetServer(TargetScript(delay_ms=2))
+        await server.start()
+        stop = asyncio.Event()
+
+        def on_tick(view: dict[str, Any]) -> None:
+            ticks.append(view)
+            if len(ticks) == 4:
+                stop.set()  # only a live tick can stop a 60 s run early
+
+        try:
+            settings = LoadSettings(
+                base_url=server.url,
+                results_dir=tmp_path / "results",
+                live="off",
+                duration_seconds=60,
+                bucket_seconds=0.5,
+                concurrency=4,
+                processes=2,
+            )
+            return await run_load(settings, stop=stop, on_tick=on_tick)
+        finally:
+            await server.close()
+
+    summary = asyncio.run(go())
+    assert summary.data["stopped_by"] == "stop" and summary.data["duration_s"] < 30
+    starts = [t["start_s"] for t in ticks]
+    assert len(starts) == len(set(starts)) >= 4  # each bucket once
+    by_start = {b["start_s"]: b["requests"] for b in summary.buckets}
+    assert {t["start_s"]: t["requests"] for t in ticks} == by_start  # live views = the merged summary
+    assert sum(by_start.values()) == summary.data["chat"]["requests"] > 0
+
+
 # --- the runbook entry point as a process -----------------------------------------------------
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import pytest
 
 from hif.harness._live import LiveView
-from hif.harness.load import LoadSettings
 
 VIEW: dict[str, Any] = {
     "rps": 1234.0,
@@ -24,16 +22,13 @@ VIEW: dict[str, Any] = {
 }
 
 
-def fake_engine() -> Any:
-    return types.SimpleNamespace(
-        s=LoadSettings(), run_id="r1", chaos_flags=["slow-sae"], poller=types.SimpleNamespace(in_flight=3)
-    )
+CONTEXT: dict[str, Any] = {"polls_in_flight": 3, "chaos": ["slow-sae"]}
 
 
 def test_plain_lines_go_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    live = LiveView("plain", fake_engine())
-    live.update(VIEW)
-    live.update(VIEW)  # within 5 s of the first: throttled
+    live = LiveView("plain", title="hif load r1")
+    live.update(VIEW, **CONTEXT)
+    live.update(VIEW, **CONTEXT)  # within 5 s of the first: throttled
     live.close()
     out, err = capsys.readouterr()
     assert out == ""
@@ -43,14 +38,14 @@ def test_plain_lines_go_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_rich_panel_and_off(capsys: pytest.CaptureFixture[str]) -> None:
-    live = LiveView("rich", fake_engine())
-    live.update(VIEW)
+    live = LiveView("rich", title="hif load r1")
+    live.update(VIEW, **CONTEXT)
     live.close()
-    LiveView("off", fake_engine()).update(VIEW)
+    LiveView("off", title="hif load r1").update(VIEW, **CONTEXT)
     out, err = capsys.readouterr()
     assert out == ""
     assert "loop lag p99 ms" in err and "2100" in err
 
 
 def test_auto_is_plain_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    assert LiveView("auto", fake_engine()).mode == "plain"
+    assert LiveView("auto", title="hif load r1").mode == "plain"
