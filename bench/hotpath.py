@@ -1,8 +1,10 @@
 """The load runner's per-request CPU in Python, without sockets: where generator time goes.
 
 A fake transport answers every request the chat lane writes with a canned nginx answer, fed
-straight back into ``data_received``, so the loop below is the runner's whole per-request Python
-path (parse, record, JSONL line, pick and write the next request) and nothing else. Baseline, in
+straight back into ``data_received`` for ``--batch`` connections per event-loop turn (as one
+epoll wake-up delivers them), so the loop below is the runner's whole per-request Python path
+(parse, record, JSONL line, pick and write the next request, its share of the loop turn) and
+nothing else. Baseline, in
 the same run: the same bytes through a bare httptools parser that records nothing, which is the
 least any Python client pays. Syscalls (one read and one write per request, ~14 us here) come
 on top of both; ``bench/generator_throughput.py`` measures the whole thing against wrk.
@@ -28,6 +30,7 @@ import httptools  # noqa: E402
 
 from hif.harness._engine import Engine  # noqa: E402
 from hif.harness._lane import Lane, _Wire  # noqa: E402
+from hif.harness.client import new_event_loop  # noqa: E402
 from hif.harness.load import LoadSettings  # noqa: E402
 
 ANSWER = (
@@ -50,37 +53,45 @@ class FakeTransport:
         pass
 
 
-async def runner_round(n: int, results: Path) -> float:
+async def runner_round(n: int, results: Path, batch: int) -> float:
     settings = LoadSettings(
-        base_url="http://127.0.0.1:9", concurrency=1, results_dir=results, live="off", max_tokens=0
+        base_url="http://127.0.0.1:9", concurrency=batch, results_dir=results, live="off", max_tokens=0
     )
     engine = Engine(settings)
     engine.begin()
     lane = engine.lane = Lane(
         requests=engine.requests,
         out=engine,
-        workers=1,
+        workers=batch,
         host="127.0.0.1",
         port=9,
         timeout_s=settings.timeout_seconds,
         send_lag=engine._send_lag,
     )
-    worker = lane.workers[0]
-    wire = _Wire(lane.loop, worker)
-    transport = FakeTransport()
-    wire.connection_made(transport)  # type: ignore[arg-type]
-    worker.wire, worker.ready = wire, time.monotonic()
-    lane.free(worker)  # writes the first request
+    wires, transports = [], []
+    for worker in lane.workers:
+        wire = _Wire(lane.loop, worker)
+        transport = FakeTransport()
+        wire.connection_made(transport)  # type: ignore[arg-type]
+        worker.wire, worker.ready = wire, time.monotonic()
+        wires.append(wire)
+        transports.append(transport)
+        lane.free(worker)
+    await asyncio.sleep(0)  # the loop turn that writes the first requests
+    feeds = [w.data_received for w in wires]
+    turns = n // batch
     t0 = time.perf_counter()
-    for _ in range(n):
-        wire.data_received(ANSWER)
+    for _ in range(turns):
+        for feed in feeds:  # one epoll wake-up's worth of answers ...
+            feed(ANSWER)
+        await asyncio.sleep(0)  # ... then the turn ends and the lane writes the next requests
     elapsed = time.perf_counter() - t0
     engine._fold_hot(engine.cur)
     engine.files.close()
-    recorded = engine.cur.counts["requests"]
-    if recorded != n or transport.writes != n + 1:
-        raise SystemExit(f"runner round recorded {recorded} of {n} answers ({transport.writes} writes)")
-    return elapsed / n * 1e6
+    recorded, writes = engine.cur.counts["requests"], sum(t.writes for t in transports)
+    if recorded != turns * batch or writes != (turns + 1) * batch:
+        raise SystemExit(f"runner round recorded {recorded} of {turns * batch} answers ({writes} writes)")
+    return elapsed / (turns * batch) * 1e6
 
 
 class _Bare:
@@ -112,14 +123,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=200_000)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16, help="answers handled per loop turn")
     args = p.parse_args()
     runner, bare = [], []
     with tempfile.TemporaryDirectory(prefix="hif-hotpath-") as tmp:
         for i in range(args.rounds):  # interleaved, so drift on a noisy machine hits both
             bare.append(bare_round(args.requests))
-            runner.append(asyncio.run(runner_round(args.requests, Path(tmp) / str(i))))
+            loop = new_event_loop()  # uvloop, as the runner uses
+            try:
+                runner.append(
+                    loop.run_until_complete(runner_round(args.requests, Path(tmp) / str(i), args.batch))
+                )
+            finally:
+                loop.close()
     r, b = statistics.median(runner), statistics.median(bare)
-    print(f"per request, median of {args.rounds} rounds of {args.requests}:")
+    print(
+        f"per request, median of {args.rounds} rounds of {args.requests}, {args.batch} answers per loop turn:"
+    )
     print(f"  runner hot path (parse, record, JSONL line, next request): {r:6.2f} us")
     print(f"  bare httptools parse, nothing recorded (baseline):          {b:6.2f} us")
     print(f"  runner / baseline = {r / b:.2f}x; runner's own bookkeeping = {r - b:.2f} us")

@@ -116,11 +116,23 @@ class Worker:
 
     # --- one request ----------------------------------------------------------------------
     def fire(self, intended: float, ready: float) -> None:
-        """Send the next chat, meant to start at ``intended``; ``ready`` is when we became free."""
+        """Queue the next chat, meant to start at ``intended``; ``ready`` is when we became free.
+
+        The write happens in :meth:`Lane.flush` at the end of this loop turn, with every other
+        request queued in it (see there why).
+        """
         lane = self.lane
         self.intended, self.ready = intended, ready
         self.attached, self.granularity, self.data = lane.draw(self.rng)
         self.retried = False
+        outbox = lane.outbox
+        if not outbox:
+            lane.loop.call_soon(lane.flush)
+        outbox.append(self)
+
+    def send(self) -> None:
+        lane = self.lane
+        intended, ready = self.intended, self.ready
         self.sent = sent = time.monotonic()
         lane.send_lag((sent - (intended if intended > ready else ready)) * 1000.0)
         wire = self.wire
@@ -205,6 +217,7 @@ class Lane:
         self.loop = asyncio.get_running_loop()
         self.requests, self.out = requests, out
         self.draw = requests.draw
+        self.outbox: list[Worker] = []  # fired this loop turn, written by flush()
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.send_lag = send_lag  # the engine re-points it at each new histogram interval
         self.bucket, self.open_loop = bucket, open_loop
@@ -254,6 +267,20 @@ class Lane:
             if w.wire is not None:
                 w.wire.abort()
                 w.wire = None
+
+    def flush(self) -> None:
+        """Write every request queued this loop turn, back to back.
+
+        Why not write each as its answer is handled: on loopback a write wakes the server's
+        process when it sleeps, which costs the writer a cross-core wake-up (and in a VM an
+        exit). Answers arrive in batches (one epoll wake-up returns many sockets); writing the
+        batch's requests together after handling all of its answers, as wrk does, wakes the
+        server once per batch instead of once per request: ~30% less system time per request
+        here (bench/generator_throughput.py). Each request is stamped ``sent`` at its own write.
+        """
+        outbox, self.outbox = self.outbox, []
+        for w in outbox:
+            w.send()
 
     async def finished(self) -> None:
         """Wait until every worker has retired (a stop, or ``take()`` said no more)."""

@@ -96,23 +96,31 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_each_answer_is_recorded_and_the_next_request_written_in_the_same_call(tmp_path: Path) -> None:
+def test_answers_are_recorded_at_once_and_next_requests_written_together(tmp_path: Path) -> None:
     async def go() -> None:
-        out, seam = Record(allow=3), Seam()
-        ln = lane(out, seam, tmp_path)
+        out, seam = Record(allow=5), Seam()
+        ln = lane(out, seam, tmp_path, workers=2)
         ln.start()
         await settle()
-        t = seam.transport()
-        assert len(t.writes) == 1 and t.writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        a, b = seam.transport(0), seam.transport(1)
+        assert len(a.writes) == len(b.writes) == 1
+        assert a.writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
         seam.wires[0].data_received(OK[:30])  # any chunking
         seam.wires[0].data_received(OK[30:])
-        assert out.results == [(200, None, None)] and len(t.writes) == 2  # no loop turn in between
+        seam.wires[1].data_received(OK)
+        assert out.results == [(200, None, None)] * 2  # recorded as each answer completes ...
+        assert len(a.writes) == len(b.writes) == 1
+        assert [w.index for w in ln.outbox] == [0, 1]
+        await asyncio.sleep(0)  # ... the next requests go out together at the end of the turn
+        assert len(a.writes) == len(b.writes) == 2 and not ln.outbox
         seam.wires[0].data_received(OK)
+        seam.wires[1].data_received(OK)
+        await settle()
         seam.wires[0].data_received(OK)
-        assert len(out.results) == 3 and len(t.writes) == 3  # take() said no after three
-        await asyncio.wait_for(ln.finished(), 1)
+        await asyncio.wait_for(ln.finished(), 1)  # take() said no after five
+        assert len(out.results) == 5 and len(a.writes) + len(b.writes) == 5
         seam.wires[0].data_received(OK)  # a stray answer nobody asked for is not a result
-        assert len(out.results) == 3 and len(seam.wires) == 1
+        assert len(out.results) == 5 and len(seam.wires) == 2
         await ln.stop()
 
     asyncio.run(go())
@@ -234,6 +242,7 @@ def test_open_loop_serves_slots_queues_them_and_drops_stale_ones(tmp_path: Path)
         assert len(ln.backlog) == 2
         seam.wires[0].data_received(OK)
         assert out.drops == ["waited longer than the request timeout for a free worker"]
+        await settle()
         assert len(seam.transport().writes) == 2 and not ln.backlog
         ln.offer(now)  # queued behind the request in flight ...
         stopping = asyncio.ensure_future(ln.stop())
