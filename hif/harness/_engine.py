@@ -286,27 +286,9 @@ class Engine:
         counts["requests"] += 1
         counts["status:0"] += 1
         counts["class:dropped"] += 1
-        self.files.chat_line(
-            {
-                "v": records.CHAT_SCHEMA,
-                "ts": None,
-                "intended_ts": self.wall(slot),
-                "latency_ms": None,
-                "intended_latency_ms": None,
-                "status": 0,
-                "error_class": "dropped",
-                "error": why,
-                "tenant": self.s.tenant_id,
-                "attached": False,
-                "granularity": None,
-                "trace_id": None,
-                "explanation_state": None,
-                "chaos": self.chaos_flags,
-                "shard": self.s.shard,
-                "late": True,
-                "run": self.run_id,
-            }
-        )
+        line = self._line_template()
+        line.update(intended_ts=self.wall(slot), error_class="dropped", error=why, late=True)
+        self.files.chat_line(line)
 
     # --- the ticker: loop lag, chaos flags, buckets ---------------------------------------
     async def _ticker(self) -> None:

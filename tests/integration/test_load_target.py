@@ -206,8 +206,8 @@ def test_processes_merge_exactly(tmp_path: Path) -> None:
     assert not list((tmp_path / "results").glob(".proc-*"))
 
 
-def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
-    """With --processes the parent sees each bucket while the run goes on, merged from all children."""
+def run_until_ticks(tmp_path: Path, n: int, **kw: Any) -> tuple[LoadSummary, list[dict[str, Any]]]:
+    """A 60 s run (0.5 s buckets) that its own on_tick stops after ``n`` ticks."""
     ticks: list[dict[str, Any]] = []
 
     async def go() -> LoadSummary:
@@ -217,7 +217,7 @@ def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
 
         def on_tick(view: dict[str, Any]) -> None:
             ticks.append(view)
-            if len(ticks) == 4:
+            if len(ticks) == n:
                 stop.set()  # only a live tick can stop a 60 s run early
 
         try:
@@ -227,14 +227,18 @@ def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
                 live="off",
                 duration_seconds=60,
                 bucket_seconds=0.5,
-                concurrency=4,
-                processes=2,
+                **kw,
             )
             return await run_load(settings, stop=stop, on_tick=on_tick)
         finally:
             await server.close()
 
-    summary = asyncio.run(go())
+    return asyncio.run(go()), ticks
+
+
+def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
+    """With --processes the parent sees each bucket while the run goes on, merged from all children."""
+    summary, ticks = run_until_ticks(tmp_path, 4, concurrency=4, processes=2)
     assert summary.data["stopped_by"] == "stop" and summary.data["duration_s"] < 30
     starts = [t["start_s"] for t in ticks]
     assert len(starts) == len(set(starts)) >= 4  # each bucket once
@@ -331,32 +335,7 @@ def test_dataclass_settings_are_frozen() -> None:
 
 
 def test_library_stop_event_and_ticks(tmp_path: Path) -> None:
-    ticks: list[dict[str, Any]] = []
-
-    async def go() -> LoadSummary:
-        server = TargetServer(TargetScript(delay_ms=2))
-        await server.start()
-        stop = asyncio.Event()
-
-        def on_tick(view: dict[str, Any]) -> None:
-            ticks.append(view)
-            if len(ticks) == 3:
-                stop.set()
-
-        try:
-            settings = LoadSettings(
-                base_url=server.url,
-                results_dir=tmp_path / "results",
-                live="off",
-                duration_seconds=60,
-                bucket_seconds=0.5,
-                concurrency=2,
-            )
-            return await run_load(settings, stop=stop, on_tick=on_tick)
-        finally:
-            await server.close()
-
-    summary = asyncio.run(go())
+    summary, ticks = run_until_ticks(tmp_path, 3, concurrency=2)
     assert summary.data["stopped_by"] == "stop" and summary.data["duration_s"] < 10
     assert len(ticks) >= 3 and all(t["end_s"] - t["start_s"] == pytest.approx(0.5) for t in ticks[:3])
     assert sum(b["requests"] for b in summary.buckets) == summary.data["chat"]["requests"]
