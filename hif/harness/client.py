@@ -2,8 +2,9 @@
 
 Why not httpx or aiohttp: on this machine a raw asyncio Protocol with httptools reaches ~10x
 aiohttp and ~100x httpx requests/s per core (MEASUREMENTS.md); the generator must not be the
-bottleneck. Each worker owns one :class:`HttpClient` (one connection), so there is no pool lock
-on the hot path and chat and polling traffic never share a connection.
+bottleneck. The runner's chat workers drive :class:`BareHttpProtocol` connections from callbacks
+(``_lane.py``); :class:`HttpClient` (one connection, awaited) serves the pre-flight, the trace
+polls and the soak probes, so chat and polling traffic never share a connection.
 
 >>> async def demo() -> int:                      # doctest: +SKIP
 ...     client = HttpClient("http://127.0.0.1:8080", timeout_s=5)
