@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import free_port, pin
+from _bench import free_port, pin, runner_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -82,25 +82,7 @@ def run_mode(url: str, origin: float, mode: str, seconds: float) -> dict[str, fl
     rate_flag = ["--rps-limit", str(RATE)] if mode == "closed" else ["--arrival-rate", str(RATE)]
     with tempfile.TemporaryDirectory(prefix="hif-co-") as results:
         wait_for_phase(origin, 0.2)
-        cmd = [
-            *pin(1),
-            sys.executable,
-            "-m",
-            "tests.load.load_runner",
-            "--base-url",
-            url,
-            "--concurrency",
-            str(CONCURRENCY),
-            "--duration-seconds",
-            str(seconds),
-            "--results-dir",
-            results,
-            "--live",
-            "off",
-            "--timeout-seconds",
-            "5",
-            *rate_flag,
-        ]
+        cmd = runner_cmd(url, CONCURRENCY, seconds, results, "--timeout-seconds", "5", *rate_flag)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode not in (0, 3):
             raise SystemExit(f"runner failed ({proc.returncode}): {proc.stderr}")

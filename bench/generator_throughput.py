@@ -39,7 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from _bench import free_port, pin
+from _bench import free_port, pin, runner_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -142,24 +142,7 @@ def run_wrk(url: str, connections: int, seconds: float) -> float | None:
 
 def run_runner(url: str, connections: int, seconds: float) -> tuple[float, dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="hif-gen-results-") as results:
-        cmd = [
-            *pin(1),
-            sys.executable,
-            "-m",
-            "tests.load.load_runner",
-            "--base-url",
-            url,
-            "--concurrency",
-            str(connections),
-            "--duration-seconds",
-            str(seconds),
-            "--results-dir",
-            results,
-            "--live",
-            "off",
-            "--max-tokens",
-            "0",
-        ]
+        cmd = runner_cmd(url, connections, seconds, results, "--max-tokens", "0")
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode not in (0, 1, 3):
             raise SystemExit(f"load runner failed ({proc.returncode}): {proc.stderr.strip()}")

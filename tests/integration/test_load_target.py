@@ -250,17 +250,28 @@ def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
 # --- the runbook entry point as a process -----------------------------------------------------
 
 
-@pytest.fixture
-def target_process() -> Any:
+def start_target_process() -> tuple[subprocess.Popen[bytes], str]:
+    """The scripted target as its own process (2 ms answers), once it answers /healthz."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=20)
-        yield f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/healthz", timeout_s=20)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url
+
+
+@pytest.fixture
+def target_process() -> Any:
+    proc, url = start_target_process()
+    try:
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -342,19 +353,13 @@ def test_library_stop_event_and_ticks(tmp_path: Path) -> None:
 
 
 def test_target_dying_mid_run_is_recorded_not_fatal(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
+    proc, url = start_target_process()
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=20)
 
         async def go() -> LoadSummary:
             asyncio.get_running_loop().call_later(1.0, proc.kill)
             settings = LoadSettings(
-                base_url=f"http://127.0.0.1:{port}",
+                base_url=url,
                 results_dir=tmp_path / "results",
                 live="off",
                 duration_seconds=3,
