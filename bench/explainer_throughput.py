@@ -33,12 +33,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, build
+from hif.config import build
 from hif.explainer._events import DirectSink
 from hif.explainer._process import DEFAULT_LOADER, PipelineCache, configure_torch
 from hif.explainer.backpressure import BackpressureController, Thresholds
 from hif.explainer.featureset import load_registry
 from hif.explainer.plan import Pipeline
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.explainer.worker import Worker
 from hif.metrics import ExplainerMetrics
 from hif.store.base import BackpressureLevel, Job, TraceRecord, TraceState, graph_key

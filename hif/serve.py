@@ -28,19 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hif.config import (
-    ExplainerSettings,
-    FeaturesetSettings,
-    GatewaySettings,
-    SimulatorSettings,
-    SlaSettings,
-    StoreSettings,
-    add_options,
-    build,
-    flag_name,
-)
+from hif.config import add_options, build, flag_name
 from hif.errors import HifError
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
+from hif.gateway.settings import GatewaySettings
 from hif.store.base import BackpressureSignal
+from hif.store.settings import StoreSettings
+from hif.upstream.settings import SimulatorSettings
 
 GATEWAY_SETTINGS = (GatewaySettings, SimulatorSettings, StoreSettings, SlaSettings, FeaturesetSettings)
 EXPLAINER_SETTINGS = (ExplainerSettings, StoreSettings, SlaSettings, FeaturesetSettings)

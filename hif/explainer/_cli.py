@@ -10,9 +10,11 @@ import logging
 import sys
 from pathlib import Path
 
-from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, StoreSettings, add_options, build
+from hif.config import add_options, build
 from hif.errors import HifError
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.explainer.supervisor import run_explainer
+from hif.store.settings import StoreSettings
 
 
 def parser() -> argparse.ArgumentParser:

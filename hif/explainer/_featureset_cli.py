@@ -16,9 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-from hif.config import FeaturesetSettings, add_options, build
+from hif.config import add_options, build
 from hif.errors import HifError
 from hif.explainer.featureset import Registry, load_registry
+from hif.explainer.settings import FeaturesetSettings
 
 
 def _parser() -> argparse.ArgumentParser:

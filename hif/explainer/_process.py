@@ -13,14 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from hif.chaos import ChaosReader
-from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, StoreSettings
 from hif.errors import ConfigError, HifError
 from hif.explainer._events import READY, QueueSink
 from hif.explainer.featureset import Registry, load_registry
 from hif.explainer.plan import Pipeline
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.explainer.worker import Worker
 from hif.store import open_stores
 from hif.store.base import Job
+from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_LOADER = "hif.explainer.pipeline:load_pipeline"

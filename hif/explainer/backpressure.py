@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from hif.config import ExplainerSettings, SlaSettings
 from hif.explainer.plan import (
     CAP_NODES,
     DOWNGRADE_GRANULARITY,
@@ -32,6 +31,7 @@ from hif.explainer.plan import (
     REDUCE_TOPK,
     Plan,
 )
+from hif.explainer.settings import ExplainerSettings, SlaSettings
 from hif.store.base import BackpressureLevel, BackpressureSignal
 
 HEURISTIC_PRESSURE = 0.75  # share of the hard threshold where attribution drops its backward pass

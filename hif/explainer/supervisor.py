@@ -30,13 +30,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import FLAGS, RATE_LIMIT_SPIKE, ChaosReader
-from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, StoreSettings
 from hif.explainer._events import READY, Event, apply_event
 from hif.explainer.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.plan import SHED
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
 from hif.store import Stores, open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal
+from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 

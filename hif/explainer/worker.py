@@ -28,11 +28,11 @@ from typing import Any
 import orjson
 
 from hif.chaos import DROP_S3, FAIL_ATTRIBUTION, SLOW_SAE, ChaosReader, Fault
-from hif.config import ExplainerSettings, SlaSettings
 from hif.errors import AttributionError, BlobWriteError, HifError, JobExpiredError
 from hif.explainer._events import MetricsSink
 from hif.explainer.backpressure import LEVEL_NAMES, Thresholds, apply_ladder, cannot_meet_budget
 from hif.explainer.plan import EXPIRE_EARLY, GRADIENT, HEURISTIC, Pipeline, Plan
+from hif.explainer.settings import ExplainerSettings, SlaSettings
 from hif.store.base import (
     PENDING_STATES,
     BackpressureLevel,

@@ -8,16 +8,12 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from hif.config import (
-    FeaturesetSettings,
-    GatewaySettings,
-    SimulatorSettings,
-    SlaSettings,
-    StoreSettings,
-    add_options,
-    build,
-)
+from hif.config import add_options, build
 from hif.errors import HifError
+from hif.explainer.settings import FeaturesetSettings, SlaSettings
+from hif.gateway.settings import GatewaySettings
+from hif.store.settings import StoreSettings
+from hif.upstream.settings import SimulatorSettings
 
 T = TypeVar("T")
 SETTINGS = (GatewaySettings, SimulatorSettings, StoreSettings, SlaSettings, FeaturesetSettings)

@@ -1,7 +1,8 @@
 """The gateway ASGI app: routing, the error guard, request metrics and the lifespan.
 
 >>> from prometheus_client import CollectorRegistry
->>> from hif.config import GatewaySettings, StoreSettings
+>>> from hif.gateway.settings import GatewaySettings
+>>> from hif.store.settings import StoreSettings
 >>> from hif.store import open_stores
 >>> stores = open_stores(StoreSettings())  # doctest: +SKIP
 >>> app = create_app(GatewaySettings(), stores=stores, registry=CollectorRegistry())  # doctest: +SKIP
@@ -20,18 +21,20 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 import hif
-from hif.config import GatewaySettings, SimulatorSettings, SlaSettings
 from hif.errors import NotFoundError, RequestError
 from hif.explainer.featureset import Registry, load_registry
+from hif.explainer.settings import SlaSettings
 from hif.gateway._asgi import ClientGone, Receive, Responder, Scope, Send, header
 from hif.gateway.auth import KeyRing, Principal
 from hif.gateway.chat import ChatHandler
 from hif.gateway.interceptor import Interceptor
 from hif.gateway.openapi import openapi_document
+from hif.gateway.settings import GatewaySettings
 from hif.gateway.traces import TraceHandler, featureset_list
 from hif.metrics import GatewayMetrics, TenantLabels
 from hif.store.base import BlobStore, JobQueue, TraceStore
-from hif.upstream import Upstream, open_upstream
+from hif.upstream import OpenAIUpstream, Simulator, Upstream
+from hif.upstream.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
 READY_CACHE_S = 1.0
@@ -291,4 +294,17 @@ def create_app(
         interceptor=interceptor,
         metrics=metrics,
         tenants=tenants,
+    )
+
+
+def open_upstream(settings: GatewaySettings, sim: SimulatorSettings) -> Upstream:
+    """The gateway's upstream: ``--upstream sim`` is the in-process simulator; a URL a pooled client."""
+    if settings.upstream == "sim":
+        return Simulator(sim)
+    return OpenAIUpstream(
+        settings.upstream,
+        api_key=settings.upstream_api_key,
+        timeout_s=settings.upstream_timeout_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        max_connections=settings.upstream_max_connections,
     )

@@ -24,8 +24,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from hif.config import SlaSettings
 from hif.errors import StoreError
+from hif.explainer.settings import SlaSettings
 from hif.metrics import GatewayMetrics, TenantLabels
 from hif.store.base import (
     BackpressureLevel,

@@ -12,7 +12,10 @@ import logging
 import signal
 from typing import Any
 
-from hif.config import FeaturesetSettings, GatewaySettings, SimulatorSettings, SlaSettings, StoreSettings
+from hif.explainer.settings import FeaturesetSettings, SlaSettings
+from hif.gateway.settings import GatewaySettings
+from hif.store.settings import StoreSettings
+from hif.upstream.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
 

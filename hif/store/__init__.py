@@ -9,7 +9,7 @@ URLs pick the backend, and backends are imported lazily so the embedded path nev
     s3://bucket/prefix                   -> hif.store.s3      (blobs)
 
 >>> from pathlib import Path
->>> from hif.config import StoreSettings
+>>> from hif.store.settings import StoreSettings
 >>> stores = open_stores(StoreSettings(data_dir=Path("/tmp/hif-doctest")))
 >>> stores.queue.depth() >= 0
 True
@@ -22,9 +22,9 @@ import contextlib
 import importlib
 from typing import Any
 
-from hif.config import StoreSettings
 from hif.errors import ConfigError
 from hif.store.base import BlobStore, JobQueue, TraceStore
+from hif.store.settings import StoreSettings
 
 
 def _scheme(url: str) -> str:

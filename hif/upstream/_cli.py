@@ -7,8 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from hif.config import SimulatorSettings, UpstreamSimSettings, add_options, build
+from hif.config import add_options, build
 from hif.errors import HifError
+from hif.upstream.settings import SimulatorSettings, UpstreamSimSettings
 
 
 def parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ configured fraction of calls with a 500 or a 429. Everything is drawn from one s
 a run with the same seed and the same request order produces the same text and timings.
 
 >>> import asyncio
->>> from hif.config import SimulatorSettings
+>>> from hif.upstream.settings import SimulatorSettings
 >>> sim = Simulator(SimulatorSettings(sim_ttft_ms=0, sim_tokens_per_s=0, sim_seed=1))
 >>> body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 >>> asyncio.run(sim.complete(body))["usage"]["completion_tokens"]
@@ -24,9 +24,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hif.config import SimulatorSettings
 from hif.errors import UpstreamUnavailableError
 from hif.upstream.base import prompt_text
+from hif.upstream.settings import SimulatorSettings
 
 WORDS = [
     "the",

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from hif.config import StoreSettings, add_options, build
+from hif.config import add_options, build
 from hif.store import open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal, TraceState
 from hif.store.redis import RedisJobQueue, RedisTraceStore
 from hif.store.s3 import S3BlobStore
+from hif.store.settings import StoreSettings
 from tests.conftest import wait_until
 from tests.integration import _cluster, _services
 from tests.integration._cluster import Cluster

@@ -11,9 +11,9 @@ from pathlib import Path
 import openai
 import orjson
 
-from hif.config import StoreSettings
 from hif.store import open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal
+from hif.store.settings import StoreSettings
 from tests.conftest import free_port, wait_until
 from tests.integration._gateway_proc import CHAT, gateway, upstream_sim
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hif.config import ExplainerSettings, SlaSettings
 from hif.explainer.backpressure import BackpressureController, Thresholds, apply_ladder
 from hif.explainer.plan import HEURISTIC, Plan
+from hif.explainer.settings import ExplainerSettings, SlaSettings
 from hif.store.base import BackpressureLevel as L
 
 

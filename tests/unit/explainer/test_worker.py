@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import ChaosReader, Fault, apply_change
-from hif.config import ExplainerSettings, SlaSettings
 from hif.errors import AttributionError, BlobWriteError
 from hif.explainer._events import DirectSink
 from hif.explainer.featureset import FeaturesetInfo
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+from hif.explainer.settings import ExplainerSettings, SlaSettings
 from hif.explainer.worker import ATTRIBUTION_FALLBACK, Worker
 from hif.metrics import ExplainerMetrics
 from hif.store.base import BackpressureLevel, BackpressureSignal, Job, TraceRecord, TraceState, graph_key

@@ -9,11 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import ChaosReader, Fault, apply_change
-from hif.config import ExplainerSettings, FeaturesetSettings, SlaSettings, StoreSettings
 from hif.explainer._events import READY
+from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.explainer.supervisor import Supervisor
 from hif.store import open_stores
 from hif.store.base import Job, TraceRecord, TraceState
+from hif.store.settings import StoreSettings
 
 
 @pytest.fixture

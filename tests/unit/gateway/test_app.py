@@ -9,12 +9,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from hif.config import GatewaySettings, SimulatorSettings, SlaSettings
 from hif.errors import UpstreamTimeoutError, UpstreamUnavailableError
 from hif.explainer.featureset import FeaturesetInfo, Registry
+from hif.explainer.settings import SlaSettings
 from hif.gateway.app import GatewayApp, create_app
 from hif.gateway.auth import KeyRing
+from hif.gateway.settings import GatewaySettings
 from hif.store.base import TraceState, graph_key
+from hif.upstream.settings import SimulatorSettings
 from hif.upstream.simulator import Simulator
 from tests.unit.gateway.fakes import FakeStores, async_test
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from hif.config import SlaSettings
+from hif.explainer.settings import SlaSettings
 from hif.gateway.interceptor import Interceptor
 from hif.metrics import GatewayMetrics, TenantLabels
 from hif.store.base import BackpressureLevel, BackpressureSignal, TraceState

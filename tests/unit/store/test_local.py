@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hif.config import StoreSettings
 from hif.errors import BlobWriteError, ConfigError
 from hif.store import open_blobs, open_queue, open_state, open_stores
 from hif.store.base import graph_key
 from hif.store.local import LocalBlobStore
+from hif.store.settings import StoreSettings
 
 
 def test_put_is_atomic_and_idempotent(tmp_path: Path) -> None:

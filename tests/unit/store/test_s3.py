@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from hif.config import StoreSettings
 from hif.errors import BlobWriteError, ConfigError, StoreError, StoreUnavailableError
 from hif.store import open_blobs
 from hif.store.base import graph_key
 from hif.store.s3 import S3BlobStore, parse_url
+from hif.store.settings import StoreSettings
 from tests.integration import _services
 from tests.integration._services import MotoServer, TcpProxy
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from hif.config import SimulatorSettings
 from hif.errors import ConfigError, UpstreamUnavailableError
+from hif.upstream.settings import SimulatorSettings
 from hif.upstream.simulator import Simulator
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}

@@ -1,0 +1,62 @@
+"""The gateway's settings: listeners, RBAC keys, the upstream and the enqueue buffer."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+from hif.config import SERVERS, option, positive
+from hif.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """The OpenAI-compatible gateway: listeners, RBAC keys, the upstream and the enqueue buffer."""
+
+    SECTION: typing.ClassVar[str] = "gateway"
+
+    host: str = option("127.0.0.1", help="address the gateway listens on")
+    port: int = option(8080, help="gateway HTTP port")
+    metrics_port: int = option(9091, help="Prometheus /metrics port (0 disables)")
+    keys: Path | None = option(None, help="RBAC keys file (TOML); without it the gateway runs open")
+    upstream: str = option("sim", help="`sim` (the built-in simulator) or an OpenAI-compatible base URL")
+    upstream_api_key: str | None = option(None, help="bearer key sent to a URL upstream")
+    upstream_timeout_s: float = option(30.0, help="total time allowed for one upstream call")
+    upstream_connect_timeout_s: float = option(5.0, help="time allowed to open an upstream connection")
+    upstream_max_connections: int = option(512, help="pooled keep-alive connections to a URL upstream")
+    max_body_bytes: int = option(1 << 20, help="largest accepted request body")
+    server: str = option("uvicorn", help="HTTP server stack", choices=SERVERS)
+    enqueue_buffer_jobs: int = option(10_000, help="explanation jobs held in memory before shedding")
+    enqueue_batch_jobs: int = option(256, help="largest batch the enqueue writer sends to the stores")
+    backpressure_refresh_s: float = option(0.25, help="how often the backpressure signal is re-read")
+    backpressure_stale_s: float = option(5.0, help="a backpressure signal older than this counts as none")
+    shutdown_timeout_s: float = option(30.0, help="time allowed to finish in-flight chats and flush jobs")
+    max_tenant_labels: int = option(20, help="distinct tenant metric labels before `other`")
+    log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+    require_explainer: bool = option(
+        False, help="/readyz also waits for a fresh explainer heartbeat (set by `hif serve`)"
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("port", "metrics_port"):
+            value = getattr(self, key)
+            if not 0 <= value <= 65535:
+                raise ConfigError(key, f"must be a port number 0..65535, got {value!r}")
+        positive("upstream_timeout_s", self.upstream_timeout_s)
+        positive("upstream_connect_timeout_s", self.upstream_connect_timeout_s)
+        positive("upstream_max_connections", self.upstream_max_connections)
+        positive("max_body_bytes", self.max_body_bytes)
+        positive("enqueue_buffer_jobs", self.enqueue_buffer_jobs)
+        positive("enqueue_batch_jobs", self.enqueue_batch_jobs)
+        positive("backpressure_refresh_s", self.backpressure_refresh_s)
+        positive("backpressure_stale_s", self.backpressure_stale_s)
+        positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        if self.upstream != "sim" and not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError("upstream", f"must be `sim` or an http(s):// base URL, got {self.upstream!r}")
+
+    def __repr__(self) -> str:  # settings get logged: never print the upstream's key
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.upstream_api_key:
+            values["upstream_api_key"] = "***"
+        return "GatewaySettings(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
