@@ -53,7 +53,7 @@ def _list(registry: Registry) -> int:
 
 
 def _build(registry: Registry, args: argparse.Namespace) -> int:
-    from hif.explainer.train import TrainConfig, build_featureset
+    from hif.explainer.training.train import TrainConfig, build_featureset
 
     info = registry.get(args.name or registry.default)
     # Registry-declared unavailable (e.g. sae-gpt4-2m, no sae_path): never fake its features.
@@ -82,8 +82,8 @@ def _build(registry: Registry, args: argparse.Namespace) -> int:
 
 
 def _eval(registry: Registry, args: argparse.Namespace) -> int:
-    from hif.explainer.evaluate import evaluate
-    from hif.explainer.pipeline import load_pipeline
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.training.evaluate import evaluate
 
     info = registry.resolve(args.name)
     result = evaluate(load_pipeline(info, device="cpu"), heldout_tokens=args.heldout_tokens)

@@ -14,17 +14,16 @@ from typing import Any
 
 from hif.chaos import ChaosReader
 from hif.errors import ConfigError, HifError
-from hif.explainer._events import READY, QueueSink
 from hif.explainer.featureset import Registry, load_registry
 from hif.explainer.plan import Pipeline
-from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.explainer.worker import Worker
+from hif.explainer.service.events import READY, QueueSink
+from hif.explainer.service.worker import Worker
+from hif.explainer.settings import DEFAULT_PIPELINE_LOADER, ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.store import open_stores
 from hif.store.base import Job
 from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_LOADER = "hif.explainer.pipeline:load_pipeline"
 
 
 def _import(path: str) -> Callable[..., Pipeline]:
@@ -38,7 +37,7 @@ def _import(path: str) -> Callable[..., Pipeline]:
 class PipelineCache:
     """Featureset name -> loaded pipeline, loaded once per process (the model is the expensive part)."""
 
-    def __init__(self, registry: Registry, device: str, loader: str = DEFAULT_LOADER) -> None:
+    def __init__(self, registry: Registry, device: str, loader: str = DEFAULT_PIPELINE_LOADER) -> None:
         self.registry = registry
         self.device = device
         self.loader = loader
