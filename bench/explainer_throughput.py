@@ -31,7 +31,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hif.explainer._process import DEFAULT_LOADER, PipelineCache, configure_torch
 from prometheus_client import CollectorRegistry
 
 from hif.config import build
@@ -39,8 +38,9 @@ from hif.explainer.featureset import load_registry
 from hif.explainer.plan import Pipeline
 from hif.explainer.service.backpressure import BackpressureController, Thresholds
 from hif.explainer.service.events import DirectSink
+from hif.explainer.service.process import PipelineCache, configure_torch
 from hif.explainer.service.worker import Worker
-from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
+from hif.explainer.settings import DEFAULT_PIPELINE_LOADER, ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics
 from hif.store.base import BackpressureLevel, Job, TraceRecord, TraceState, graph_key
 from hif.store.local import LocalBlobStore
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--torch-threads", type=int, default=0, help="0: all cores (one worker)")
-    p.add_argument("--pipeline-loader", default=DEFAULT_LOADER)
+    p.add_argument("--pipeline-loader", default=DEFAULT_PIPELINE_LOADER)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     settings = ExplainerSettings(
