@@ -94,17 +94,7 @@ def configure_torch(settings: ExplainerSettings) -> None:
     torch.set_num_threads(threads)
 
 
-def run_worker_process(
-    index: int,
-    settings: ExplainerSettings,
-    sla: SlaSettings,
-    store_settings: StoreSettings,
-    featureset_settings: FeaturesetSettings,
-    events: Any,
-) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format=f"%(asctime)s worker{index} %(levelname)s %(message)s"
-    )
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def on_stop_signal(*_: object) -> None:
@@ -116,16 +106,36 @@ def run_worker_process(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_stop_signal)
+    return stop
+
+
+def _warm_pipelines(settings: ExplainerSettings, featuresets: FeaturesetSettings) -> PipelineCache:
+    """The pipeline cache, with the default featureset loaded and warmed (readiness waits for it)."""
+    registry = load_registry(featuresets.featuresets)
+    pipelines = PipelineCache(registry, settings.device, settings.pipeline_loader)
+    try:
+        warm_up(pipelines(registry.default))
+    except HifError as exc:
+        log.warning("default featureset %s not loaded: %s", registry.default, exc)
+    return pipelines
+
+
+def run_worker_process(
+    index: int,
+    settings: ExplainerSettings,
+    sla: SlaSettings,
+    store_settings: StoreSettings,
+    featureset_settings: FeaturesetSettings,
+    events: Any,
+) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s worker{index} %(levelname)s %(message)s"
+    )
+    stop = _stop_on_signals()
     configure_torch(settings)
-    sink = QueueSink(events)
     stores = open_stores(store_settings)
     try:
-        registry = load_registry(featureset_settings.featuresets)
-        pipelines = PipelineCache(registry, settings.device, settings.pipeline_loader)
-        try:
-            warm_up(pipelines(registry.default))  # load and warm the default before claiming readiness
-        except HifError as exc:
-            log.warning("default featureset %s not loaded: %s", registry.default, exc)
+        pipelines = _warm_pipelines(settings, featureset_settings)
         events.put((READY, "set", float(index), ()))
         worker = Worker(
             queue=stores.queue,
@@ -134,7 +144,7 @@ def run_worker_process(
             pipelines=pipelines,
             settings=settings,
             sla=sla,
-            sink=sink,
+            sink=QueueSink(events),
             chaos=ChaosReader(),
             consumer=f"{socket.gethostname()}:{os.getpid()}:{index}",
         )

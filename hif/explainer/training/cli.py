@@ -26,9 +26,9 @@ from hif.explainer.training.settings import BuildSettings, EvalSettings
 NAME_HELP = "featureset (default: the registry's default)"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hif featureset", description="build / evaluate / list featuresets")
-    sub = parser.add_subparsers(dest="action", required=True)
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="hif featureset", description="build / evaluate / list featuresets")
+    sub = root.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="print the registry")
     b = sub.add_parser("build", help="train a featureset's TopK SAE on the offline corpus")
     b.add_argument("name", nargs="?", help=NAME_HELP)
@@ -36,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="held-out FVU, dead latents and the ablation test; exit 1 on a miss")
     e.add_argument("name", nargs="?", help=NAME_HELP)
     add_options(e, EvalSettings)
-    for p in (parser, b, e, listing):
+    for p in (root, b, e, listing):
         add_options(p, FeaturesetSettings)
-    return parser
+    return root
 
 
 def _list(registry: Registry) -> int:
@@ -104,7 +104,7 @@ def _print_eval(name: str, result: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     try:
         registry = load_registry(build(FeaturesetSettings, cli=args).featuresets)
