@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from hif.explainer.core.pipeline import load_pipeline
 from hif.explainer.featureset import load_registry
-from hif.explainer.pipeline import load_pipeline
 from hif.store.base import Job
 
 PROSE = (

@@ -6,7 +6,7 @@
 1. Ceiling: the real pipeline runs each stage alone over a fixed job set (extract batched as the
    worker batches it), giving the cost per job of extract, decode, attribution and persist by
    granularity. The ceiling is 1 / (mean cost per job) for the 80/20 sentence/token mix.
-2. Offered load: a real :class:`~hif.explainer.worker.Worker` (SQLite queue, local blobs, chaos
+2. Offered load: a real :class:`~hif.explainer.service.worker.Worker` (SQLite queue, local blobs, chaos
    off) with the supervisor's sweeper and backpressure controller in a thread, and a producer
    enqueuing the mix at fixed fractions of the ceiling; jobs are shed at admission while the level
    is HARD, as the gateway does. Reported per rate: explanations/s, p95 latency (enqueue to
@@ -34,13 +34,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hif.config import build
-from hif.explainer._events import DirectSink
-from hif.explainer._process import DEFAULT_LOADER, PipelineCache, configure_torch
-from hif.explainer.backpressure import BackpressureController, Thresholds
 from hif.explainer.featureset import load_registry
 from hif.explainer.plan import Pipeline
-from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.explainer.worker import Worker
+from hif.explainer.service.backpressure import BackpressureController, Thresholds
+from hif.explainer.service.events import DirectSink
+from hif.explainer.service.process import PipelineCache, configure_torch
+from hif.explainer.service.worker import Worker
+from hif.explainer.settings import DEFAULT_PIPELINE_LOADER, ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics
 from hif.store.base import BackpressureLevel, Job, TraceRecord, TraceState, graph_key
 from hif.store.local import LocalBlobStore
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--torch-threads", type=int, default=0, help="0: all cores (one worker)")
-    p.add_argument("--pipeline-loader", default=DEFAULT_LOADER)
+    p.add_argument("--pipeline-loader", default=DEFAULT_PIPELINE_LOADER)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     settings = ExplainerSettings(

@@ -54,7 +54,7 @@ wait_for moto 30 curl -sf "http://127.0.0.1:$S3_PORT/moto-api/"
 EXTRA=()
 if [ "$PIPELINE" = auto ]; then
     if "$PY" -c 'from hif.explainer.featureset import load_registry; load_registry().resolve(None)' 2>/dev/null \
-        && "$PY" -c 'import hif.explainer.pipeline' 2>/dev/null; then PIPELINE=real; else PIPELINE=fake; fi
+        && "$PY" -c 'import hif.explainer.core.pipeline' 2>/dev/null; then PIPELINE=real; else PIPELINE=fake; fi
 fi
 if [ "$PIPELINE" = fake ]; then
     mkdir -p "$OUT/fake-fs" && : >"$OUT/fake-fs/sae_weights.safetensors"

@@ -3,7 +3,7 @@
 ``embedded_system`` is one module-scoped system; ``start_system(tmp_path, *flags)`` starts a
 private one (a context manager) for tests that kill or restart it. Each system has its own data
 dir and chaos control file (``CHAOS_CONTROL_PATH``), so tests never see each other's chaos.
-The explainer uses the real pipeline (``hif.explainer.pipeline``) and the registry's default
+The explainer uses the real pipeline (``hif.explainer.core.pipeline``) and the registry's default
 featureset; the fixtures skip when that is not built on this machine.
 """
 
@@ -48,7 +48,7 @@ def default_featureset() -> str:
 
 
 def _pipeline_present() -> bool:
-    loader = os.environ.get("HIF_PIPELINE_LOADER", "hif.explainer.pipeline:load_pipeline")
+    loader = os.environ.get("HIF_PIPELINE_LOADER", "hif.explainer.core.pipeline:load_pipeline")
     module = loader.partition(":")[0]
     import importlib.util
 
@@ -153,7 +153,7 @@ def start_system(
 ) -> Iterator[EmbeddedSystem]:
     """Run ``hif serve`` until the block ends; waits for its ready line (a deadline, not a sleep)."""
     if not _pipeline_present():
-        pytest.skip("hif.explainer.pipeline is not available yet")
+        pytest.skip("hif.explainer.core.pipeline is not available yet")
     featureset = default_featureset()
     ports = ports or {"port": free_port(), "metrics": free_port(), "explainer": free_port()}
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# The published graph schema (what users validate against); tests validate graphs with this very file.
+GRAPH_SCHEMA_FILE = Path(__file__).parents[3] / "docs" / "schemas" / "graph.schema.json"
 
 TINY_TEXTS = [
     "the cat sat on the mat . the dog ran to the park .",
@@ -41,9 +46,9 @@ def build_tiny_lm(root: Path) -> TinyLM:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from hif.explainer.core.model import SubjectModel
     from hif.explainer.featureset import load_registry
-    from hif.explainer.model import SubjectModel
-    from hif.explainer.train import TrainConfig, collect, token_windows, train_sae
+    from hif.explainer.training.train import TrainConfig, collect, token_windows, train_sae
 
     model_dir, sae_dir = root / "model", root / "sae"
     _tokenizer(model_dir)
@@ -97,14 +102,19 @@ def _one_torch_thread() -> None:
 
 
 @pytest.fixture(scope="session")
+def graph_schema() -> dict[str, Any]:
+    return dict(json.loads(GRAPH_SCHEMA_FILE.read_text()))
+
+
+@pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_lm: TinyLM):  # type: ignore[no-untyped-def]
+    from hif.explainer.core.pipeline import load_pipeline
     from hif.explainer.featureset import load_registry
-    from hif.explainer.pipeline import load_pipeline
 
     return load_pipeline(load_registry(tiny_lm.registry).get(tiny_lm.name), device="cpu", threads=1)
 

@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 import torch
 
-from hif.explainer.graph import schema
-from hif.explainer.plan import CAP_NODES, HEURISTIC, REDUCE_TOPK
+from hif.explainer.core import graph as graph_module
+from hif.explainer.plan import CAP_NODES, GRADIENT, HEURISTIC, REDUCE_TOPK
 
 PROMPT = "how do i use the file ?"
 COMPLETION = "open returns a file object . close the file when done ."
@@ -48,10 +48,10 @@ def test_sentence_nodes_sum_activations_over_the_sentence(tiny_pipeline, make_jo
         assert node.activation >= float(dense.topk(plan.top_k).values[-1]) - 1e-6
 
 
-def test_graph_respects_node_and_edge_budgets(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_graph_respects_node_and_edge_budgets(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     plan = tiny_pipeline.default_plan("token").degrade(CAP_NODES, max_nodes=5, max_edges=7)
     _, attribution, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     features = [n for n in graph["nodes"] if n["feature_type"] == "sae"]
     assert len(features) == 5 and len(graph["links"]) <= 7
     kept = sorted(abs(n["influence"]) for n in features)
@@ -61,10 +61,10 @@ def test_graph_respects_node_and_edge_budgets(tiny_pipeline, make_job) -> None: 
     assert all(link["source"] in ids and link["target"] in ids for link in graph["links"])
 
 
-def test_graph_records_plan_method_and_errors(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_graph_records_plan_method_and_errors(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     plan = tiny_pipeline.default_plan("sentence").degrade(REDUCE_TOPK, top_k=2)
     _, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION), plan, method=HEURISTIC)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     assert graph["attribution_method"] == HEURISTIC and graph["degraded"] == [REDUCE_TOPK]
     assert graph["metadata"]["info"]["top_k"] == 2 and graph["featureset"] == "tiny-gpt2-res0"
     errors = [n for n in graph["nodes"] if n["feature_type"] == "sae reconstruction error"]
@@ -76,13 +76,23 @@ def test_graph_records_plan_method_and_errors(tiny_pipeline, make_job) -> None: 
     assert per_ctx and max(per_ctx.values()) <= 2
 
 
-def test_schema_rejects_a_broken_graph(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_published_schema_matches_the_graph_builder(graph_schema) -> None:  # type: ignore[no-untyped-def]
+    """docs/schemas/graph.schema.json is the contract: the builder's constants must agree with it."""
+    meta = graph_schema["properties"]["metadata"]["properties"]
+    assert meta["schema_version"] == {"const": graph_module.SCHEMA_VERSION}
+    node = graph_schema["properties"]["nodes"]["items"]["properties"]
+    assert tuple(node["feature_type"]["enum"]) == graph_module.FEATURE_TYPES
+    assert graph_schema["properties"]["attribution_method"]["enum"] == [GRADIENT, HEURISTIC]
+    assert graph_module.TARGET_LAYER in node["layer"]["pattern"]
+
+
+def test_schema_rejects_a_broken_graph(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     _, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION), tiny_pipeline.default_plan("sentence"))
     broken = {**graph, "nodes": [{k: v for k, v in graph["nodes"][0].items() if k != "ctx_idx"}]}
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema())
+        jsonschema.validate(broken, graph_schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**graph, "attribution_method": "guess"}, schema())
+        jsonschema.validate({**graph, "attribution_method": "guess"}, graph_schema)
 
 
 def test_extract_batches_jobs_like_single_runs(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]

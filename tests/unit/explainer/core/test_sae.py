@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hif.errors import FeaturesetError
-from hif.explainer.sae import CFG_FILE, WEIGHTS_FILE, TopKSAE, fvu
+from hif.explainer.core.sae import CFG_FILE, WEIGHTS_FILE, TopKSAE, fvu
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The worker against a small deterministic fake Pipeline (the seam H3's real pipeline plugs into)."""
+"""The worker against a small deterministic fake Pipeline (the seam the real pipeline plugs into)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from prometheus_client import CollectorRegistry
 
 from hif.chaos import ChaosReader, Fault, apply_change
 from hif.errors import AttributionError, BlobWriteError
-from hif.explainer._events import DirectSink
 from hif.explainer.featureset import FeaturesetInfo
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+from hif.explainer.service.events import DirectSink
+from hif.explainer.service.handler import ATTRIBUTION_FALLBACK
+from hif.explainer.service.worker import Worker
 from hif.explainer.settings import ExplainerSettings, SlaSettings
-from hif.explainer.worker import ATTRIBUTION_FALLBACK, Worker
 from hif.metrics import ExplainerMetrics
 from hif.store.base import BackpressureLevel, BackpressureSignal, Job, TraceRecord, TraceState, graph_key
 from hif.store.local import LocalBlobStore

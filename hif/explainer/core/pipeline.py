@@ -1,6 +1,7 @@
 """The ML pipeline behind the worker: subject model -> TopK SAE -> attribution -> graph JSON.
 
-It implements :class:`hif.explainer.plan.Pipeline`::
+It implements :class:`hif.explainer.plan.Pipeline` (the objects it passes between stages are in
+:mod:`hif.explainer.core.decoding`)::
 
     pipeline = load_pipeline(load_registry().resolve(None))
     plan = pipeline.default_plan("sentence")
@@ -15,7 +16,6 @@ spliced into the hook layer, so the backward pass only covers the blocks after i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -25,54 +25,18 @@ from typing import Any
 import torch
 
 from hif.errors import FeaturesetError
-from hif.explainer import attribution as _attr
-from hif.explainer import graph as _graph
-from hif.explainer._segments import Segment, segments
+from hif.explainer.core import attribution as _attr
+from hif.explainer.core import graph as _graph
+from hif.explainer.core.decoding import Decoding, Extraction, FeatureNode, LayerCodes
+from hif.explainer.core.model import SubjectModel, resolve_model_path
+from hif.explainer.core.sae import TopKSAE
+from hif.explainer.core.segments import Segment, segments
 from hif.explainer.featureset import FeaturesetInfo
-from hif.explainer.model import Encoded, SubjectModel, resolve_model_path
-from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
-from hif.explainer.sae import TopKSAE
+from hif.explainer.plan import Plan
 from hif.store.base import Job
 
 LABELS_FILE = "labels.json"
 PAD_WASTE = 1.5  # a padded sub-batch holds sequences within 1.5x of its shortest one
-
-
-@dataclasses.dataclass(slots=True)
-class Extraction:
-    job: Job
-    plan: Plan
-    encoded: Encoded
-    hidden: dict[int, torch.Tensor]  # layer -> [T, d] residual stream after that block
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FeatureNode:
-    layer: int
-    feature: int
-    ctx_idx: int  # token position (token granularity) or segment index (sentence granularity)
-    activation: float
-
-
-@dataclasses.dataclass(slots=True)
-class LayerCodes:
-    values: torch.Tensor  # [T, k] SAE activations (0 at special tokens)
-    indices: torch.Tensor  # [T, k] latent ids
-    error: torch.Tensor  # [T, d] x - x_hat
-
-
-@dataclasses.dataclass(slots=True)
-class Decoding:
-    extraction: Extraction
-    granularity: str
-    segments: list[Segment]
-    codes: dict[int, LayerCodes]
-    nodes: list[FeatureNode]
-    content: torch.Tensor  # [T] bool: not a special token
-
-    @property
-    def tokens(self) -> list[int]:
-        return self.extraction.encoded.input_ids
 
 
 class SAEPipeline:
@@ -237,4 +201,4 @@ def load_pipeline(info: FeaturesetInfo, *, device: str = "auto", threads: int | 
     return SAEPipeline(info, subject, saes, labels)
 
 
-__all__ = ["GRADIENT", "HEURISTIC", "Decoding", "Extraction", "FeatureNode", "SAEPipeline", "load_pipeline"]
+__all__ = ["SAEPipeline", "load_pipeline"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hif.explainer._segments import COMPLETION, PROMPT, segments, sentence_spans
+from hif.explainer.core.segments import COMPLETION, PROMPT, segments, sentence_spans
 
 
 def test_sentence_spans_split_on_terminators_and_newlines() -> None:

@@ -6,7 +6,6 @@ import jsonschema
 import pytest
 
 from hif.explainer.featureset import load_registry
-from hif.explainer.graph import schema
 
 pytestmark = pytest.mark.explainer
 
@@ -17,7 +16,7 @@ COMPLETION = "Use the built-in open() function. It returns a file object. Close 
 
 @pytest.fixture(scope="module")
 def two_layer():  # type: ignore[no-untyped-def]
-    from hif.explainer.pipeline import load_pipeline
+    from hif.explainer.core.pipeline import load_pipeline
 
     return load_pipeline(load_registry().resolve(NAME), device="cpu", threads=1)
 
@@ -30,19 +29,20 @@ def test_two_layer_featureset_is_shipped_and_served() -> None:
 def _feature_edges(graph: dict) -> list[dict]:  # type: ignore[type-arg]
     kinds = {n["node_id"]: (n["feature_type"], n["layer"]) for n in graph["nodes"]}
     return [
-        link for link in graph["links"]
+        link
+        for link in graph["links"]
         if kinds[link["source"]][0] == "sae" and kinds[link["target"]][0] == "sae"
     ]
 
 
-def test_token_graph_has_cross_layer_feature_edges_within_budget(two_layer, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_token_graph_has_cross_layer_feature_edges_within_budget(two_layer, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     job = make_job(PROMPT, COMPLETION, "token", featureset=NAME)
     plan = two_layer.default_plan("token")
     assert plan.layers == (2, 4)
     [extraction] = two_layer.extract([job], [plan])
     decoding = two_layer.decode(extraction, plan)
     graph = two_layer.graph(job, decoding, two_layer.attribute(decoding, plan), plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     edges = _feature_edges(graph)
     assert edges, "a two-layer token graph must link features across layers"
     layers = {n["node_id"]: n["layer"] for n in graph["nodes"]}
@@ -51,11 +51,11 @@ def test_token_graph_has_cross_layer_feature_edges_within_budget(two_layer, make
     assert len([n for n in graph["nodes"] if n["feature_type"] == "sae"]) <= plan.max_nodes
 
 
-def test_sentence_graph_has_no_feature_edges(two_layer, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_sentence_graph_has_no_feature_edges(two_layer, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     job = make_job(PROMPT, COMPLETION, "sentence", featureset=NAME)
     plan = two_layer.default_plan("sentence")
     [extraction] = two_layer.extract([job], [plan])
     decoding = two_layer.decode(extraction, plan)
     graph = two_layer.graph(job, decoding, two_layer.attribute(decoding, plan), plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     assert not _feature_edges(graph)

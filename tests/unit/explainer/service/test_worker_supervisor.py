@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import ChaosReader, Fault, apply_change
-from hif.explainer._events import READY
+from hif.explainer.service.events import READY
+from hif.explainer.service.supervisor import Supervisor
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.explainer.supervisor import Supervisor
 from hif.store import open_stores
 from hif.store.base import Job, TraceRecord, TraceState
 from hif.store.settings import StoreSettings

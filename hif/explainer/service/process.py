@@ -14,17 +14,16 @@ from typing import Any
 
 from hif.chaos import ChaosReader
 from hif.errors import ConfigError, HifError
-from hif.explainer._events import READY, QueueSink
 from hif.explainer.featureset import Registry, load_registry
 from hif.explainer.plan import Pipeline
-from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.explainer.worker import Worker
+from hif.explainer.service.events import READY, QueueSink
+from hif.explainer.service.worker import Worker
+from hif.explainer.settings import DEFAULT_PIPELINE_LOADER, ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.store import open_stores
 from hif.store.base import Job
 from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_LOADER = "hif.explainer.pipeline:load_pipeline"
 
 
 def _import(path: str) -> Callable[..., Pipeline]:
@@ -38,7 +37,7 @@ def _import(path: str) -> Callable[..., Pipeline]:
 class PipelineCache:
     """Featureset name -> loaded pipeline, loaded once per process (the model is the expensive part)."""
 
-    def __init__(self, registry: Registry, device: str, loader: str = DEFAULT_LOADER) -> None:
+    def __init__(self, registry: Registry, device: str, loader: str = DEFAULT_PIPELINE_LOADER) -> None:
         self.registry = registry
         self.device = device
         self.loader = loader
@@ -95,17 +94,7 @@ def configure_torch(settings: ExplainerSettings) -> None:
     torch.set_num_threads(threads)
 
 
-def run_worker_process(
-    index: int,
-    settings: ExplainerSettings,
-    sla: SlaSettings,
-    store_settings: StoreSettings,
-    featureset_settings: FeaturesetSettings,
-    events: Any,
-) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format=f"%(asctime)s worker{index} %(levelname)s %(message)s"
-    )
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def on_stop_signal(*_: object) -> None:
@@ -117,16 +106,36 @@ def run_worker_process(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_stop_signal)
+    return stop
+
+
+def _warm_pipelines(settings: ExplainerSettings, featuresets: FeaturesetSettings) -> PipelineCache:
+    """The pipeline cache, with the default featureset loaded and warmed (readiness waits for it)."""
+    registry = load_registry(featuresets.featuresets)
+    pipelines = PipelineCache(registry, settings.device, settings.pipeline_loader)
+    try:
+        warm_up(pipelines(registry.default))
+    except HifError as exc:
+        log.warning("default featureset %s not loaded: %s", registry.default, exc)
+    return pipelines
+
+
+def run_worker_process(
+    index: int,
+    settings: ExplainerSettings,
+    sla: SlaSettings,
+    store_settings: StoreSettings,
+    featureset_settings: FeaturesetSettings,
+    events: Any,
+) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s worker{index} %(levelname)s %(message)s"
+    )
+    stop = _stop_on_signals()
     configure_torch(settings)
-    sink = QueueSink(events)
     stores = open_stores(store_settings)
     try:
-        registry = load_registry(featureset_settings.featuresets)
-        pipelines = PipelineCache(registry, settings.device, settings.pipeline_loader)
-        try:
-            warm_up(pipelines(registry.default))  # load and warm the default before claiming readiness
-        except HifError as exc:
-            log.warning("default featureset %s not loaded: %s", registry.default, exc)
+        pipelines = _warm_pipelines(settings, featureset_settings)
         events.put((READY, "set", float(index), ()))
         worker = Worker(
             queue=stores.queue,
@@ -135,7 +144,7 @@ def run_worker_process(
             pipelines=pipelines,
             settings=settings,
             sla=sla,
-            sink=sink,
+            sink=QueueSink(events),
             chaos=ChaosReader(),
             consumer=f"{socket.gethostname()}:{os.getpid()}:{index}",
         )

@@ -15,21 +15,17 @@ mean residual (encoder) or the produced token's unembedding row (causal LM).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from hif.errors import AttributionError
-from hif.explainer._edges import EDGES_PER_NODE, feature_edges
-from hif.explainer._segments import COMPLETION, PROMPT, Segment
-from hif.explainer.model import ENCODER, SubjectModel
+from hif.explainer.core.decoding import Decoding
+from hif.explainer.core.edges import EDGES_PER_NODE, feature_edges
+from hif.explainer.core.model import ENCODER, SubjectModel
+from hif.explainer.core.sae import TopKSAE, splice
+from hif.explainer.core.segments import COMPLETION, PROMPT, Segment
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
-from hif.explainer.sae import TopKSAE
-
-if TYPE_CHECKING:
-    from hif.explainer.pipeline import Decoding
 
 MAX_TOKEN_TARGETS = 16
 MAX_EDGE_TARGETS = 16  # upper-layer nodes whose incoming feature edges are computed (one backward each)
@@ -179,28 +175,15 @@ def _assemble(
 # --- gradient ----------------------------------------------------------------------------------
 
 
-def _splice(
-    sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor, leaves: dict[str, torch.Tensor]
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    def splice(x: torch.Tensor) -> torch.Tensor:
-        codes = values.clone().requires_grad_(True)
-        x_hat = F.embedding_bag(indices, sae.W_dec, per_sample_weights=codes, mode="sum") + sae.b_dec
-        error = (x[0] - x_hat).detach().requires_grad_(True)
-        leaves["codes"], leaves["error"] = codes, error
-        return (x_hat + error)[None]
-
-    return splice
-
-
-def _gradient_layer(
+def gradient_layer(
     subject: SubjectModel, sae: TopKSAE, decoding: Decoding, layer: int, targets: list[Target]
 ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     codes = decoding.codes[layer]
     ids = torch.tensor([decoding.tokens], device=subject.device)
     leaves: dict[str, torch.Tensor] = {}
-    splice = _splice(sae, codes.values.clone(), codes.indices.clone(), leaves)
+    rewrite = splice(sae, codes.values.clone(), codes.indices.clone(), leaves)
     with torch.enable_grad():
-        out = subject.run_replaced(ids, {layer: splice})
+        out = subject.run_replaced(ids, {layer: rewrite})
         values = target_values(out, targets, decoding, subject.kind)
         feat, err = [], []
         for i, value in enumerate(values):
@@ -222,7 +205,7 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
         per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         values: list[float] = []
         for layer in plan.layers:
-            feat, err, values = _gradient_layer(subject, saes[layer], decoding, layer, targets)
+            feat, err, values = gradient_layer(subject, saes[layer], decoding, layer, targets)
             per_layer[layer] = (feat, err)
         targets = [dataclasses.replace(t, value=v) for t, v in zip(targets, values, strict=True)]
         result = _assemble(GRADIENT, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})

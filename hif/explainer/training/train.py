@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hif.explainer import _corpus
+from hif.explainer.core.model import SubjectModel, resolve_model_path
+from hif.explainer.core.sae import TopKSAE, fvu
 from hif.explainer.featureset import FeaturesetInfo
-from hif.explainer.model import SubjectModel, resolve_model_path
-from hif.explainer.sae import TopKSAE, fvu
+from hif.explainer.training import corpus
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +261,11 @@ def _collect_corpus(
     if cache is not None and cache.is_file():
         saved = torch.load(cache, weights_only=False)
         return saved["train"], saved["heldout"], saved["hash"], saved["documents"]
-    docs = _corpus.corpus_documents()
-    train_docs, heldout_docs = _corpus.split_documents(docs)
+    docs = corpus.corpus_documents()
+    train_docs, heldout_docs = corpus.split_documents(docs)
     train = collect(subject, token_windows(subject, train_docs, config.max_train_tokens), layer)
     heldout = collect(subject, token_windows(subject, heldout_docs, config.max_heldout_tokens), layer)
-    result = (train, heldout, _corpus.corpus_hash(docs), len(docs))
+    result = (train, heldout, corpus.corpus_hash(docs), len(docs))
     if cache is not None:
         torch.save(dict(zip(("train", "heldout", "hash", "documents"), result, strict=True)), cache)
     return result
@@ -315,7 +315,10 @@ def _build_layer(
     collected = time.perf_counter()
     log.info(
         "layer %d: collected %d train / %d held-out tokens in %.1fs",
-        layer, len(train.x), len(heldout.x), collected - started,
+        layer,
+        len(train.x),
+        len(heldout.x),
+        collected - started,
     )
     sae = train_sae(train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()

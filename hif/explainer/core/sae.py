@@ -16,10 +16,12 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -125,3 +127,20 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     residual = (x - x_hat).pow(2).sum()
     total = (x - x.mean(0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
     return float(residual / total)
+
+
+def splice(
+    sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor, leaves: dict[str, torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A hook-layer rewrite ``x -> W_dec f + b_dec + e`` with the codes ``f`` and the error ``e`` as
+    fresh autograd leaves (stored in ``leaves["codes"]``, ``leaves["error"]``): the forward is
+    unchanged, and gradients with respect to the SAE's own codes become available."""
+
+    def rewrite(x: torch.Tensor) -> torch.Tensor:
+        codes = values.clone().requires_grad_(True)
+        x_hat = F.embedding_bag(indices, sae.W_dec, per_sample_weights=codes, mode="sum") + sae.b_dec
+        error = (x[0] - x_hat).detach().requires_grad_(True)
+        leaves["codes"], leaves["error"] = codes, error
+        return (x_hat + error)[None]
+
+    return rewrite

@@ -30,9 +30,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import FLAGS, RATE_LIMIT_SPIKE, ChaosReader
-from hif.explainer._events import READY, Event, apply_event
-from hif.explainer.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.plan import SHED
+from hif.explainer.service.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
+from hif.explainer.service.events import READY, Event, apply_event
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
 from hif.store import Stores, open_stores
@@ -54,7 +54,7 @@ def _worker_entry(
     events: Any,
 ) -> None:
     """Child process entry point (importable, as ``spawn`` requires)."""
-    from hif.explainer._process import run_worker_process
+    from hif.explainer.service.process import run_worker_process
 
     run_worker_process(index, settings, sla, stores, featuresets, events)
 
@@ -72,8 +72,9 @@ class Supervisor:
         self.settings, self.sla, self.store_settings, self.featuresets = settings, sla, stores, featuresets
         self.metrics = ExplainerMetrics(registry or CollectorRegistry())
         # The workers hold the model: expose their memory/fds (the soak's leak check reads them).
-        WorkerProcessCollector(lambda: [p.pid for p in list(self.procs.values()) if p.pid],
-                               self.metrics.registry)
+        WorkerProcessCollector(
+            lambda: [p.pid for p in list(self.procs.values()) if p.pid], self.metrics.registry
+        )
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
         self.chaos = ChaosReader()
         self._ctx = multiprocessing.get_context("spawn")

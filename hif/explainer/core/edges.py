@@ -10,15 +10,12 @@ backward through the blocks between the two layers; the caller caps it by the no
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import torch
 
-from hif.explainer.model import SubjectModel
-from hif.explainer.sae import TopKSAE
-
-if TYPE_CHECKING:
-    from hif.explainer.pipeline import Decoding
+from hif.explainer.core.decoding import Decoding
+from hif.explainer.core.model import SubjectModel
+from hif.explainer.core.sae import TopKSAE, splice
 
 EDGES_PER_NODE = 8
 
@@ -35,13 +32,11 @@ def _pair_edges(
     hi: int,
     targets: list[int],
 ) -> list[tuple[int, int, float]]:
-    from hif.explainer.attribution import _splice
-
     lo_nodes = _node_index(decoding, lo)
     leaves: dict[str, torch.Tensor] = {}
     captured: dict[str, torch.Tensor] = {}
     codes = decoding.codes[lo]
-    splice = _splice(saes[lo], codes.values.clone(), codes.indices.clone(), leaves)
+    rewrite = splice(saes[lo], codes.values.clone(), codes.indices.clone(), leaves)
 
     def capture(x: torch.Tensor) -> torch.Tensor:
         captured["x"] = x[0]
@@ -50,7 +45,7 @@ def _pair_edges(
     ids = torch.tensor([decoding.tokens], device=subject.device)
     edges: list[tuple[int, int, float]] = []
     with torch.enable_grad():
-        subject.run_replaced(ids, {lo: splice, hi: capture})
+        subject.run_replaced(ids, {lo: rewrite, hi: capture})
         pre = saes[hi].pre_acts(captured["x"])
         for n, dst in enumerate(targets):
             node = decoding.nodes[dst]

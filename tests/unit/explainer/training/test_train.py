@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hif.explainer.train import TrainConfig, heldout_metrics, train_sae
+from hif.explainer.training.train import TrainConfig, heldout_metrics, train_sae
 
 
 def _planted(n: int, seed: int = 0) -> torch.Tensor:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from hif.explainer.featureset import load_registry
-from hif.explainer.graph import schema
 from hif.explainer.plan import GRADIENT, HEURISTIC
 
 pytestmark = pytest.mark.explainer
@@ -18,7 +17,7 @@ COMPLETION = "Use the built-in open() function. It returns a file object. Close 
 
 @pytest.fixture(scope="module")
 def minilm():  # type: ignore[no-untyped-def]
-    from hif.explainer.pipeline import load_pipeline
+    from hif.explainer.core.pipeline import load_pipeline
 
     info = load_registry().resolve(None)
     return load_pipeline(info, device="cpu", threads=1)
@@ -32,7 +31,7 @@ def test_default_featureset_is_shipped_and_served() -> None:
 
 
 @pytest.mark.parametrize("granularity", ["sentence", "token"])
-def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granularity) -> None:  # type: ignore[no-untyped-def]
+def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granularity, graph_schema) -> None:  # type: ignore[no-untyped-def]
     job = make_job(PROMPT, COMPLETION, granularity, featureset=minilm.featureset.name)
     plan = minilm.default_plan(granularity)
     assert plan.layers == (4,) and plan.top_k == 32
@@ -41,7 +40,7 @@ def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granulari
     decoding = minilm.decode(extraction, plan)
     attribution = minilm.attribute(decoding, plan)
     graph = minilm.graph(job, decoding, attribution, plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     assert graph["attribution_method"] == GRADIENT and graph["featureset"] == "sae-minilm-l6-res4-4k"
     # one target per completion sentence: its similarity to the prompt
     assert [t.ctx_idx for t in attribution.targets] == [1, 2, 3]
@@ -51,7 +50,7 @@ def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granulari
     assert all(n["clerp"] for n in features)
     heuristic = minilm.heuristic(decoding, plan)
     assert heuristic.method == HEURISTIC
-    jsonschema.validate(minilm.graph(job, decoding, heuristic, plan), schema())
+    jsonschema.validate(minilm.graph(job, decoding, heuristic, plan), graph_schema)
 
 
 def test_minilm_sae_reconstructs_live_activations(minilm, make_job) -> None:  # type: ignore[no-untyped-def]

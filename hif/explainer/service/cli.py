@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hif.config import add_options, build
 from hif.errors import HifError
+from hif.explainer.service.supervisor import run_explainer
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.explainer.supervisor import run_explainer
 from hif.store.settings import StoreSettings
 
 

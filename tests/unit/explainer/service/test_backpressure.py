@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hif.explainer.backpressure import BackpressureController, Thresholds, apply_ladder
 from hif.explainer.plan import HEURISTIC, Plan
+from hif.explainer.service.backpressure import BackpressureController, Thresholds, apply_ladder
 from hif.explainer.settings import ExplainerSettings, SlaSettings
 from hif.store.base import BackpressureLevel as L
 

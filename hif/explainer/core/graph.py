@@ -8,31 +8,23 @@ degraded (ladder rungs applied) and attribution_method. Node kinds (``feature_ty
 - ``sae reconstruction error``: what the SAE missed at that layer and position;
 - ``logit``: a target (a produced token's logit, or a sentence-to-prompt similarity).
 
-Layers are strings as in Neuronpedia files ("4"; targets sit on layer "Lgt"). The JSON Schema is
-``graph.schema.json`` next to this module.
+Layers are strings as in Neuronpedia files ("4"; targets sit on layer "Lgt"). The published JSON
+Schema is ``docs/schemas/graph.schema.json``; a change to a field updates it and ``SCHEMA_VERSION``.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hif.explainer.core.attribution import Attribution
+from hif.explainer.core.decoding import Decoding
 from hif.explainer.plan import Plan
 from hif.store.base import Job
 
-if TYPE_CHECKING:
-    from hif.explainer.attribution import Attribution
-    from hif.explainer.pipeline import Decoding
-
-SCHEMA_PATH = Path(__file__).with_name("graph.schema.json")
 SCHEMA_VERSION = 1
 FEATURE, ERROR, LOGIT = "sae", "sae reconstruction error", "logit"
+FEATURE_TYPES = (FEATURE, ERROR, LOGIT)
 TARGET_LAYER = "Lgt"
-
-
-def schema() -> dict[str, Any]:
-    return dict(json.loads(SCHEMA_PATH.read_text()))
 
 
 def _r(value: float) -> float:

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from hif.errors import AttributionError
-from hif.explainer.attribution import _gradient_layer, target_specs, target_values
-from hif.explainer.graph import schema
+from hif.explainer.core.attribution import gradient_layer, target_specs, target_values
 from hif.explainer.plan import GRADIENT, HEURISTIC
 
 PROMPT = "how do i use the file ?"
@@ -55,7 +54,7 @@ def test_gradient_times_activation_matches_finite_difference(tiny_pipeline, make
     plan, decoding = _decode(tiny_pipeline, make_job(PROMPT, COMPLETION, "token"), "token")
     layer = plan.layers[0]
     targets = target_specs(decoding, "causal-lm")
-    feat, _, _ = _gradient_layer(tiny_pipeline.subject, tiny_pipeline.saes[layer], decoding, layer, targets)
+    feat, _, _ = gradient_layer(tiny_pipeline.subject, tiny_pipeline.saes[layer], decoding, layer, targets)
     j = len(targets) - 1
     pos, slot = divmod(int(feat[j].abs().argmax()), feat.shape[2])
     codes = decoding.codes[layer].values.clone()
@@ -73,21 +72,21 @@ def test_gradient_times_activation_matches_finite_difference(tiny_pipeline, make
     assert abs(float(feat[j, pos, slot])) > 0
 
 
-def test_full_pipeline_produces_valid_graphs(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_full_pipeline_produces_valid_graphs(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     for granularity in ("sentence", "token"):
         job = make_job(PROMPT, COMPLETION, granularity)
         plan, decoding = _decode(tiny_pipeline, job, granularity)
         attribution = tiny_pipeline.attribute(decoding, plan)
         assert attribution.method == GRADIENT
         graph = tiny_pipeline.graph(job, decoding, attribution, plan)
-        jsonschema.validate(graph, schema())
+        jsonschema.validate(graph, graph_schema)
         assert graph["granularity"] == granularity and graph["attribution_method"] == GRADIENT
         logits = [n for n in graph["nodes"] if n["feature_type"] == "logit"]
         assert logits and all(n["layer"] == "Lgt" for n in logits)
         assert any(link["target"] == logits[0]["node_id"] for link in graph["links"])
 
 
-def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
     job = make_job(PROMPT, COMPLETION, "sentence")
     plan, decoding = _decode(tiny_pipeline, job, "sentence")
     with torch.inference_mode():  # no autograd at all: gradient attribution must fail cleanly
@@ -98,7 +97,7 @@ def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job) -> None:
     assert result.node_scores.shape == (len(decoding.nodes), len(result.targets))
     assert result.node_scores.abs().sum() > 0
     graph = tiny_pipeline.graph(job, decoding, result, plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     assert graph["attribution_method"] == HEURISTIC
 
 
@@ -116,9 +115,9 @@ def test_heuristic_is_activation_times_cosine(tiny_pipeline, make_job) -> None: 
             assert float(result.node_scores[i, 0]) == 0.0
 
 
-def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job) -> None:  # type: ignore[no-untyped-def]
+def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
+    from hif.explainer.core.pipeline import load_pipeline
     from hif.explainer.featureset import load_registry
-    from hif.explainer.pipeline import load_pipeline
 
     pipeline = load_pipeline(load_registry(tiny_lm.registry).get("tiny-gpt2-res01"), device="cpu", threads=1)
     job = make_job(PROMPT, COMPLETION, "token")
@@ -132,7 +131,7 @@ def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job
         assert (lo.layer, hi.layer) == (0, 1) and lo.ctx_idx <= hi.ctx_idx  # causal: no edge from the future
         assert weight != 0.0
     graph = pipeline.graph(job, decoding, attribution, plan)
-    jsonschema.validate(graph, schema())
+    jsonschema.validate(graph, graph_schema)
     layer_of = {n["node_id"]: n["layer"] for n in graph["nodes"]}
     assert any(layer_of[link["source"]] == "0" and layer_of[link["target"]] == "1" for link in graph["links"])
     # sentence granularity keeps the cheaper graph: no feature edges

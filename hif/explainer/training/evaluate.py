@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from hif.explainer import _corpus, train
-from hif.explainer.attribution import _gradient_layer, target_specs, target_values
-from hif.explainer.pipeline import Decoding, SAEPipeline
+from hif.explainer.core.attribution import gradient_layer, target_specs, target_values
+from hif.explainer.core.decoding import Decoding
+from hif.explainer.core.pipeline import SAEPipeline
+from hif.explainer.training import corpus, train
 from hif.store.base import Job
 
 GOAL_FVU = 0.15
@@ -127,7 +128,7 @@ def ablation_effects(
     [extraction] = pipeline.extract([job], [plan])
     decoding = pipeline.decode(extraction, plan)
     targets = target_specs(decoding, pipeline.subject.kind)
-    feat, _, _ = _gradient_layer(pipeline.subject, pipeline.saes[layer], decoding, layer, targets)
+    feat, _, _ = gradient_layer(pipeline.subject, pipeline.saes[layer], decoding, layer, targets)
     codes = decoding.codes[layer].values.clone()
     score = feat.sum(0).abs().flatten()
     active = torch.nonzero(codes.flatten() > 0).flatten().tolist()
@@ -146,7 +147,7 @@ def ablation_effects(
 def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 30_000) -> EvalResult:
     """Recompute the held-out metrics and run the ablation test for ``pipeline``'s first layer."""
     layer = pipeline.featureset.layers[0]
-    _, heldout_docs = _corpus.split_documents(_corpus.corpus_documents())
+    _, heldout_docs = corpus.split_documents(corpus.corpus_documents())
     windows = train.token_windows(pipeline.subject, heldout_docs, heldout_tokens)
     acts = train.collect(pipeline.subject, windows, layer)
     metrics = train.heldout_metrics(pipeline.saes[layer], acts.x)

@@ -1,0 +1,118 @@
+"""``hif featureset list|build|eval``: the registry, SAE training and its quality gates.
+
+    hif featureset list
+    hif featureset build [NAME] [--out DIR] [--epochs N] [--train-tokens N] [--seed N] [--cache FILE]
+    hif featureset eval [NAME] [--heldout-tokens N] [--json]
+
+``eval`` exits 1 when a goal is missed; any HifError is one ``hif: <message>`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hif.config import add_options, build
+from hif.errors import HifError
+from hif.explainer.featureset import Registry, load_registry
+from hif.explainer.settings import FeaturesetSettings
+from hif.explainer.training.settings import BuildSettings, EvalSettings
+
+NAME_HELP = "featureset (default: the registry's default)"
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="hif featureset", description="build / evaluate / list featuresets")
+    sub = root.add_subparsers(dest="action", required=True)
+    listing = sub.add_parser("list", help="print the registry")
+    b = sub.add_parser("build", help="train a featureset's TopK SAE on the offline corpus")
+    b.add_argument("name", nargs="?", help=NAME_HELP)
+    add_options(b, BuildSettings)
+    e = sub.add_parser("eval", help="held-out FVU, dead latents and the ablation test; exit 1 on a miss")
+    e.add_argument("name", nargs="?", help=NAME_HELP)
+    add_options(e, EvalSettings)
+    for p in (root, b, e, listing):
+        add_options(p, FeaturesetSettings)
+    return root
+
+
+def _list(registry: Registry) -> int:
+    for info in registry.list():
+        mark = "*" if info.name == registry.default else " "
+        state = "available" if info.available else f"unavailable: {info.reason}"
+        print(f"{mark} {info.name:<24} layers={list(info.layers)} latents={info.latents} k={info.k}  {state}")
+        print(f"    {info.description}")
+    return 0
+
+
+def _build(registry: Registry, name: str | None, settings: BuildSettings) -> int:
+    from hif.explainer.training.train import TrainConfig, build_featureset
+
+    info = registry.get(name or registry.default)
+    # Registry-declared unavailable (e.g. sae-gpt4-2m, no sae_path): never fake its features.
+    # "Weights not built yet" is exactly what a build is for.
+    if info.reason and (info.sae_path is None or "not built" not in info.reason):
+        raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
+    config = dataclasses.replace(TrainConfig(), **settings.recipe_overrides())
+    for result in build_featureset(info, settings.out, config=config, cache=settings.cache):
+        _print_build(info.name, result.folder, result.metrics)
+    return 0
+
+
+def _print_build(name: str, folder: Path, m: dict[str, Any]) -> None:
+    print(f"built {name} layer {m['layer']} in {folder}")
+    print(
+        f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
+        f"  mean L0 {m['mean_l0']:.1f}"
+    )
+    print(
+        f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s,"
+        f" train {m['train_seconds']}s, seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"
+    )
+
+
+def _eval(registry: Registry, name: str | None, settings: EvalSettings) -> int:
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.training.evaluate import evaluate
+
+    info = registry.resolve(name)
+    result = evaluate(load_pipeline(info, device="cpu"), heldout_tokens=settings.heldout_tokens)
+    if settings.json:
+        print(json.dumps({"featureset": info.name, **result.as_dict()}, indent=2))
+    else:
+        _print_eval(info.name, result)
+    return 0 if all(result.goals().values()) else 1
+
+
+def _print_eval(name: str, result: Any) -> None:
+    print(f"featureset {name}")
+    print(f"  held-out FVU        {result.fvu:.4f}   ({result.heldout_tokens} tokens)")
+    print(f"  dead latents        {result.dead_latents_pct:.2f}%")
+    print(f"  mean L0             {result.mean_l0:.1f}")
+    print(
+        f"  ablation top-5      {result.ablation_top_mean:.5f}"
+        f"  random-5 {result.ablation_random_mean:.5f}  "
+        f"ratio {result.ablation_ratio:.1f}x"
+    )
+    for goal, ok in result.goals().items():
+        print(f"  [{'ok' if ok else 'MISS'}] {goal}")
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        registry = load_registry(build(FeaturesetSettings, cli=args).featuresets)
+        if args.action == "list":
+            return _list(registry)
+        if args.action == "build":
+            return _build(registry, args.name, build(BuildSettings, cli=args))
+        return _eval(registry, args.name, build(EvalSettings, cli=args))
+    except HifError as exc:
+        print(f"hif: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,60 @@
+"""Settings of ``hif featureset build`` and ``hif featureset eval`` (torch-free, like every settings
+module): one definition per option serves as flag, ``HIF_FEATURESET_*`` env var and file key.
+
+The env names carry the ``FEATURESET_`` prefix because the plain ones are taken or too generic
+(``HIF_SEED`` is the load runner's seed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+from hif.config import option, positive
+
+ENV = "HIF_FEATURESET_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BuildSettings:
+    """Overrides of the training recipe; an unset one keeps the recipe's value."""
+
+    SECTION: typing.ClassVar[str] = "featureset_build"
+
+    out: Path | None = option(None, help="write here instead of the featureset's sae_path", env=f"{ENV}OUT")
+    epochs: int | None = option(None, help="passes over the training tokens", env=f"{ENV}EPOCHS")
+    train_tokens: int | None = option(None, help="cap on training tokens", env=f"{ENV}TRAIN_TOKENS")
+    heldout_tokens: int | None = option(
+        None, help="cap on held-out tokens for the metrics", env=f"{ENV}HELDOUT_TOKENS"
+    )
+    seed: int | None = option(None, help="random seed (weights are deterministic per seed)", env=f"{ENV}SEED")
+    cache: Path | None = option(
+        None, help="activation cache file: a rebuild skips the forward passes", env=f"{ENV}CACHE"
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "train_tokens", "heldout_tokens"):
+            value = getattr(self, key)
+            if value is not None:
+                positive(key, value)
+
+    def recipe_overrides(self) -> dict[str, int]:
+        """The set overrides, keyed by the training recipe's field names."""
+        given = {
+            "epochs": self.epochs,
+            "max_train_tokens": self.train_tokens,
+            "max_heldout_tokens": self.heldout_tokens,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    SECTION: typing.ClassVar[str] = "featureset_eval"
+
+    heldout_tokens: int = option(30_000, help="held-out tokens to measure on", env=f"{ENV}HELDOUT_TOKENS")
+    json: bool = option(False, help="print the result as JSON", env=f"{ENV}JSON")
+
+    def __post_init__(self) -> None:
+        positive("heldout_tokens", self.heldout_tokens)
