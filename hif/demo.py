@@ -124,8 +124,7 @@ def _stop_system(proc: subprocess.Popen[bytes]) -> None:
 def run_demo(s: DemoSettings) -> int:
     """Start, load with a chaos window, report, stop. 0 once the report is written; 3 for an invalid run."""
     from hif.explainer.featureset import load_registry
-    from hif.harness.load import LoadSettings, run_load_sync
-    from hif.harness.report import ReportSettings, run_report
+    from hif.harness import LoadSettings, ReportSettings, run_load_sync, run_report
 
     base_url = f"http://127.0.0.1:{s.port}"
     work = Path(tempfile.mkdtemp(prefix="hif-demo-"))

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from hif.errors import PreflightError
-from hif.harness import records
-from hif.harness.load import LoadSettings, run_load_sync
+from hif.harness import LoadSettings, records, run_load_sync
 from tests.conftest import free_port, wait_http_ok
 from tests.integration.conftest import EmbeddedSystem
 

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from hif.chaos import Fault, apply_change
-from hif.harness import records
-from hif.harness.load import EXIT_SLO_FAILED, LoadSettings, LoadSummary, run_load
+from hif.harness import EXIT_SLO_FAILED, LoadSettings, LoadSummary, records, run_load
 from hif.harness.stats import merge_window
 from hif.harness.target import TargetScript, TargetServer
 from tests.conftest import free_port, wait_http_ok

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hif.harness._report_cli import main
 from hif.harness.records import CHAT_FILE
+from hif.harness.report.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hif import chaos
-from hif.harness import report
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE, SOAK_SUMMARY_FILE
+from hif.harness.report import run as report
 
 T0 = 1_764_201_600.0
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from hif.errors import HarnessError, HifError
 from hif.harness.records import REPORT_JSON_FILE, REPORT_MD_FILE
-from hif.harness.report import ReportSettings, run_report
+from hif.harness.report.run import ReportSettings, run_report
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,10 +77,10 @@ def one_line(data: dict[str, Any], out_dir: Path) -> str:
             "report_md": str(out_dir / REPORT_MD_FILE),
             "chat_requests": chat["requests"],
             "chat_rps": chat["rps"],
-            "chat_p95_ms": chat["latency_ms"]["p95"],
+            "chat_p95_ms": chat["latency_ms"]["p95_ms"],
             "error_rate": chat["error_rate"],
-            "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95"],
-            "token_p95_ms": expl["sla_ms"]["token"]["p95"],
+            "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
+            "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
             "slo_pass": data["slo"]["pass"],
             "corrupt_lines": sum(data["inputs"]["corrupt_lines"].values()),
             "chaos_windows": len(data["chaos"]["windows"]),

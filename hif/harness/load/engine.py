@@ -21,17 +21,29 @@ import orjson
 
 from hif.chaos import ChaosReader
 from hif.harness import records
-from hif.harness._lane import Lane, Worker
-from hif.harness._live import LiveView
-from hif.harness._pacing import TokenBucket, arrivals
-from hif.harness._polling import Poller
-from hif.harness._preflight import preflight
-from hif.harness._requests import ChatRequests
-from hif.harness._results import ResultFiles, copy_chaos_events, write_summary
-from hif.harness._summary import build_summary
-from hif.harness._tally import CHAT_INTENDED, CHAT_SERVICE, LOOP_LAG, SEND_LAG, Bucket, Tally
 from hif.harness.client import HttpClient
-from hif.harness.load import LoadSettings, LoadSummary, TickCallback, local_share
+from hif.harness.load.lane import Lane, Worker
+from hif.harness.load.live import LiveView
+from hif.harness.load.pacing import TokenBucket, arrivals
+from hif.harness.load.polling import Poller
+from hif.harness.load.preflight import preflight
+from hif.harness.load.requests import ChatRequests
+from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
+from hif.harness.load.settings import LoadSettings, local_share
+from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
+from hif.harness.load.tally import (
+    CHAT_INTENDED,
+    CHAT_SERVICE,
+    LOOP_LAG,
+    POLL,
+    SEND_LAG,
+    SLA_BOUND,
+    SLA_SENTENCE,
+    SLA_TOKEN,
+    Bucket,
+    Tally,
+)
+from hif.harness.records import ExplanationRecord
 from hif.harness.stats import Interval, IntervalRecorder
 
 TICK_S = 0.1
@@ -55,7 +67,7 @@ class Engine:
         self.on_bucket = on_bucket  # a --processes child sends each bucket to its parent
         self._t0_s = t0_s  # a parent process aligns its children's buckets by passing one start
         self.share = local_share(settings)
-        self.requests = ChatRequests(settings)
+        self.requests = ChatRequests(settings.request_mix())
         self._chaos = ChaosReader()
         self.chaos_flags: list[str] = []
         self._stopping = False
@@ -85,7 +97,9 @@ class Engine:
         self._late_s = s.late_ms / 1000.0
         self._write = self.files.chat.write
         self._bind_hot()
-        self.poller = Poller(self)
+        self.poller = Poller(
+            s.poll_policy(), self, self.client, self.share.workers if s.attach_rate > 0 else 0
+        )
         self.live = LiveView(s.live, title=f"hif load {self.run_id} (last {s.bucket_seconds:g} s)")
         self.chaos_flags = sorted(self._chaos.active())
         self._line = self._line_template()
@@ -280,6 +294,23 @@ class Engine:
             "late": False,
             "run": self.run_id,
         }
+
+    # --- the poller's outcomes (polling.TraceOutcome) -------------------------------------
+    def polled(self, latency_ms: float, *, error: bool) -> None:
+        counts = self.cur.counts
+        counts["polls"] += 1
+        if error:
+            counts["poll_errors"] += 1
+        self.recorder.record(POLL, latency_ms)
+
+    def traced(self, record: ExplanationRecord, sla_ms: float | None, bound_ms: float | None) -> None:
+        counts = self.cur.counts
+        counts["traces"] += 1
+        counts[f"state:{record['state']}"] += 1
+        if record["state"] == "complete" and sla_ms is not None and bound_ms is not None:
+            self.recorder.record(SLA_TOKEN if record["granularity"] == "token" else SLA_SENTENCE, sla_ms)
+            self.recorder.record(SLA_BOUND, bound_ms)
+        self.files.explanation_line(record)
 
     def dropped(self, slot: float, why: str) -> None:
         counts = self.cur.counts

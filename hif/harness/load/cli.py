@@ -20,7 +20,9 @@ import orjson
 from hif.config import add_options, build
 from hif.errors import HifError
 from hif.harness.client import new_event_loop
-from hif.harness.load import LoadSettings, LoadSummary, run_load
+from hif.harness.load.run import run_load
+from hif.harness.load.settings import LoadSettings
+from hif.harness.load.summary import LoadSummary
 
 
 def parser(prog: str = "hif load") -> argparse.ArgumentParser:

@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutError, LoadClientError
-from hif.harness._pacing import TokenBucket
-from hif.harness._requests import ChatRequests
 from hif.harness.client import BareHttpProtocol, Response
+from hif.harness.load.pacing import TokenBucket
+from hif.harness.load.requests import ChatRequests
 
 SWEEP_S = 0.02  # request timeouts are checked this often (one timer for the whole lane)
 CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
