@@ -318,7 +318,12 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if origin is Literal:
         return {"enum": list(args)}
     if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [_schema_of(a, defs) for a in args]}
+        parts = [_schema_of(a, defs) for a in args]
+        if all(set(p) == {"type"} for p in parts):  # float | None -> {"type": ["number", "null"]}
+            return {"type": [p["type"] for p in parts]}
+        if all(set(p) == {"enum"} or p == {"type": "null"} for p in parts):  # Literal[...] | None
+            return {"enum": [v for p in parts for v in p.get("enum", [None])]}
+        return {"anyOf": parts}
     if origin is list:
         return {"type": "array", "items": _schema_of(args[0], defs)}
     if origin is dict:

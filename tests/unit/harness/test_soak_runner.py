@@ -29,6 +29,7 @@ from hif.harness.soak.drift import LEAK
 from hif.harness.soak.runner import SoakSettings, run_soak
 from hif.harness.stats import Interval, LatencyHistogram
 from hif.metrics import ExplainerMetrics, GatewayMetrics, WorkerProcessCollector, register_process_metrics
+from tests.schemas import validate_file
 
 MIB = 2**20
 REQUESTS = 50
@@ -160,6 +161,7 @@ def test_segments_follow_the_plan_and_feed_the_load_runner(tmp_path: Path) -> No
 def test_summary_holds_the_time_series_health_and_a_leak_finding(tmp_path: Path) -> None:
     summary = soak(settings(tmp_path), FakeLoad())
     assert json.loads((tmp_path / SOAK_SUMMARY_FILE).read_text()) == json.loads(json.dumps(summary))
+    validate_file(tmp_path / SOAK_SUMMARY_FILE)
     series = summary["series"]
     assert series["segment"] == [1, 2, 3, 4, 5, 6]
     assert series["phase"] == ["high", "low"] * 3
