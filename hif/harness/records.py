@@ -338,9 +338,18 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _object_schema(td: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(td)
-    props = {k: _schema_of(v, defs) for k, v in hints.items()}
-    required = [k for k in hints if k in td.__required_keys__]
+    # Read Required/NotRequired from the hints: under ``from __future__ import annotations``
+    # Python 3.11's ``__required_keys__`` does not see them.
+    props, required = {}, []
+    for k, tp in typing.get_type_hints(td, include_extras=True).items():
+        origin = typing.get_origin(tp)
+        if origin in (typing.NotRequired, typing.Required):
+            tp, needed = typing.get_args(tp)[0], origin is typing.Required
+        else:
+            needed = td.__total__
+        props[k] = _schema_of(tp, defs)
+        if needed:
+            required.append(k)
     out: dict[str, Any] = {"type": "object", "properties": props}
     if required:
         out["required"] = required

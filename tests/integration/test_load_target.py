@@ -24,6 +24,7 @@ from hif.harness import EXIT_SLO_FAILED, LoadSettings, LoadSummary, records, run
 from hif.harness.stats import merge_window
 from hif.harness.target import TargetScript, TargetServer
 from tests.conftest import free_port, wait_http_ok
+from tests.schemas import validate_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,9 @@ def run(script: TargetScript, tmp_path: Path, **kw: Any) -> LoadSummary:
         finally:
             await server.close()
 
-    return asyncio.run(go())
+    summary = asyncio.run(go())
+    validate_results(tmp_path / "results")
+    return summary
 
 
 def lines(tmp_path: Path, name: str) -> list[dict[str, Any]]:

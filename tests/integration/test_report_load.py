@@ -21,6 +21,7 @@ target = pytest.importorskip("hif.harness.target", reason="hif.harness.target (H
 
 from hif import harness as report  # noqa: E402
 from hif.harness.stats import LatencyHistogram, merged  # noqa: E402
+from tests.schemas import validate_results  # noqa: E402
 
 
 def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
@@ -68,6 +69,8 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     dirs = (tmp_path / "shard1", tmp_path / "shard2")
     out = tmp_path / "merged"
     data = report.run_report(report.ReportSettings(results_dirs=dirs, out_dir=out, chaos_path=control))
+    for d in (*dirs, out):
+        validate_results(d)
 
     chat = data["chat"]
     assert data["inputs"]["corrupt_lines"] == {"chat": 0, "explanation": 0}

@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def parser(prog: str = "hif soak") -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [soak])")
     return p
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> SoakSettings:
+    """Flags > ``HIF_*`` env (``os.environ`` unless given) > ``--config`` file > defaults."""
+    return dataclasses.replace(build(SoakSettings, cli=args, env=env, file=args.config), slo=tuple(args.slo))
 
 
 def stdout_line(summary: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None, prog: str = "hif soak") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop = new_event_loop()
     try:
-        settings = dataclasses.replace(build(SoakSettings, cli=args, file=args.config), slo=tuple(args.slo))
+        settings = settings_from_args(args)
         summary = loop.run_until_complete(_run(settings))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)

@@ -56,7 +56,7 @@ def test_cli_writes_files_and_prints_one_json_line(
     [
         ([], "the following arguments are required: --results-dir"),
         (["--results-dir", "/nonexistent/dir"], "results dir /nonexistent/dir does not exist"),
-        (["--results-dir", ".", "--jobs", "-1"], "--jobs must be >= 0"),
+        (["--results-dir", ".", "--jobs", "-1"], "jobs: must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
