@@ -44,14 +44,14 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
-CHAT_SCHEMA = "hif.chat.v1"
-EXPLANATION_SCHEMA = "hif.explanation.v1"
-SUMMARY_SCHEMA = "hif.summary.v1"
-SOAK_SCHEMA = "hif.soak.v1"
-REPORT_SCHEMA = "hif.report.v2"
-REPORT_SCHEMA_V1 = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
+CHAT_SCHEMA: Final = "hif.chat.v1"
+EXPLANATION_SCHEMA: Final = "hif.explanation.v1"
+SUMMARY_SCHEMA: Final = "hif.summary.v1"
+SOAK_SCHEMA: Final = "hif.soak.v1"
+REPORT_SCHEMA: Final = "hif.report.v2"
+REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 
 CHAT_FILE = "chat_results.jsonl"
 EXPLANATION_FILE = "explanation_results.jsonl"
@@ -67,6 +67,7 @@ EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "orphaned")
 
 ErrorClass = Literal["http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped"]
 ExplanationState = Literal["complete", "failed", "expired", "shed", "orphaned"]
+Granularity = Literal["sentence", "token"]  # as requested per chat; "mix" draws one of these
 
 
 class ChatRecord(TypedDict):
@@ -82,7 +83,7 @@ class ChatRecord(TypedDict):
     error: str | None
     tenant: str | None
     attached: bool
-    granularity: Literal["sentence", "token"] | None
+    granularity: Granularity | None
     trace_id: str | None
     explanation_state: str | None  # the state in the chat answer
     chaos: list[str]  # active chaos flags at the send

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -43,7 +43,7 @@ from hif.harness.load.tally import (
     Bucket,
     Tally,
 )
-from hif.harness.records import ExplanationRecord
+from hif.harness.records import ChatRecord, ErrorClass, ExplanationRecord, Granularity
 from hif.harness.stats import Interval, IntervalRecorder
 
 TICK_S = 0.1
@@ -222,7 +222,7 @@ class Engine:
 
     def _chat_details(
         self,
-        line: dict[str, Any],
+        line: ChatRecord,
         w: Worker,
         error_class: str | None,
         error: str | None,
@@ -236,7 +236,7 @@ class Engine:
             line["late"] = True
         if w.attached:
             counts["attached"] += 1
-            line["attached"], line["granularity"] = True, w.granularity
+            line["attached"], line["granularity"] = True, cast(Granularity, w.granularity)
             if error_class is None:
                 try:
                     answer = orjson.loads(body)
@@ -248,7 +248,7 @@ class Engine:
         if error_class is not None:
             counts[f"class:{error_class}"] += 1
             self._errors += 1
-            line["error_class"], line["error"] = error_class, error
+            line["error_class"], line["error"] = cast(ErrorClass, error_class), error
 
     def _bind_hot(self) -> None:
         """Point the hot path at this interval's histograms and a fresh per-bucket status list."""
@@ -273,7 +273,7 @@ class Engine:
         if len(statuses) - self._errors:
             counts["ok"] += len(statuses) - self._errors
 
-    def _line_template(self) -> dict[str, Any]:
+    def _line_template(self) -> ChatRecord:
         """A chat record with this run's constants and the common case's values."""
         return {
             "v": records.CHAT_SCHEMA,
@@ -318,7 +318,8 @@ class Engine:
         counts["status:0"] += 1
         counts["class:dropped"] += 1
         line = self._line_template()
-        line.update(intended_ts=self.wall(slot), error_class="dropped", error=why, late=True)
+        line["intended_ts"], line["error_class"], line["error"] = self.wall(slot), "dropped", why
+        line["late"] = True
         self.files.chat_line(line)
 
     # --- the ticker: loop lag, chaos flags, buckets ---------------------------------------

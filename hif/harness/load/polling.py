@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -155,7 +156,7 @@ class Poller:
             "tenant": policy.tenant_id,
             "granularity": t.granularity,
             "resolved_granularity": gran.get("resolved") if isinstance(gran, dict) else gran,
-            "state": state,
+            "state": typing.cast(records.ExplanationState, state),
             "sla_ms": _round(sla_ms),
             "sla_bound_ms": _round(bound_ms),
             "polls": t.polls,

@@ -131,7 +131,7 @@ OLD_REPORT_V1: dict[str, Any] = {
 
 def _old_folder(d: Path) -> Path:
     d.mkdir()
-    chat = [
+    chat: list[dict[str, Any]] = [
         {"v": "hif.chat.v1", "ts": T0 + i, "intended_ts": T0 + i, "latency_ms": 1.0 + i,
          "intended_latency_ms": 1.0 + i, "status": 200, "error_class": None, "error": None,
          "tenant": None, "attached": i == 1, "granularity": "sentence" if i == 1 else None,
