@@ -1,6 +1,6 @@
 """One process's load run: workers, the pacer, the ticker, and the files they feed.
 
-The workers live in the callback-driven chat lane (``_lane.py``). Closed loop: ``concurrency``
+The workers live in the callback-driven chat lane (``load/lane.py``). Closed loop: ``concurrency``
 workers each send, wait for the answer, send again; with ``--rps-limit`` they take slots from one
 shared :class:`TokenBucket`. Open loop (``--arrival-rate``): a dispatcher hands schedule slots to
 idle workers, or queues them; a slot older than the request timeout when a worker reaches it is

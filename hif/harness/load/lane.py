@@ -10,7 +10,7 @@ keep-alive connection, a back-off after a refused connect) leave the callback.
 Pacing decides *when* each request is meant to start:
 
 * closed loop: a worker sends again as soon as it has its answer, or at its next slot from the
-  shared :class:`~hif.harness._pacing.TokenBucket` when ``--rps-limit`` is set;
+  shared :class:`~hif.harness.load.pacing.TokenBucket` when ``--rps-limit`` is set;
 * open loop: :meth:`Lane.offer` hands each schedule slot to an idle worker, or queues it; a slot
   that waited longer than the request timeout for a free worker is dropped.
 

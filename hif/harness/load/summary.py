@@ -1,4 +1,4 @@
-"""summary.json from a :class:`~hif.harness._tally.Tally`: rates, percentiles, SLO gates, validity."""
+"""summary.json from a :class:`~hif.harness.load.tally.Tally`: rates, percentiles, SLO gates, validity."""
 
 from __future__ import annotations
 

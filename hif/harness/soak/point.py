@@ -12,7 +12,7 @@ from typing import Any
 
 from hif.harness.soak.plan import SegmentPlan
 
-# Series the drift/leak analysis fits (names match hif.harness._soak_drift.RULES).
+# Series the drift/leak analysis fits (names match hif.harness.soak.drift.RULES).
 SERIES = (
     "chat_p95_ms",
     "chat_error_rate",

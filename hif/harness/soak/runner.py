@@ -1,6 +1,6 @@
 """The soak orchestrator: hours of rotating load segments, in-process, with a checkpoint per segment.
 
-Each segment is one :func:`hif.harness.load.run_load` call on this process's event loop (no
+Each segment is one :func:`hif.harness.run_load` call on this process's event loop (no
 subprocess per segment), appending to the same result files with ``run_id = soak-NNNN``. After
 each segment the orchestrator reads both /metrics endpoints, adds a point to the time series and
 rewrites ``soak_summary.json`` atomically: that file is also the checkpoint ``--resume`` continues
