@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hif.harness import ReportSettings, build_report, render_report, save_report
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE
-from hif.harness.report.run import ReportSettings, build_report, render_report, save_report
 
 T0 = 1_764_201_600.0
 CHUNK = 100_000
