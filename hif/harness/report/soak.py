@@ -45,10 +45,10 @@ def _segment_values(seg: Mapping[str, Any]) -> dict[str, float | None]:
     sla = _map(expl.get("sla_ms"))
 
     def p95(h: Any) -> float | None:
-        return _number(h.get("p95_ms", h.get("p95"))) if isinstance(h, Mapping) else None
+        return _number(h.get("p95_ms")) if isinstance(h, Mapping) else None
 
     return {
-        "chat_p95_ms": _number(lat.get("p95_ms", lat.get("p95"))) if lat else _number(chat.get("p95_ms")),
+        "chat_p95_ms": _number(lat.get("p95_ms")) if lat else _number(chat.get("p95_ms")),
         "error_rate": _number(chat.get("error_rate")),
         "sentence_p95_ms": p95(sla.get("sentence")),
         "token_p95_ms": p95(sla.get("token")),
