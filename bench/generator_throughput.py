@@ -8,7 +8,7 @@ request (the runner's chat POST with its JSON body):
 1. wrk (C, the reference), ``apt-get install -y wrk``;
 2. the load runner end to end (``python -m tests.load.load_runner``: chat POSTs, HDR histograms,
    a JSONL line per request, the live ticker), which is what a user runs;
-3. the runner's chat lane alone (``hif.harness._lane``: the same connections and requests, with
+3. the runner's chat lane alone (``hif.harness.load.lane``: the same connections and requests, with
    nothing recorded), which says how much of the runner's time its records take;
 4. Locust FastHttpUser (installed by this script into bench/out/locust-venv).
 
@@ -169,10 +169,10 @@ def run_client(url: str, connections: int, seconds: float) -> float:
 def client_only(url: str, connections: int, seconds: float) -> float:
     """The runner's chat lane without the runner's records: N connections, the same chat POST."""
     sys.path.insert(0, str(ROOT))
-    from hif.harness._lane import Lane
-    from hif.harness._requests import ChatRequests
     from hif.harness.client import HttpClient, new_event_loop
-    from hif.harness.load import LoadSettings
+    from hif.harness.load.lane import Lane
+    from hif.harness.load.requests import ChatRequests
+    from hif.harness.load.settings import LoadSettings
 
     class Count:  # the lane's Outcome, counting answers and nothing else
         def __init__(self, stop_at: float) -> None:
@@ -193,7 +193,7 @@ def client_only(url: str, connections: int, seconds: float) -> float:
         t0 = time.monotonic()
         count = Count(t0 + seconds)
         lane = Lane(
-            requests=ChatRequests(settings),
+            requests=ChatRequests(settings.request_mix()),
             out=count,
             workers=connections,
             host=probe.host,

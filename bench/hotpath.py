@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 import httptools  # noqa: E402
 
-from hif.harness._engine import Engine  # noqa: E402
-from hif.harness._lane import Lane, _Wire  # noqa: E402
 from hif.harness.client import new_event_loop  # noqa: E402
-from hif.harness.load import LoadSettings  # noqa: E402
+from hif.harness.load.engine import Engine  # noqa: E402
+from hif.harness.load.lane import Lane, _Wire  # noqa: E402
+from hif.harness.load.settings import LoadSettings  # noqa: E402
 
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 05:35:41 GMT\r\n"

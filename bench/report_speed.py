@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hif.harness import ReportSettings, build_report, render_report, save_report
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE
-from hif.harness.report import ReportSettings, build_report, render_report, save_report
 
 T0 = 1_764_201_600.0
 CHUNK = 100_000
@@ -177,7 +177,7 @@ def measure(out: Path, jobs: int) -> None:
     )
     c = data["chat"]
     print(
-        f"check: chat p95 {c['latency_ms']['p95']} ms, error rate {c['error_rate']:.4f}, "
+        f"check: chat p95 {c['latency_ms']['p95_ms']} ms, error rate {c['error_rate']:.4f}, "
         f"chaos windows {len(data['chaos']['windows'])}, buckets of {data['run']['bucket_s']:g} s"
     )
 

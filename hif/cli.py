@@ -17,10 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explainer": ("hif.explainer.service.cli", "run explainer worker processes against the job queue"),
     "upstream-sim": ("hif.upstream._cli", "run the upstream LLM simulator as an HTTP server"),
     "featureset": ("hif.explainer.training.cli", "build / evaluate / list featuresets (SAE training)"),
-    "load": ("hif.harness._load_cli", "run a load test (same flags as tests/load/load_runner.py)"),
-    "soak": ("hif.harness._soak_cli", "run a soak test (same flags as tests/load/soak_runner.py)"),
-    "chaos": ("hif.harness._chaos_cli", "toggle chaos flags (same flags as tests/chaos/chaos_injector.py)"),
-    "report": ("hif.harness._report_cli", "render report.json/report.md from results"),
+    "load": ("hif.harness.load.cli", "run a load test (same flags as tests/load/load_runner.py)"),
+    "soak": ("hif.harness.soak.cli", "run a soak test (same flags as tests/load/soak_runner.py)"),
+    "chaos": ("hif.harness.chaos.cli", "toggle chaos flags (same flags as tests/chaos/chaos_injector.py)"),
+    "report": ("hif.harness.report.cli", "render report.json/report.md from results"),
 }
 
 

@@ -20,50 +20,68 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hif import chaos
-from hif.config import chaos_control_path
-from hif.errors import HarnessError, HifError
+from hif.config import (
+    ExplainerSettings,
+    GatewaySettings,
+    add_options,
+    build,
+    chaos_control_path,
+    option,
+    positive,
+)
+from hif.errors import ConfigError, HarnessError, HifError
+from hif.harness.load.settings import DEFAULT_RESULTS_DIR, LoadSettings
 
 READY_TIMEOUT_S = 300.0
 
 
+def _same_option(cls: type, name: str, default: Any) -> Any:
+    """``cls``'s option ``name`` (its help, choices, flag and env var) with the demo's own default,
+    so an option the demo shares with another command is defined once, there."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return dataclasses.field(default=default, metadata=f.metadata)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoSettings:
-    duration_seconds: float = 60.0
-    concurrency: int = 8
+    """``hif demo``: every ``option`` is a CLI flag, ``HIF_*`` env var and file key (table ``[demo]``)."""
+
+    SECTION: typing.ClassVar[str] = "demo"
+
+    duration_seconds: float = _same_option(LoadSettings, "duration_seconds", 60.0)
+    concurrency: int = _same_option(LoadSettings, "concurrency", 8)
     # Sized for one explainer worker on 2 CPU cores (~4-6 explanations/s): 20 chats/s x 0.15
     # offers ~3 explanations/s, so the chaos window, not plain overload, is what moves the SLOs.
-    rps_limit: float = 20.0
-    attach_rate: float = 0.15
-    granularity: str = "mix"
-    chaos_at_seconds: float = 20.0
-    chaos_seconds: float = 20.0
-    port: int = 8080
-    metrics_port: int = 9091
-    explainer_metrics_port: int = 9090
-    results_dir: Path = Path("tests/load/results")
+    rps_limit: float = _same_option(LoadSettings, "rps_limit", 20.0)
+    attach_rate: float = _same_option(LoadSettings, "attach_rate", 0.15)
+    granularity: str = _same_option(LoadSettings, "granularity", "mix")
+    chaos_at_seconds: float = option(20.0, help="when the chaos window opens, seconds after the load starts")
+    chaos_seconds: float = option(20.0, help="how long the chaos window stays open")
+    port: int = _same_option(GatewaySettings, "port", 8080)
+    metrics_port: int = _same_option(GatewaySettings, "metrics_port", 9091)
+    explainer_metrics_port: int = _same_option(ExplainerSettings, "explainer_metrics_port", 9090)
+    results_dir: Path = _same_option(LoadSettings, "results_dir", DEFAULT_RESULTS_DIR)
+
+    def __post_init__(self) -> None:
+        positive("duration_seconds", self.duration_seconds)
+        positive("concurrency", self.concurrency)
+        positive("rps_limit", self.rps_limit, allow_zero=True)
+        positive("chaos_at_seconds", self.chaos_at_seconds, allow_zero=True)
+        positive("chaos_seconds", self.chaos_seconds)
+        if not 0.0 <= self.attach_rate <= 1.0:
+            raise ConfigError("attach_rate", f"must be a fraction 0..1, got {self.attach_rate!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = DemoSettings()
     p = argparse.ArgumentParser(prog="hif demo", description=__doc__.split("\n\n")[1])
-    p.add_argument("--duration-seconds", type=float, default=d.duration_seconds)
-    p.add_argument("--concurrency", type=int, default=d.concurrency)
-    p.add_argument("--rps-limit", type=float, default=d.rps_limit, help="chat requests/s (0 = unlimited)")
-    p.add_argument("--attach-rate", type=float, default=d.attach_rate)
-    p.add_argument("--granularity", choices=("sentence", "token", "mix"), default=d.granularity)
-    p.add_argument(
-        "--chaos-at-seconds", type=float, default=d.chaos_at_seconds, help="when the chaos window opens"
-    )
-    p.add_argument("--chaos-seconds", type=float, default=d.chaos_seconds, help="how long it stays open")
-    p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--metrics-port", type=int, default=d.metrics_port)
-    p.add_argument("--explainer-metrics-port", type=int, default=d.explainer_metrics_port)
-    p.add_argument("--results-dir", type=Path, default=d.results_dir)
+    add_options(p, DemoSettings)
+    p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [demo])")
     return p
 
 
@@ -87,9 +105,18 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 
 def _start_system(s: DemoSettings, data_dir: Path) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "hif.cli", "serve",
-        "--port", str(s.port), "--metrics-port", str(s.metrics_port),
-        "--explainer-metrics-port", str(s.explainer_metrics_port), "--data-dir", str(data_dir),
+        sys.executable,
+        "-m",
+        "hif.cli",
+        "serve",
+        "--port",
+        str(s.port),
+        "--metrics-port",
+        str(s.metrics_port),
+        "--explainer-metrics-port",
+        str(s.explainer_metrics_port),
+        "--data-dir",
+        str(data_dir),
     ]
     print(f"demo: starting the embedded system: {' '.join(cmd[2:])}", flush=True)
     return subprocess.Popen(cmd)
@@ -124,8 +151,7 @@ def _stop_system(proc: subprocess.Popen[bytes]) -> None:
 def run_demo(s: DemoSettings) -> int:
     """Start, load with a chaos window, report, stop. 0 once the report is written; 3 for an invalid run."""
     from hif.explainer.featureset import load_registry
-    from hif.harness.load import LoadSettings, run_load_sync
-    from hif.harness.report import ReportSettings, run_report
+    from hif.harness import ReportSettings, run_load_sync, run_report
 
     base_url = f"http://127.0.0.1:{s.port}"
     work = Path(tempfile.mkdtemp(prefix="hif-demo-"))
@@ -138,20 +164,34 @@ def run_demo(s: DemoSettings) -> int:
         _wait_ready(f"{base_url}/readyz", proc, READY_TIMEOUT_S)
         window = threading.Thread(target=_chaos_window, args=(s, stop), daemon=True)
         window.start()
-        summary = run_load_sync(LoadSettings(
-            base_url=base_url, concurrency=s.concurrency, duration_seconds=s.duration_seconds,
-            rps_limit=s.rps_limit,
-            attach_rate=s.attach_rate, granularity=s.granularity, features=load_registry().default,
-            results_dir=s.results_dir,
-            slo=("chat_p95_ms=500", "error_rate=0.01", "sentence_p95_ms=1500", "token_p95_ms=3500",
-                 "expired_failed_rate=0.05"),
-        ))
+        summary = run_load_sync(
+            LoadSettings(
+                base_url=base_url,
+                concurrency=s.concurrency,
+                duration_seconds=s.duration_seconds,
+                rps_limit=s.rps_limit,
+                attach_rate=s.attach_rate,
+                granularity=s.granularity,
+                features=load_registry().default,
+                results_dir=s.results_dir,
+                slo=(
+                    "chat_p95_ms=500",
+                    "error_rate=0.01",
+                    "sentence_p95_ms=1500",
+                    "token_p95_ms=3500",
+                    "expired_failed_rate=0.05",
+                ),
+            )
+        )
         stop.set()
-        run_report(ReportSettings(
-            results_dirs=(s.results_dir,), chaos_path=chaos_control_path(),
-            metrics_url_gateway=f"http://127.0.0.1:{s.metrics_port}/metrics",
-            metrics_url_explainer=f"http://127.0.0.1:{s.explainer_metrics_port}/metrics",
-        ))
+        run_report(
+            ReportSettings(
+                results_dirs=(s.results_dir,),
+                chaos_path=chaos_control_path(),
+                metrics_url_gateway=f"http://127.0.0.1:{s.metrics_port}/metrics",
+                metrics_url_explainer=f"http://127.0.0.1:{s.explainer_metrics_port}/metrics",
+            )
+        )
     finally:
         stop.set()
         chaos.apply_change(disable_all=True)
@@ -174,9 +214,8 @@ def _verdict(summary: Mapping[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    settings = DemoSettings(**{k: v for k, v in vars(args).items()})
     try:
-        return run_demo(settings)
+        return run_demo(build(DemoSettings, cli=args, file=args.config))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)
         return 2

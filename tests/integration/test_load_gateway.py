@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from hif.errors import PreflightError
-from hif.harness import records
-from hif.harness.load import LoadSettings, run_load_sync
+from hif.harness import LoadSettings, records, run_load_sync
 from tests.conftest import free_port, wait_http_ok
 from tests.integration.conftest import EmbeddedSystem
+from tests.schemas import validate_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,7 @@ def test_chat_load_against_the_gateway(gateway: str, tmp_path: Path) -> None:
         tenant_id="alpha",
     )
     summary = run_load_sync(settings)
+    validate_results(tmp_path)
     chat = summary.data["chat"]
     assert chat["requests"] > 20 and chat["error_rate"] == 0.0, chat["by_status"]
     assert chat["by_status"] == {"200": chat["requests"]}
@@ -91,6 +92,7 @@ def test_every_attached_trace_is_accounted_for(embedded_system: EmbeddedSystem, 
         drain_seconds=50,
     )
     summary = run_load_sync(settings)
+    validate_results(tmp_path)
     expl = summary.data["explanations"]
     assert summary.data["chat"]["error_rate"] == 0.0
     assert expl["attached"] == expl["traces"] > 0

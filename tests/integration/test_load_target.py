@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from hif.chaos import Fault, apply_change
-from hif.harness import records
-from hif.harness.load import EXIT_SLO_FAILED, LoadSettings, LoadSummary, run_load
+from hif.harness import EXIT_SLO_FAILED, LoadSettings, LoadSummary, records, run_load
 from hif.harness.stats import merge_window
 from hif.harness.target import TargetScript, TargetServer
 from tests.conftest import free_port, wait_http_ok
+from tests.schemas import validate_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,9 @@ def run(script: TargetScript, tmp_path: Path, **kw: Any) -> LoadSummary:
         finally:
             await server.close()
 
-    return asyncio.run(go())
+    summary = asyncio.run(go())
+    validate_results(tmp_path / "results")
+    return summary
 
 
 def lines(tmp_path: Path, name: str) -> list[dict[str, Any]]:

@@ -16,13 +16,12 @@ import pytest
 
 from hif import chaos
 
-load = pytest.importorskip(
-    "hif.harness.load", reason="hif.harness.load (the load runner, H4) is not importable yet"
-)
+load = pytest.importorskip("hif.harness", reason="hif.harness (the load runner, H4) is not importable yet")
 target = pytest.importorskip("hif.harness.target", reason="hif.harness.target (H4) is not importable yet")
 
-from hif.harness import report  # noqa: E402
+from hif import harness as report  # noqa: E402
 from hif.harness.stats import LatencyHistogram, merged  # noqa: E402
+from tests.schemas import validate_results  # noqa: E402
 
 
 def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
@@ -70,6 +69,8 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     dirs = (tmp_path / "shard1", tmp_path / "shard2")
     out = tmp_path / "merged"
     data = report.run_report(report.ReportSettings(results_dirs=dirs, out_dir=out, chaos_path=control))
+    for d in (*dirs, out):
+        validate_results(d)
 
     chat = data["chat"]
     assert data["inputs"]["corrupt_lines"] == {"chat": 0, "explanation": 0}
@@ -94,4 +95,4 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     one = report.build_report([dirs[0]], report.ReportSettings(results_dirs=(dirs[0],), chaos_path=control))
     theirs = summaries[0]["chat"]["latency_ms"]
     assert one["chat"]["latency_ms"]["count"] == theirs["count"]
-    assert one["chat"]["latency_ms"]["p95"] == pytest.approx(theirs["p95_ms"], rel=2e-3)
+    assert one["chat"]["latency_ms"]["p95_ms"] == pytest.approx(theirs["p95_ms"], rel=2e-3)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from hif.harness.records import CHAT_FILE, SOAK_SUMMARY_FILE
+from tests.schemas import validate_results
 
 if TYPE_CHECKING:
     from tests.integration.conftest import EmbeddedSystem
@@ -106,6 +107,7 @@ def test_compressed_soak_resumes_after_sigint(embedded_system: EmbeddedSystem, t
     assert summary["drift"]["series"]["gateway_rss_bytes"]["slope_per_hour"] is not None
 
     # The interrupted segment's partial records were cut; its rerun's records are all newer.
+    validate_results(results)
     records = [json.loads(line) for line in (results / CHAT_FILE).read_text().splitlines()]
     runs = {r["run"] for r in records}
     assert runs == {f"soak-{i:04d}" for i in range(1, SEGMENTS + 1)}

@@ -1,6 +1,6 @@
 """Runbook entry point: ``python -m tests.load.load_runner ...`` (or ``python tests/load/load_runner.py``).
 
-A thin shell over :mod:`hif.harness._load_cli` (also ``hif load``); see docs/load.md.
+A thin shell over :func:`hif.harness.load_main` (also ``hif load``); see docs/load.md.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hif.harness._load_cli import main
+from hif.harness import load_main as main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m tests.load.load_runner"))

@@ -1,7 +1,7 @@
 """Runbook entry point: ``python -m tests.load.report --results-dir tests/load/results``.
 
 Also runs as ``python tests/load/report.py ...`` from the repo root. The work is in
-:mod:`hif.harness._report_cli` (``hif report``).
+:func:`hif.harness.report_main` (``hif report``).
 """
 
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hif.harness._report_cli import main
+from hif.harness import report_main as main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

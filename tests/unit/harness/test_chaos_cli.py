@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hif import chaos
-from hif.harness._chaos_cli import main
+from hif.harness.chaos.cli import main
 
 
 @pytest.fixture

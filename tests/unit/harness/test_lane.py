@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from hif.harness._lane import Lane, Worker, _Wire
-from hif.harness._pacing import TokenBucket
-from hif.harness._requests import ChatRequests
-from hif.harness.load import LoadSettings
+from hif.harness.load.lane import Lane, Worker, _Wire
+from hif.harness.load.pacing import TokenBucket
+from hif.harness.load.requests import ChatRequests
+from hif.harness.load.settings import LoadSettings
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n" + b'{"ok":true}'
 ENVELOPE = b'{"error":{"message":"upstream is down","type":"upstream_error"}}'
@@ -81,7 +81,7 @@ def lane(out: Record, seam: Seam, tmp_path: Path, **kw: Any) -> Lane:
     settings = LoadSettings(base_url="http://127.0.0.1:9", results_dir=tmp_path, max_tokens=0)
     args: dict[str, Any] = {"workers": 1, "timeout_s": 5.0, **kw}
     return Lane(
-        requests=ChatRequests(settings),
+        requests=ChatRequests(settings.request_mix()),
         out=out,
         host="127.0.0.1",
         port=9,

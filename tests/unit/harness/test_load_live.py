@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hif.harness._live import LiveView
+from hif.harness.load.live import LiveView
 
 VIEW: dict[str, Any] = {
     "rps": 1234.0,

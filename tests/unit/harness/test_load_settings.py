@@ -10,12 +10,27 @@ import pytest
 
 from hif.config import add_options, build
 from hif.errors import ConfigError
-from hif.harness._pacing import TokenBucket, arrivals, parse_shard, share
-from hif.harness._preflight import served_featuresets, unavailable_featuresets
-from hif.harness._requests import ChatRequests
-from hif.harness._summary import build_summary
-from hif.harness._tally import CHAT_INTENDED, CHAT_SERVICE, LOOP_LAG, SEND_LAG, SLA_SENTENCE, Bucket, Tally
-from hif.harness.load import EXIT_INVALID, EXIT_OK, EXIT_SLO_FAILED, LoadSettings, local_share, parse_slos
+from hif.harness.load.pacing import TokenBucket, arrivals, parse_shard, share
+from hif.harness.load.preflight import served_featuresets, unavailable_featuresets
+from hif.harness.load.requests import ChatRequests
+from hif.harness.load.settings import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    LoadSettings,
+    local_share,
+    parse_slos,
+)
+from hif.harness.load.summary import build_summary
+from hif.harness.load.tally import (
+    CHAT_INTENDED,
+    CHAT_SERVICE,
+    LOOP_LAG,
+    SEND_LAG,
+    SLA_SENTENCE,
+    Bucket,
+    Tally,
+)
 from hif.harness.stats import Interval, LatencyHistogram
 
 
@@ -106,7 +121,7 @@ def test_featureset_listing_shapes() -> None:
 
 def test_mix_draws_about_one_token_in_five() -> None:
     s = LoadSettings(attach_rate=0.5, granularity="mix", seed=3)
-    reqs = ChatRequests(s)
+    reqs = ChatRequests(s.request_mix())
     rng = reqs.rng(0)
     draws = [reqs.draw(rng) for _ in range(20000)]
     attached = [g for a, g, _ in draws if a]
@@ -116,8 +131,8 @@ def test_mix_draws_about_one_token_in_five() -> None:
     assert b'"explain":{"granularity":"token","features":"sae-gpt4-2m"}' in data
     assert b'"stream":false' in data
     # the same seed draws the same sequence
-    rng2 = ChatRequests(s).rng(0)
-    assert [ChatRequests(s).draw(rng2)[:2] for _ in range(50)] == [d[:2] for d in draws[:50]]
+    rng2 = ChatRequests(s.request_mix()).rng(0)
+    assert [ChatRequests(s.request_mix()).draw(rng2)[:2] for _ in range(50)] == [d[:2] for d in draws[:50]]
 
 
 # --- the summary -------------------------------------------------------------------------------

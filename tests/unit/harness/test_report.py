@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from hif.errors import HarnessError
-from hif.harness import report
-from hif.harness._report_scan import CHAT, EXPLANATION, Plan, line_ranges
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE, SUMMARY_FILE
+from hif.harness.report import run as report
+from hif.harness.report.scan import CHAT, EXPLANATION, Plan, line_ranges
 from hif.harness.stats import LatencyHistogram
 
 T0 = 1_764_201_600.0
@@ -110,8 +110,8 @@ def test_chat_headline_is_exact(basic: Path) -> None:
     assert (c["rate_4xx"], c["rate_5xx"]) == (pytest.approx(1 / 25), pytest.approx(3 / 25))
     assert c["error_classes"] == {"http_4xx": 1, "http_5xx": 3, "timeout": 1}
     # 24 answered (errors included): p50 is the 12th value, p95 the 23rd, p99 the 24th
-    assert c["latency_ms"] == {"count": 24, "p50": 0.8, "p95": 1.9, "p99": 2.0, "max": 2.0}
-    assert c["intended_latency_ms"]["p95"] == 2.401  # above 2048 us HDR buckets are 2 us wide: top of 2400
+    assert c["latency_ms"] == {"count": 24, "p50_ms": 0.8, "p95_ms": 1.9, "p99_ms": 2.0, "max_ms": 2.0}
+    assert c["intended_latency_ms"]["p95_ms"] == 2.401  # above 2048 us HDR buckets are 2 us wide: top of 2400
     assert c["rps"] == pytest.approx(25 / 24)  # first to last send
     encoded = LatencyHistogram.decode(build(basic)["histograms"]["chat.service"])
     assert (encoded.count, encoded.percentile(95)) == (24, 1.9)
@@ -122,8 +122,8 @@ def test_explanation_headline_is_exact(basic: Path) -> None:
     assert e["traces"] == 6
     assert e["states"] == {"complete": 3, "expired": 1, "failed": 1, "orphaned": 1}
     assert (e["expired_failed_rate"], e["orphaned_rate"]) == (pytest.approx(2 / 6), pytest.approx(1 / 6))
-    assert e["sla_ms"]["sentence"] == {"count": 2, "p50": 1.0, "p95": 2.0, "p99": 2.0, "max": 2.0}
-    assert e["sla_ms"]["token"]["p95"] == 1.5
+    assert e["sla_ms"]["sentence"] == {"count": 2, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 2.0, "max_ms": 2.0}
+    assert e["sla_ms"]["token"]["p95_ms"] == 1.5
     assert e["polls"] == 18
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hif.harness._report_cli import main
 from hif.harness.records import CHAT_FILE
+from hif.harness.report.cli import main
+from tests.schemas import validate_file
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -47,6 +48,7 @@ def test_cli_writes_files_and_prints_one_json_line(
     line = json.loads(capsys.readouterr().out)
     assert line["chat_requests"] == 100 and line["report_md"] == str(out / "report.md")
     assert (out / "report.json").exists() and (out / "report.md").exists()
+    validate_file(out / "report.json")
 
 
 @pytest.mark.parametrize(
@@ -54,7 +56,7 @@ def test_cli_writes_files_and_prints_one_json_line(
     [
         ([], "the following arguments are required: --results-dir"),
         (["--results-dir", "/nonexistent/dir"], "results dir /nonexistent/dir does not exist"),
-        (["--results-dir", ".", "--jobs", "-1"], "--jobs must be >= 0"),
+        (["--results-dir", ".", "--jobs", "-1"], "jobs: must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from hif.harness._report_hist import SparseHist, quantize_one, quantize_us, to_latency_histogram, to_us
+from hif.harness.report.hist import SparseHist, quantize_one, quantize_us, to_latency_histogram, to_us
 from hif.harness.stats import LatencyHistogram
 
 PCTS = (0.0, 1.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
@@ -58,12 +58,18 @@ def test_merge_is_exact_and_empty_is_none() -> None:
     merged = SparseHist.of_ms(a)
     merged += SparseHist.of_ms(b)
     assert merged.counts == SparseHist.of_ms(a + b).counts
-    assert SparseHist().summary() == {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    assert SparseHist().summary() == {
+        "count": 0,
+        "p50_ms": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+    }
 
 
 def test_small_values_are_exact() -> None:
     h = SparseHist.of_ms([i / 10 for i in range(1, 21)])  # 0.1 .. 2.0 ms: below 2048 us, 1 us buckets
-    assert h.summary() == {"count": 20, "p50": 1.0, "p95": 1.9, "p99": 2.0, "max": 2.0}
+    assert h.summary() == {"count": 20, "p50_ms": 1.0, "p95_ms": 1.9, "p99_ms": 2.0, "max_ms": 2.0}
     assert h.to_hdr().get_value_at_percentile(95) == 1900
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from hif.harness import report
-from hif.harness._report_metrics import parse_explainer, parse_gateway, snapshot
 from hif.harness.records import CHAT_FILE
+from hif.harness.report import run as report
+from hif.harness.report.metrics import parse_explainer, parse_gateway, snapshot
 from hif.metrics import ExplainerMetrics, GatewayMetrics
 from tests.conftest import free_port
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from hif import chaos
-from hif.harness import report
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE, SOAK_SUMMARY_FILE
+from hif.harness.report import run as report
+from tests.schemas import validate_file
 
 T0 = 1_764_201_600.0
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -96,6 +97,7 @@ def test_report_files_charts_and_sections(tmp_path: Path) -> None:
     out = tmp_path / "out"
     data = report.run_report(report.ReportSettings(results_dirs=(tmp_path,), out_dir=out, chaos_path=control))
     saved = json.loads((out / "report.json").read_text())
+    validate_file(out / "report.json")
     assert saved["schema"] == report.REPORT_SCHEMA and saved["chat"] == json.loads(json.dumps(data["chat"]))
     for name in ("chart_latency.png", "chart_sla.png", "chart_backpressure.png", "chart_soak.png"):
         assert (out / name).read_bytes().startswith(PNG), name

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hif.harness._soak_drift import (
+from hif.harness.soak.drift import (
     DRIFT,
     INSUFFICIENT,
     LEAK,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hif.errors import ConfigError
-from hif.harness._soak_plan import (
+from hif.harness.soak.plan import (
     ATTACH_RATE_MAX,
     ATTACH_RATE_MIN,
     PROFILES,
@@ -82,8 +82,9 @@ def test_tick_follows_elapsed_time_like_locust_load_shapes() -> None:
     assert s.tick(1800.0) is None and s.tick(-1.0) is None
 
 
-@pytest.mark.parametrize("bad", [{"hours": 0.0}, {"segment_minutes": -1.0}, {"concurrency_scale": 0.0},
-                                 {"spike_minutes": 0.0}])
+@pytest.mark.parametrize(
+    "bad", [{"hours": 0.0}, {"segment_minutes": -1.0}, {"concurrency_scale": 0.0}, {"spike_minutes": 0.0}]
+)
 def test_bad_values_fail_naming_the_key(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError) as info:
         schedule("spiky", **bad)

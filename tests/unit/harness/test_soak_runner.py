@@ -19,16 +19,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from hif.errors import HarnessError
-from hif.harness import _soak_cli as soak_cli
-from hif.harness import _soak_health as health
-from hif.harness._soak_drift import LEAK
-from hif.harness._summary import build_summary
-from hif.harness._tally import CHAT_SERVICE, SLA_SENTENCE, SLA_TOKEN, Tally
-from hif.harness.load import LoadSettings, LoadSummary
+from hif.harness import LoadSettings, LoadSummary
+from hif.harness.load.summary import build_summary
+from hif.harness.load.tally import CHAT_SERVICE, SLA_SENTENCE, SLA_TOKEN, Tally
 from hif.harness.records import CHAT_FILE, SOAK_SUMMARY_FILE
-from hif.harness.soak import SoakSettings, run_soak
+from hif.harness.soak import cli as soak_cli
+from hif.harness.soak import health
+from hif.harness.soak.drift import LEAK
+from hif.harness.soak.runner import SoakSettings, run_soak
 from hif.harness.stats import Interval, LatencyHistogram
 from hif.metrics import ExplainerMetrics, GatewayMetrics, WorkerProcessCollector, register_process_metrics
+from tests.schemas import validate_file
 
 MIB = 2**20
 REQUESTS = 50
@@ -38,8 +39,14 @@ SUMMARIES: dict[tuple[Any, ...], dict[str, Any]] = {}
 class FakeLoad:
     """run_load's stand-in: one segment per call; can crash or be stopped at a given call."""
 
-    def __init__(self, *, t0: float = 1_800_000_000.0, latency_ms: Callable[[int], float] = lambda i: 100.0,
-                 crash_at: int | None = None, stop_at: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        t0: float = 1_800_000_000.0,
+        latency_ms: Callable[[int], float] = lambda i: 100.0,
+        crash_at: int | None = None,
+        stop_at: int | None = None,
+    ) -> None:
         self.now, self.latency_ms = t0, latency_ms
         self.crash_at, self.stop_at = crash_at, stop_at
         self.calls: list[LoadSettings] = []
@@ -76,17 +83,28 @@ class FakeLoad:
         tally = Tally(start, settings.bucket_seconds)
         bucket = tally.bucket(start)
         traces = round(REQUESTS * settings.attach_rate)
-        bucket.counts.update({"requests": REQUESTS, "ok": REQUESTS - 1, "status:200": REQUESTS - 1,
-                              "status:503": 1, "traces": traces, "state:complete": traces - 1,
-                              "state:expired": 1})
+        bucket.counts.update(
+            {
+                "requests": REQUESTS,
+                "ok": REQUESTS - 1,
+                "status:200": REQUESTS - 1,
+                "status:503": 1,
+                "traces": traces,
+                "state:complete": traces - 1,
+                "state:expired": 1,
+            }
+        )
         chat, sentence, token = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
         for _ in range(REQUESTS - 1):
             chat.record(self.latency_ms(call))
         for _ in range(traces - 1):
             (token if settings.granularity == "token" else sentence).record(900.0)
         end = start + settings.duration_seconds
-        intervals = [Interval(tag, start, end, h) for tag, h in
-                     ((CHAT_SERVICE, chat), (SLA_SENTENCE, sentence), (SLA_TOKEN, token)) if h.count]
+        intervals = [
+            Interval(tag, start, end, h)
+            for tag, h in ((CHAT_SERVICE, chat), (SLA_SENTENCE, sentence), (SLA_TOKEN, token))
+            if h.count
+        ]
         tally.close_bucket(bucket, intervals)
         return build_summary(tally, settings, started_s=start, ended_s=end, meta={"run_id": settings.run_id})
 
@@ -108,8 +126,14 @@ class FakeMetrics:
 
 
 def settings(tmp_path: Path, **kw: Any) -> SoakSettings:
-    base = dict(base_url="http://127.0.0.1:8080", hours=1.0, segment_minutes=10.0, profile="spiky",
-                concurrency_scale=0.01, results_dir=tmp_path)  # six segments of 10 min, on a virtual clock
+    base = dict(
+        base_url="http://127.0.0.1:8080",
+        hours=1.0,
+        segment_minutes=10.0,
+        profile="spiky",
+        concurrency_scale=0.01,
+        results_dir=tmp_path,
+    )  # six segments of 10 min, on a virtual clock
     return SoakSettings(**{**base, **kw})
 
 
@@ -137,6 +161,7 @@ def test_segments_follow_the_plan_and_feed_the_load_runner(tmp_path: Path) -> No
 def test_summary_holds_the_time_series_health_and_a_leak_finding(tmp_path: Path) -> None:
     summary = soak(settings(tmp_path), FakeLoad())
     assert json.loads((tmp_path / SOAK_SUMMARY_FILE).read_text()) == json.loads(json.dumps(summary))
+    validate_file(tmp_path / SOAK_SUMMARY_FILE)
     series = summary["series"]
     assert series["segment"] == [1, 2, 3, 4, 5, 6]
     assert series["phase"] == ["high", "low"] * 3
@@ -144,8 +169,10 @@ def test_summary_holds_the_time_series_health_and_a_leak_finding(tmp_path: Path)
     assert series["chat_p95_ms"] == [pytest.approx(100.0, rel=0.01)] * 6
     assert series["chat_rate_5xx"] == [pytest.approx(1 / REQUESTS)] * 6
     assert series["sentence_p95_ms"][4] is None and series["token_p95_ms"][4] == pytest.approx(900, rel=0.01)
-    assert all(r == pytest.approx(1 / round(REQUESTS * a), abs=1e-5) for r, a in
-               zip(series["expired_failed_rate"], series["attach_rate"], strict=True))
+    assert all(
+        r == pytest.approx(1 / round(REQUESTS * a), abs=1e-5)
+        for r, a in zip(series["expired_failed_rate"], series["attach_rate"], strict=True)
+    )
     assert series["explainer_rss_bytes"] == [400 * MIB + 50 * MIB * i for i in range(2, 8)]
     assert series["t_h"] == pytest.approx([i / 6 for i in range(1, 7)])
     seg = summary["segments"][0]
@@ -215,7 +242,10 @@ def test_unreachable_metrics_are_recorded_and_the_soak_goes_on(tmp_path: Path) -
     summary = soak(settings(tmp_path), FakeLoad(), fetch=refuse)
     assert summary["status"] == "finished"
     assert summary["segments"][0]["health"]["gateway"] == {
-        "ok": False, "url": "http://127.0.0.1:9091/metrics", "error": "OSError: connection refused"}
+        "ok": False,
+        "url": "http://127.0.0.1:9091/metrics",
+        "error": "OSError: connection refused",
+    }
     assert summary["series"]["gateway_rss_bytes"] == [None] * 6
     assert summary["drift"]["series"]["gateway_rss_bytes"]["verdict"] == "insufficient-data"
 
@@ -240,7 +270,9 @@ def test_health_parses_real_exposition_text() -> None:
 
 def test_metrics_urls_default_to_the_base_url_host() -> None:
     assert health.default_metrics_urls("http://10.0.0.5:8080") == (
-        "http://10.0.0.5:9091/metrics", "http://10.0.0.5:9090/metrics")
+        "http://10.0.0.5:9091/metrics",
+        "http://10.0.0.5:9090/metrics",
+    )
     s = SoakSettings(base_url="http://gw:8080", metrics_url_explainer="http://ex:9999/metrics")
     assert s.metrics_urls() == {"gateway": "http://gw:9091/metrics", "explainer": "http://ex:9999/metrics"}
 
@@ -250,7 +282,8 @@ def test_cli_turns_bad_input_into_one_line_and_exit_code_2(
 ) -> None:
     assert soak_cli.main(["--resume", "--results-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"hif: --resume: no soak_summary.json in {tmp_path} (nothing to resume)"]
+        f"hif: --resume: no soak_summary.json in {tmp_path} (nothing to resume)"
+    ]
     assert soak_cli.main(["--hours", "0"]) == 2
     assert "hours: must be > 0" in capsys.readouterr().err
     assert soak_cli.main(["--slo", "p42=1"]) == 2

@@ -1,6 +1,6 @@
 """The soak part of the report: its per-segment series, the segments that broke an SLO, drift verdicts.
 
-Reads ``soak_summary.json`` (schema ``hif.soak.v1``, written by :mod:`hif.harness.soak`):
+Reads ``soak_summary.json`` (schema ``hif.soak.v1``, written by :mod:`hif.harness.soak.runner`):
 ``series`` (parallel arrays, ``t_h`` plus one list per figure), ``segments`` (each with ``chat``,
 ``explanations`` and ``slo_breaches``), ``slo`` (thresholds) and ``drift``. The file is read
 defensively: a field that is missing or of another shape is left out, never fatal.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hif.harness._report_build import DEFAULT_SLOS
+from hif.harness.report.sections import DEFAULT_SLOS
 
 
 def _map(x: Any) -> Mapping[str, Any]:
@@ -45,10 +45,10 @@ def _segment_values(seg: Mapping[str, Any]) -> dict[str, float | None]:
     sla = _map(expl.get("sla_ms"))
 
     def p95(h: Any) -> float | None:
-        return _number(h.get("p95_ms", h.get("p95"))) if isinstance(h, Mapping) else None
+        return _number(h.get("p95_ms")) if isinstance(h, Mapping) else None
 
     return {
-        "chat_p95_ms": _number(lat.get("p95_ms", lat.get("p95"))) if lat else _number(chat.get("p95_ms")),
+        "chat_p95_ms": _number(lat.get("p95_ms")) if lat else _number(chat.get("p95_ms")),
         "error_rate": _number(chat.get("error_rate")),
         "sentence_p95_ms": p95(sla.get("sentence")),
         "token_p95_ms": p95(sla.get("token")),

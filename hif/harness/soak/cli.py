@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hif.config import add_options, build
 from hif.errors import HifError
 from hif.harness.client import new_event_loop
 from hif.harness.records import SOAK_SUMMARY_FILE
-from hif.harness.soak import SoakSettings, run_soak
+from hif.harness.soak.runner import SoakSettings, run_soak
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -29,21 +30,34 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 def parser(prog: str = "hif soak") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Soak a gateway with rotating load segments.")
     add_options(p, SoakSettings)
-    p.add_argument("--slo", action="append", default=[], metavar="NAME=VALUE",
-                   help="override an SLO used to flag segments: chat_p95_ms (500), error_rate (0.01), "
-                        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05)")
+    p.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an SLO used to flag segments: chat_p95_ms (500), error_rate (0.01), "
+        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05)",
+    )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [soak])")
     return p
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> SoakSettings:
+    """Flags > ``HIF_*`` env (``os.environ`` unless given) > ``--config`` file > defaults."""
+    return dataclasses.replace(build(SoakSettings, cli=args, env=env, file=args.config), slo=tuple(args.slo))
 
 
 def stdout_line(summary: dict[str, Any]) -> dict[str, Any]:
     """One JSON line at the end: where the soak got to and what the drift analysis found."""
     drift = summary.get("drift", {})
     return {
-        "status": summary["status"], "profile": summary["plan"]["profile"],
-        "segments_done": len(summary["segments"]), "segments_planned": summary["plan"]["segments"],
+        "status": summary["status"],
+        "profile": summary["plan"]["profile"],
+        "segments_done": len(summary["segments"]),
+        "segments_planned": summary["plan"]["segments"],
         "segments_breaching_slo": sum(1 for s in summary["segments"] if s["slo_breaches"]),
-        "verdict": drift.get("overall"), "findings": drift.get("findings", []),
+        "verdict": drift.get("overall"),
+        "findings": drift.get("findings", []),
     }
 
 
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None, prog: str = "hif soak") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop = new_event_loop()
     try:
-        settings = dataclasses.replace(build(SoakSettings, cli=args, file=args.config), slo=tuple(args.slo))
+        settings = settings_from_args(args)
         summary = loop.run_until_complete(_run(settings))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)

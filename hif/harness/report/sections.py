@@ -7,9 +7,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from hif.harness._report_hist import SparseHist, to_latency_histogram
-from hif.harness._report_scan import CHAT, EXPLANATION, Partial
-from hif.harness._report_windows import Parts, Window
+from hif.harness.report.hist import SparseHist, to_latency_histogram
+from hif.harness.report.scan import CHAT, EXPLANATION, Partial
+from hif.harness.report.windows import Parts, Window
 
 DEFAULT_SLOS = {
     "chat_p95_ms": 500.0,
@@ -183,9 +183,9 @@ def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
         "requests": c["requests"],
         "rps": c["rps"],
         "error_rate": c["error_rate"],
-        "p50_ms": c["latency_ms"]["p50"],
-        "p95_ms": c["latency_ms"]["p95"],
-        "intended_p95_ms": c["intended_latency_ms"]["p95"],
+        "p50_ms": c["latency_ms"]["p50_ms"],
+        "p95_ms": c["latency_ms"]["p95_ms"],
+        "intended_p95_ms": c["intended_latency_ms"]["p95_ms"],
         "admissions": c["admissions"],
     }
 
@@ -193,8 +193,8 @@ def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
 def _brief_expl(e: dict[str, Any]) -> dict[str, Any]:
     return {
         "traces": e["traces"],
-        "sentence_p95_ms": e["sla_ms"]["sentence"]["p95"],
-        "token_p95_ms": e["sla_ms"]["token"]["p95"],
+        "sentence_p95_ms": e["sla_ms"]["sentence"]["p95_ms"],
+        "token_p95_ms": e["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": e["expired_failed_rate"],
     }
 
@@ -284,14 +284,14 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             ("t", t0 + tb * bucket_s),
             ("chat_requests", c["requests"]),
             ("chat_rps", c["rps"]),
-            ("chat_p50_ms", c["latency_ms"]["p50"]),
-            ("chat_p95_ms", c["latency_ms"]["p95"]),
-            ("chat_intended_p95_ms", c["intended_latency_ms"]["p95"]),
+            ("chat_p50_ms", c["latency_ms"]["p50_ms"]),
+            ("chat_p95_ms", c["latency_ms"]["p95_ms"]),
+            ("chat_intended_p95_ms", c["intended_latency_ms"]["p95_ms"]),
             ("chat_error_rate", c["error_rate"]),
             ("chat_4xx_rate", c["rate_4xx"]),
             ("chat_5xx_rate", c["rate_5xx"]),
-            ("sentence_p95_ms", e["sla_ms"]["sentence"]["p95"]),
-            ("token_p95_ms", e["sla_ms"]["token"]["p95"]),
+            ("sentence_p95_ms", e["sla_ms"]["sentence"]["p95_ms"]),
+            ("token_p95_ms", e["sla_ms"]["token"]["p95_ms"]),
             ("expired_failed_rate", e["expired_failed_rate"]),
             ("traces", e["traces"]),
         ):
@@ -341,10 +341,10 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
     targets = targets or dict(DEFAULT_SLOS)
     chat, expl = head["chat"], head["explanations"]
     values = {
-        "chat_p95_ms": chat["latency_ms"]["p95"],
+        "chat_p95_ms": chat["latency_ms"]["p95_ms"],
         "error_rate": chat["error_rate"],
-        "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95"],
-        "token_p95_ms": expl["sla_ms"]["token"]["p95"],
+        "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
+        "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
     gates = [

@@ -99,7 +99,7 @@ def _chat(d: Mapping[str, Any]) -> list[str]:
     out += table(
         ("view", "count", "p50", "p95", "p99", "max"),
         [
-            (n, f"{h['count']:,}", _ms(h["p50"]), _ms(h["p95"]), _ms(h["p99"]), _ms(h["max"]))
+            (n, f"{h['count']:,}", _ms(h["p50_ms"]), _ms(h["p95_ms"]), _ms(h["p99_ms"]), _ms(h["max_ms"]))
             for n, h in (("service", s), ("intended start", i))
         ],
     )
@@ -121,7 +121,7 @@ def _explanations(d: Mapping[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        (g, f"{h['count']:,}", _ms(h["p50"]), _ms(h["p95"]), _ms(h["p99"]), _ms(h["max"]))
+        (g, f"{h['count']:,}", _ms(h["p50_ms"]), _ms(h["p95_ms"]), _ms(h["p99_ms"]), _ms(h["max_ms"]))
         for g, h in e["sla_ms"].items()
     ]
     out += table(("granularity", "complete", "p50", "p95", "p99", "max"), rows)
@@ -129,7 +129,7 @@ def _explanations(d: Mapping[str, Any]) -> list[str]:
     if bounds:
         out += [
             "Polling bound (how late the terminal state may have been seen): "
-            + ", ".join(f"{g} p95 {_ms(h['p95'])} ms" for g, h in bounds.items()),
+            + ", ".join(f"{g} p95 {_ms(h['p95_ms'])} ms" for g, h in bounds.items()),
             "",
         ]
     if e["states"]:

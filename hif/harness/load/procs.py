@@ -27,13 +27,14 @@ import orjson
 
 from hif.errors import HarnessError
 from hif.harness import records
-from hif.harness._live import LiveView
-from hif.harness._preflight import preflight
-from hif.harness._results import ResultFiles, copy_chaos_events, write_summary
-from hif.harness._summary import build_summary
-from hif.harness._tally import Bucket, Tally
 from hif.harness.client import HttpClient, new_event_loop
-from hif.harness.load import LoadSettings, LoadSummary, TickCallback, local_share
+from hif.harness.load.engine import Engine
+from hif.harness.load.live import LiveView
+from hif.harness.load.preflight import preflight
+from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
+from hif.harness.load.settings import LoadSettings, local_share
+from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
+from hif.harness.load.tally import Bucket, Tally
 
 TALLY_FILE = "tally.json"
 JOIN_GRACE_S = 30.0
@@ -56,7 +57,6 @@ def child_settings(settings: LoadSettings, k: int, directory: Path, run_id: str)
 
 def _child(settings: LoadSettings, t0_s: float, k: int, ticks: Any) -> None:
     """Child process body: run one engine, stop on SIGINT/SIGTERM, leave the tally on disk."""
-    from hif.harness._engine import Engine
 
     def send(bucket: Bucket, polls_in_flight: int, chaos: list[str]) -> None:
         ticks.put((k, bucket.to_json(), polls_in_flight, list(chaos)))

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+import typing
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
 
 from hif.errors import LoadClientError
 from hif.harness import records
-from hif.harness._tally import POLL, SLA_BOUND, SLA_SENTENCE, SLA_TOKEN
 from hif.harness.client import HttpClient
-
-if TYPE_CHECKING:
-    from hif.harness._engine import Engine
+from hif.harness.load.settings import PollPolicy
 
 TERMINAL = ("complete", "failed", "expired", "shed")
 BACKOFF = 1.5
@@ -35,13 +36,30 @@ class _Trace:
         self.polls = 0
 
 
+class TraceOutcome(Protocol):
+    """What the poller reports to (the engine's bookkeeping), as the chat lane reports to ``Outcome``."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    def wall(self, mono: float) -> float: ...
+
+    def polled(self, latency_ms: float, *, error: bool) -> None: ...
+
+    def traced(
+        self, record: records.ExplanationRecord, sla_ms: float | None, bound_ms: float | None
+    ) -> None: ...
+
+
 class Poller:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
-        s = engine.s
-        size = min(MAX_POOL, max(4, engine.share.workers)) if s.attach_rate > 0 else 0
+    def __init__(
+        self, policy: PollPolicy, out: TraceOutcome, client: Callable[[], HttpClient], pool_size: int
+    ) -> None:
+        """``pool_size`` connections made by ``client`` (0 when the run attaches no explanations)."""
+        self.policy, self.out = policy, out
+        size = min(MAX_POOL, max(4, pool_size)) if pool_size else 0
         self.pool: asyncio.Queue[HttpClient] = asyncio.Queue()
-        self.clients = [engine.client() for _ in range(size)]
+        self.clients = [client() for _ in range(size)]
         for c in self.clients:
             self.pool.put_nowait(c)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -74,9 +92,9 @@ class Poller:
         return trace_id, state
 
     async def _follow(self, t: _Trace) -> None:
-        s = self.e.s
-        deadline = t.answered + s.poll_deadline_seconds
-        delay = s.poll_initial_ms / 1000.0
+        policy = self.policy
+        deadline = t.answered + policy.deadline_s
+        delay = policy.initial_ms / 1000.0
         self.in_flight += 1
         try:
             while True:
@@ -87,7 +105,7 @@ class Poller:
                         "orphaned",
                         time.monotonic(),
                         None,
-                        f"no terminal state within {s.poll_deadline_seconds:g}s",
+                        f"no terminal state within {policy.deadline_s:g}s",
                     )
                     return
                 status, body = await self._get(f"/v1/traces/{t.trace_id}/status")
@@ -99,7 +117,7 @@ class Poller:
                     self._finish(t, state, now, body, None, graph_ok=graph_ok)
                     return
                 t.last = now
-                delay = min(delay * BACKOFF, s.poll_max_ms / 1000.0)
+                delay = min(delay * BACKOFF, policy.max_ms / 1000.0)
         except asyncio.CancelledError:
             self._finish(t, "orphaned", time.monotonic(), None, "the run stopped before a terminal state")
         finally:
@@ -107,18 +125,16 @@ class Poller:
 
     async def _get(self, path: str) -> tuple[int, Any]:
         client = await self.pool.get()
-        e = self.e
         t0 = time.monotonic()
+        error = True
         try:
             resp = await client.request("GET", path)
-            e.cur.counts["polls"] += 1
+            error = False
             return resp.status, _json(resp.body) if resp.status < 500 else None
         except LoadClientError:
-            e.cur.counts["polls"] += 1
-            e.cur.counts["poll_errors"] += 1
             return 0, None
         finally:
-            e.recorder.record(POLL, (time.monotonic() - t0) * 1000.0)
+            self.out.polled((time.monotonic() - t0) * 1000.0, error=error)
             self.pool.put_nowait(client)
 
     async def _graph_ok(self, t: _Trace) -> bool:
@@ -128,38 +144,31 @@ class Poller:
     def _finish(
         self, t: _Trace, state: str, at: float, body: Any, error: str | None, graph_ok: bool | None = None
     ) -> None:
-        e = self.e
-        counts = e.cur.counts
-        counts["traces"] += 1
-        counts[f"state:{state}"] += 1
         sla_ms = (at - t.answered) * 1000.0 if state != "orphaned" else None
         bound_ms = (at - t.last) * 1000.0 if sla_ms is not None else None
-        if state == "complete" and sla_ms is not None and bound_ms is not None:
-            e.recorder.record(SLA_TOKEN if t.granularity == "token" else SLA_SENTENCE, sla_ms)
-            e.recorder.record(SLA_BOUND, bound_ms)
         body = body if isinstance(body, dict) else {}
         gran = body.get("granularity")
-        e.files.explanation_line(
-            {
-                "v": records.EXPLANATION_SCHEMA,
-                "ts": round(e.wall(t.answered), 6),
-                "trace_id": t.trace_id or None,
-                "tenant": e.s.tenant_id,
-                "granularity": t.granularity,
-                "resolved_granularity": gran.get("resolved") if isinstance(gran, dict) else gran,
-                "state": state,
-                "sla_ms": _round(sla_ms),
-                "sla_bound_ms": _round(bound_ms),
-                "polls": t.polls,
-                "graph_ok": graph_ok,
-                "degraded": body.get("degraded") or [],
-                "attribution": body.get("attribution"),
-                "error": error or body.get("error") or body.get("reason"),
-                "chaos": t.chaos,
-                "shard": e.s.shard,
-                "run": e.run_id,
-            }
-        )
+        out, policy = self.out, self.policy
+        record: records.ExplanationRecord = {
+            "v": records.EXPLANATION_SCHEMA,
+            "ts": round(out.wall(t.answered), 6),
+            "trace_id": t.trace_id or None,
+            "tenant": policy.tenant_id,
+            "granularity": t.granularity,
+            "resolved_granularity": gran.get("resolved") if isinstance(gran, dict) else gran,
+            "state": typing.cast(records.ExplanationState, state),
+            "sla_ms": _round(sla_ms),
+            "sla_bound_ms": _round(bound_ms),
+            "polls": t.polls,
+            "graph_ok": graph_ok,
+            "degraded": body.get("degraded") or [],
+            "attribution": body.get("attribution"),
+            "error": error or body.get("error") or body.get("reason"),
+            "chaos": t.chaos,
+            "shard": policy.shard,
+            "run": out.run_id,
+        }
+        out.traced(record, sla_ms, bound_ms)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for open traces; the rest end ``orphaned``; close the pool."""
@@ -182,8 +191,6 @@ def _state_of(status: int, body: Any) -> str | None:
 
 
 def _json(body: bytes) -> Any:
-    import orjson
-
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

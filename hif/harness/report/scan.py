@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hif.harness._report_hist import quantize_us, to_us
+from hif.harness.report.hist import quantize_us, to_us
 
 CHAT = "chat"
 EXPLANATION = "explanation"

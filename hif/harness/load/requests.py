@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from hif.harness._pacing import parse_shard
 from hif.harness.client import HttpClient
-from hif.harness.load import MIX_TOKEN_SHARE, LoadSettings
+from hif.harness.load.pacing import parse_shard
+from hif.harness.load.settings import MIX_TOKEN_SHARE, RequestMix
 
 PROMPTS = (
     "Summarise why the sky looks blue in two sentences.",
@@ -29,7 +29,7 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 class ChatRequests:
-    def __init__(self, settings: LoadSettings) -> None:
+    def __init__(self, settings: RequestMix) -> None:
         self.s = settings
         self.headers: dict[str, str] = {"content-type": "application/json"}
         if settings.auth_token:

@@ -1,6 +1,6 @@
 """One process's load run: workers, the pacer, the ticker, and the files they feed.
 
-The workers live in the callback-driven chat lane (``_lane.py``). Closed loop: ``concurrency``
+The workers live in the callback-driven chat lane (``load/lane.py``). Closed loop: ``concurrency``
 workers each send, wait for the answer, send again; with ``--rps-limit`` they take slots from one
 shared :class:`TokenBucket`. Open loop (``--arrival-rate``): a dispatcher hands schedule slots to
 idle workers, or queues them; a slot older than the request timeout when a worker reaches it is
@@ -15,23 +15,35 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from hif.chaos import ChaosReader
 from hif.harness import records
-from hif.harness._lane import Lane, Worker
-from hif.harness._live import LiveView
-from hif.harness._pacing import TokenBucket, arrivals
-from hif.harness._polling import Poller
-from hif.harness._preflight import preflight
-from hif.harness._requests import ChatRequests
-from hif.harness._results import ResultFiles, copy_chaos_events, write_summary
-from hif.harness._summary import build_summary
-from hif.harness._tally import CHAT_INTENDED, CHAT_SERVICE, LOOP_LAG, SEND_LAG, Bucket, Tally
 from hif.harness.client import HttpClient
-from hif.harness.load import LoadSettings, LoadSummary, TickCallback, local_share
+from hif.harness.load.lane import Lane, Worker
+from hif.harness.load.live import LiveView
+from hif.harness.load.pacing import TokenBucket, arrivals
+from hif.harness.load.polling import Poller
+from hif.harness.load.preflight import preflight
+from hif.harness.load.requests import ChatRequests
+from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
+from hif.harness.load.settings import LoadSettings, local_share
+from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
+from hif.harness.load.tally import (
+    CHAT_INTENDED,
+    CHAT_SERVICE,
+    LOOP_LAG,
+    POLL,
+    SEND_LAG,
+    SLA_BOUND,
+    SLA_SENTENCE,
+    SLA_TOKEN,
+    Bucket,
+    Tally,
+)
+from hif.harness.records import ChatRecord, ErrorClass, ExplanationRecord, Granularity
 from hif.harness.stats import Interval, IntervalRecorder
 
 TICK_S = 0.1
@@ -55,7 +67,7 @@ class Engine:
         self.on_bucket = on_bucket  # a --processes child sends each bucket to its parent
         self._t0_s = t0_s  # a parent process aligns its children's buckets by passing one start
         self.share = local_share(settings)
-        self.requests = ChatRequests(settings)
+        self.requests = ChatRequests(settings.request_mix())
         self._chaos = ChaosReader()
         self.chaos_flags: list[str] = []
         self._stopping = False
@@ -85,7 +97,9 @@ class Engine:
         self._late_s = s.late_ms / 1000.0
         self._write = self.files.chat.write
         self._bind_hot()
-        self.poller = Poller(self)
+        self.poller = Poller(
+            s.poll_policy(), self, self.client, self.share.workers if s.attach_rate > 0 else 0
+        )
         self.live = LiveView(s.live, title=f"hif load {self.run_id} (last {s.bucket_seconds:g} s)")
         self.chaos_flags = sorted(self._chaos.active())
         self._line = self._line_template()
@@ -208,7 +222,7 @@ class Engine:
 
     def _chat_details(
         self,
-        line: dict[str, Any],
+        line: ChatRecord,
         w: Worker,
         error_class: str | None,
         error: str | None,
@@ -222,7 +236,7 @@ class Engine:
             line["late"] = True
         if w.attached:
             counts["attached"] += 1
-            line["attached"], line["granularity"] = True, w.granularity
+            line["attached"], line["granularity"] = True, cast(Granularity, w.granularity)
             if error_class is None:
                 try:
                     answer = orjson.loads(body)
@@ -234,7 +248,7 @@ class Engine:
         if error_class is not None:
             counts[f"class:{error_class}"] += 1
             self._errors += 1
-            line["error_class"], line["error"] = error_class, error
+            line["error_class"], line["error"] = cast(ErrorClass, error_class), error
 
     def _bind_hot(self) -> None:
         """Point the hot path at this interval's histograms and a fresh per-bucket status list."""
@@ -259,7 +273,7 @@ class Engine:
         if len(statuses) - self._errors:
             counts["ok"] += len(statuses) - self._errors
 
-    def _line_template(self) -> dict[str, Any]:
+    def _line_template(self) -> ChatRecord:
         """A chat record with this run's constants and the common case's values."""
         return {
             "v": records.CHAT_SCHEMA,
@@ -281,13 +295,31 @@ class Engine:
             "run": self.run_id,
         }
 
+    # --- the poller's outcomes (polling.TraceOutcome) -------------------------------------
+    def polled(self, latency_ms: float, *, error: bool) -> None:
+        counts = self.cur.counts
+        counts["polls"] += 1
+        if error:
+            counts["poll_errors"] += 1
+        self.recorder.record(POLL, latency_ms)
+
+    def traced(self, record: ExplanationRecord, sla_ms: float | None, bound_ms: float | None) -> None:
+        counts = self.cur.counts
+        counts["traces"] += 1
+        counts[f"state:{record['state']}"] += 1
+        if record["state"] == "complete" and sla_ms is not None and bound_ms is not None:
+            self.recorder.record(SLA_TOKEN if record["granularity"] == "token" else SLA_SENTENCE, sla_ms)
+            self.recorder.record(SLA_BOUND, bound_ms)
+        self.files.explanation_line(record)
+
     def dropped(self, slot: float, why: str) -> None:
         counts = self.cur.counts
         counts["requests"] += 1
         counts["status:0"] += 1
         counts["class:dropped"] += 1
         line = self._line_template()
-        line.update(intended_ts=self.wall(slot), error_class="dropped", error=why, late=True)
+        line["intended_ts"], line["error_class"], line["error"] = self.wall(slot), "dropped", why
+        line["late"] = True
         self.files.chat_line(line)
 
     # --- the ticker: loop lag, chaos flags, buckets ---------------------------------------

@@ -1,10 +1,20 @@
-"""summary.json from a :class:`~hif.harness._tally.Tally`: rates, percentiles, SLO gates, validity."""
+"""summary.json from a :class:`~hif.harness.load.tally.Tally`: rates, percentiles, SLO gates, validity."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from hif.harness._tally import (
+from hif.harness.load.settings import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    LoadSettings,
+    Share,
+    local_share,
+)
+from hif.harness.load.tally import (
     CHAT_INTENDED,
     CHAT_SERVICE,
     LOOP_LAG,
@@ -17,10 +27,8 @@ from hif.harness._tally import (
     _rate,
     _sum_status,
 )
-from hif.harness.load import EXIT_INVALID, EXIT_OK, EXIT_SLO_FAILED, LoadSettings, Share, local_share
-from hif.harness.records import EXPLANATION_STATES
+from hif.harness.records import EXPLANATION_STATES, SUMMARY_SCHEMA
 
-SUMMARY_SCHEMA = "hif.summary.v1"
 # The generator was the bottleneck when its own loop woke this late (p99) ...
 MAX_LOOP_LAG_P99_MS = 100.0
 # ... or it achieved under this share of the asked rate while sends were on time, ...
@@ -28,6 +36,33 @@ MIN_ACHIEVED_SHARE = 0.8
 MAX_LATE_SHARE = 0.1
 # ... or a free worker sent this much later than its slot (p99).
 MAX_SEND_LAG_P99_MS = 50.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSummary:
+    """The result of one run: ``data`` is exactly what summary.json holds."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.data["exit_code"])
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.data["generator"]["valid"])
+
+    @property
+    def slo_passed(self) -> bool:
+        return bool(self.data["slo"]["pass"])
+
+    @property
+    def buckets(self) -> list[dict[str, Any]]:
+        return list(self.data["buckets"])
+
+
+# Called with each finished time bucket (the same dict as ``summary["buckets"][i]``).
+TickCallback = Callable[[dict[str, Any]], None]
 
 
 def build_summary(

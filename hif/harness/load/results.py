@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,10 +45,10 @@ class ResultFiles:
     def _open(self, name: str, mode: str) -> IO[str]:
         return open(self.dir / name, mode, buffering=BUFFER_BYTES, encoding="utf-8")
 
-    def chat_line(self, record: dict[str, Any]) -> None:
+    def chat_line(self, record: Mapping[str, Any]) -> None:
         self.chat.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
-    def explanation_line(self, record: dict[str, Any]) -> None:
+    def explanation_line(self, record: Mapping[str, Any]) -> None:
         self.explanations.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def intervals(self, intervals: Iterable[Interval]) -> None:

@@ -10,7 +10,7 @@ keep-alive connection, a back-off after a refused connect) leave the callback.
 Pacing decides *when* each request is meant to start:
 
 * closed loop: a worker sends again as soon as it has its answer, or at its next slot from the
-  shared :class:`~hif.harness._pacing.TokenBucket` when ``--rps-limit`` is set;
+  shared :class:`~hif.harness.load.pacing.TokenBucket` when ``--rps-limit`` is set;
 * open loop: :meth:`Lane.offer` hands each schedule slot to an idle worker, or queues it; a slot
   that waited longer than the request timeout for a free worker is dropped.
 
@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutError, LoadClientError
-from hif.harness._pacing import TokenBucket
-from hif.harness._requests import ChatRequests
 from hif.harness.client import BareHttpProtocol, Response
+from hif.harness.load.pacing import TokenBucket
+from hif.harness.load.requests import ChatRequests
 
 SWEEP_S = 0.02  # request timeouts are checked this often (one timer for the whole lane)
 CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection

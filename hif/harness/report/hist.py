@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from hif.harness.records import ReportPercentiles
 from hif.harness.stats import LatencyHistogram
 
 LOWEST_US = 1
@@ -101,10 +102,16 @@ class SparseHist:
     def percentile_ms(self, pct: float) -> float | None:
         return self.percentiles_ms([pct])[pct]
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> ReportPercentiles:
         """count, p50/p95/p99 and max (all in ms) for report.json."""
         p = self.percentiles_ms([50.0, 95.0, 99.0, 100.0])
-        return {"count": self.total, "p50": p[50.0], "p95": p[95.0], "p99": p[99.0], "max": p[100.0]}
+        return {
+            "count": self.total,
+            "p50_ms": p[50.0],
+            "p95_ms": p[95.0],
+            "p99_ms": p[99.0],
+            "max_ms": p[100.0],
+        }
 
     def to_hdr(self) -> HdrHistogram:
         """The same counts in a real HdrHistogram (for its encoder and the cross-check in tests)."""

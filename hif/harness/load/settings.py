@@ -1,13 +1,8 @@
-"""The load runner's library API: settings, one run, its summary and exit code.
+"""The load run's settings, and the narrow views of them that each part of the runner takes.
 
->>> settings = LoadSettings(base_url="http://127.0.0.1:8080", concurrency=8,   # doctest: +SKIP
-...                         duration_seconds=10, attach_rate=0.3, results_dir=Path("/tmp/r"))
->>> summary = run_load_sync(settings)                                          # doctest: +SKIP
->>> summary.exit_code, summary.data["chat"]["latency_ms"]["p95_ms"]            # doctest: +SKIP
-
-``run_load`` is also what the soak runner calls in-process, segment after segment: pass
-``append=True`` (files grow instead of being truncated) and a ``run_id`` per segment; each
-returned :class:`LoadSummary` carries its own per-``bucket_seconds`` time series.
+:class:`LoadSettings` is the whole run (every field a CLI flag, ``HIF_*`` env var and file key).
+The parts get only what they use: the chat requests a :class:`RequestMix`, the trace poller a
+:class:`PollPolicy`, the pacing a :class:`Share` of this shard's workers and rates.
 
 Exit codes: 0 ok, 1 an SLO gate failed, 2 pre-flight or configuration error (raised as
 :class:`~hif.errors.HarnessError`), 3 the run is invalid because the generator was the bottleneck.
@@ -15,16 +10,14 @@ Exit codes: 0 ok, 1 an SLO gate failed, 2 pre-flight or configuration error (rai
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import typing
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hif.config import option, positive
 from hif.errors import ConfigError
-from hif.harness._pacing import parse_shard, share
+from hif.harness.load.pacing import parse_shard, share
 
 GRANULARITIES = ("sentence", "token", "mix")
 ARRIVALS = ("constant", "poisson")
@@ -129,6 +122,29 @@ class LoadSettings:
     def open_loop(self) -> bool:
         return self.arrival_rate > 0
 
+    def request_mix(self) -> RequestMix:
+        return RequestMix(
+            base_url=self.base_url,
+            auth_token=self.auth_token,
+            tenant_id=self.tenant_id,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            features=self.features,
+            attach_rate=self.attach_rate,
+            granularity=self.granularity,
+            seed=self.seed,
+            shard=self.shard,
+        )
+
+    def poll_policy(self) -> PollPolicy:
+        return PollPolicy(
+            initial_ms=self.poll_initial_ms,
+            max_ms=self.poll_max_ms,
+            deadline_s=self.poll_deadline_seconds,
+            tenant_id=self.tenant_id,
+            shard=self.shard,
+        )
+
     def public(self) -> dict[str, Any]:
         """Settings as stored in summary.json (the token is never written to disk)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -137,6 +153,33 @@ class LoadSettings:
         if data.get("auth_token"):
             data["auth_token"] = "***"
         return data
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RequestMix:
+    """What the chat requests are made of: target, headers, body fields and the per-request draws."""
+
+    base_url: str
+    auth_token: str | None
+    tenant_id: str | None
+    model: str
+    max_tokens: int
+    features: str
+    attach_rate: float
+    granularity: str
+    seed: int
+    shard: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PollPolicy:
+    """How one attached trace is followed, and the labels its explanation record carries."""
+
+    initial_ms: float
+    max_ms: float
+    deadline_s: float
+    tenant_id: str | None
+    shard: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -165,58 +208,3 @@ def local_share(settings: LoadSettings) -> Share:
         arrival_rate=settings.arrival_rate / n,
         max_requests=share(settings.max_requests, i, n) if settings.max_requests else 0,
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadSummary:
-    """The result of one run: ``data`` is exactly what summary.json holds."""
-
-    data: Mapping[str, Any]
-
-    @property
-    def exit_code(self) -> int:
-        return int(self.data["exit_code"])
-
-    @property
-    def valid(self) -> bool:
-        return bool(self.data["generator"]["valid"])
-
-    @property
-    def slo_passed(self) -> bool:
-        return bool(self.data["slo"]["pass"])
-
-    @property
-    def buckets(self) -> list[dict[str, Any]]:
-        return list(self.data["buckets"])
-
-
-TickCallback = Callable[[dict[str, Any]], None]
-
-
-async def run_load(
-    settings: LoadSettings, *, stop: asyncio.Event | None = None, on_tick: TickCallback | None = None
-) -> LoadSummary:
-    """Pre-flight, offer load for ``duration_seconds`` (or until ``stop`` is set), drain, write files.
-
-    ``on_tick`` receives each finished time bucket (the same dict as ``summary["buckets"][i]``).
-    Raises :class:`~hif.errors.PreflightError` before any load when the target is unusable.
-    With ``processes > 1`` the workers run in child processes and this call merges their results.
-    """
-    if settings.processes > 1:
-        from hif.harness._procs import run_processes
-
-        return await run_processes(settings, stop=stop, on_tick=on_tick)
-    from hif.harness._engine import Engine
-
-    return await Engine(settings, stop=stop, on_tick=on_tick).run()
-
-
-def run_load_sync(settings: LoadSettings, *, stop: asyncio.Event | None = None) -> LoadSummary:
-    """:func:`run_load` on a fresh (uvloop when available) event loop."""
-    from hif.harness.client import new_event_loop
-
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(run_load(settings, stop=stop))
-    finally:
-        loop.close()

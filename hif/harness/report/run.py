@@ -14,7 +14,6 @@ Every view (markdown, PNG charts) is rendered from the saved ``report.json``, as
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import math
 import multiprocessing
@@ -28,10 +27,20 @@ import orjson
 from hif import chaos
 from hif.config import chaos_control_path
 from hif.errors import HarnessError
-from hif.harness import _report_build as build
-from hif.harness import _report_metrics as metrics
-from hif.harness import _report_windows as win
-from hif.harness._report_scan import (
+from hif.harness.records import (
+    CHAOS_EVENTS_FILE,
+    CHAT_FILE,
+    EXPLANATION_FILE,
+    REPORT_JSON_FILE,
+    REPORT_SCHEMA,
+    SOAK_SUMMARY_FILE,
+    SUMMARY_FILE,
+    upgrade_report,
+)
+from hif.harness.report import metrics
+from hif.harness.report import sections as build
+from hif.harness.report import windows as win
+from hif.harness.report.scan import (
     CHAT,
     EXPLANATION,
     RANGE_BYTES,
@@ -42,30 +51,11 @@ from hif.harness._report_scan import (
     line_ranges,
     peek_span,
 )
-from hif.harness.records import (
-    CHAOS_EVENTS_FILE,
-    CHAT_FILE,
-    EXPLANATION_FILE,
-    REPORT_JSON_FILE,
-    SOAK_SUMMARY_FILE,
-    SUMMARY_FILE,
-)
+from hif.harness.report.settings import ReportSettings
 
-REPORT_SCHEMA = "hif.report.v1"
 MAX_SERIES_BUCKETS = 240
 NICE_BUCKETS_S = (1, 2, 3, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 PARALLEL_MIN_BYTES = 64 << 20  # below this, worker start-up costs more than it saves
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReportSettings:
-    results_dirs: tuple[Path, ...]
-    out_dir: Path | None = None
-    metrics_url_gateway: str | None = None
-    metrics_url_explainer: str | None = None
-    chaos_path: Path | None = None
-    jobs: int = 0  # 0: one per available core
-    charts: bool = True
 
 
 def bucket_seconds(span_s: float) -> float:
@@ -202,7 +192,7 @@ def build_report(
 
 
 def _soak(dirs: Sequence[Path]) -> dict[str, Any] | None:
-    from hif.harness._report_soak import soak_section
+    from hif.harness.report.soak import soak_section
 
     found = [(d, s) for d in dirs if (s := _read_json(d / SOAK_SUMMARY_FILE))]
     return soak_section(found[0][1], source=str(found[0][0] / SOAK_SUMMARY_FILE)) if found else None
@@ -220,12 +210,12 @@ def save_report(data: dict[str, Any], out_dir: Path) -> Path:
 
 def render_report(report_json: Path, *, charts: bool = True) -> Path:
     """report.md (and PNG charts beside it) from a saved report.json."""
-    from hif.harness._report_md import render_markdown
+    from hif.harness.report.markdown import render_markdown
 
-    data = json.loads(report_json.read_text())
+    data = upgrade_report(json.loads(report_json.read_text()))
     chart_files: dict[str, str] = {}
     if charts:
-        from hif.harness._charts import render_charts
+        from hif.harness.report.charts import render_charts
 
         chart_files = render_charts(data, report_json.parent)
     md = report_json.parent / "report.md"

@@ -10,14 +10,18 @@ Prints one JSON line (where the files went, headline figures); bad input is one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hif.config import add_options, build
 from hif.errors import HarnessError, HifError
 from hif.harness.records import REPORT_JSON_FILE, REPORT_MD_FILE
-from hif.harness.report import ReportSettings, run_report
+from hif.harness.report.run import run_report
+from hif.harness.report.settings import ReportSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,44 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hif report", description="Render report.json and report.md from load/soak results.")
     p.add_argument(
         "--results-dir",
+        dest="results_dirs",
+        metavar="DIR",
         type=Path,
         nargs="+",
         action="extend",
         required=True,
         help="one or more results dirs (shards are merged exactly)",
     )
-    p.add_argument(
-        "--out-dir", type=Path, default=None, help="where report.* go (default: the first results dir)"
-    )
-    p.add_argument(
-        "--metrics-url-gateway", default=None, help="gateway Prometheus endpoint, e.g. :9091/metrics"
-    )
-    p.add_argument(
-        "--metrics-url-explainer", default=None, help="explainer Prometheus endpoint, e.g. :9090/metrics"
-    )
-    p.add_argument(
-        "--chaos-path",
-        type=Path,
-        default=None,
-        help="chaos control file for the snapshot (default: CHAOS_CONTROL_PATH or /tmp/hif/chaos.json)",
-    )
-    p.add_argument("--jobs", type=int, default=0, help="scan processes (default: one per core)")
-    p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    add_options(p, ReportSettings)
+    p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [report])")
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> ReportSettings:
-    if args.jobs < 0:
-        raise HarnessError(f"--jobs must be >= 0, got {args.jobs}")
-    return ReportSettings(
-        results_dirs=tuple(args.results_dir),
-        out_dir=args.out_dir,
-        metrics_url_gateway=args.metrics_url_gateway,
-        metrics_url_explainer=args.metrics_url_explainer,
-        chaos_path=args.chaos_path,
-        jobs=args.jobs,
-        charts=not args.no_charts,
-    )
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ReportSettings:
+    """Flags > ``HIF_*`` env (``os.environ`` unless given) > ``--config`` file > defaults."""
+    settings = build(ReportSettings, cli=args, env=env, file=args.config)
+    return dataclasses.replace(settings, results_dirs=tuple(args.results_dirs))
 
 
 def one_line(data: dict[str, Any], out_dir: Path) -> str:
@@ -77,10 +60,10 @@ def one_line(data: dict[str, Any], out_dir: Path) -> str:
             "report_md": str(out_dir / REPORT_MD_FILE),
             "chat_requests": chat["requests"],
             "chat_rps": chat["rps"],
-            "chat_p95_ms": chat["latency_ms"]["p95"],
+            "chat_p95_ms": chat["latency_ms"]["p95_ms"],
             "error_rate": chat["error_rate"],
-            "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95"],
-            "token_p95_ms": expl["sla_ms"]["token"]["p95"],
+            "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
+            "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
             "slo_pass": data["slo"]["pass"],
             "corrupt_lines": sum(data["inputs"]["corrupt_lines"].values()),
             "chaos_windows": len(data["chaos"]["windows"]),

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import orjson
 from hif.config import add_options, build
 from hif.errors import HifError
 from hif.harness.client import new_event_loop
-from hif.harness.load import LoadSettings, LoadSummary, run_load
+from hif.harness.load.run import run_load
+from hif.harness.load.settings import LoadSettings
+from hif.harness.load.summary import LoadSummary
 
 
 def parser(prog: str = "hif load") -> argparse.ArgumentParser:
@@ -36,6 +39,11 @@ def parser(prog: str = "hif load") -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [load])")
     return p
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> LoadSettings:
+    """Flags > ``HIF_*`` env (``os.environ`` unless given) > ``--config`` file > defaults."""
+    return dataclasses.replace(build(LoadSettings, cli=args, env=env, file=args.config), slo=tuple(args.slo))
 
 
 def stdout_line(summary: LoadSummary) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     loop = new_event_loop()
     try:
-        settings = dataclasses.replace(build(LoadSettings, cli=args, file=args.config), slo=tuple(args.slo))
+        settings = settings_from_args(args)
         summary = loop.run_until_complete(_run(settings))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)
