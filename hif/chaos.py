@@ -420,15 +420,36 @@ def _dropped(old: ChaosState) -> tuple[str, ...]:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The event log as a list; corrupt lines are skipped."""
-    events: list[dict[str, Any]] = []
+    """The event log as a list: ``{"ts": finite number, "action": str, "flag": str | null,
+    "params": object}`` per line; other lines are skipped. Like the control file, the log is read
+    only when it is a regular file, opened non-blocking; anything else reads as no events."""
     try:
-        with open(path) as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if isinstance(item, dict) and "ts" in item:
-                        events.append(item)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass
+        return []
+    except OSError as exc:
+        log.warning("cannot open chaos event log %s (%s); no events read", path, exc.strerror or exc)
+        return []
+    events: list[dict[str, Any]] = []
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("chaos event log %s is not a regular file; no events read", path)
+            return []
+        for line in fh:
+            try:
+                item = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if _is_event(item):
+                events.append(item)
     return events
+
+
+def _is_event(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and _finite(item.get("ts")) is not None
+        and isinstance(item.get("action"), str)
+        and isinstance(item.get("flag"), str | None)
+        and isinstance(item.get("params", {}), dict)
+    )

@@ -236,8 +236,27 @@ def test_apply_change_logs_every_change(tmp_path: Path, monkeypatch: pytest.Monk
     ]
     assert events[0]["params"]["jitter_ms"] == 5 and events[0]["params"]["enabled_at"] == 10.0
     with open(log, "a") as fh:
-        fh.write("torn {\n[1]\n")
-    assert len(chaos.read_events(log)) == 3
+        fh.write("torn {\n[1]\n" + "[" * 50_000 + "\n")
+        fh.write('{"ts": "soon", "action": "enable", "flag": "drop-s3"}\n{"ts": NaN, "action": "enable"}\n')
+        fh.write(
+            '{"ts": 40, "action": "enable", "flag": "drop-s3", "params": [1]}\n{"ts": 41, "action": 7}\n'
+        )
+    assert len(chaos.read_events(log)) == 3  # only well-formed events reach the report's replay
+
+
+def test_an_event_log_that_is_not_a_regular_file_reads_as_empty(tmp_path: Path) -> None:
+    fifo = tmp_path / "events.jsonl"
+    os.mkfifo(fifo)
+    got: list[list[dict[str, object]]] = []
+    reader = threading.Thread(target=lambda: got.append(chaos.read_events(fifo)), daemon=True)
+    reader.start()
+    reader.join(5.0)
+    if reader.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO event log blocked")
+    assert got == [[]]
+    (tmp_path / "zero.jsonl").symlink_to("/dev/zero")
+    assert chaos.read_events(tmp_path / "zero.jsonl") == []
 
 
 def test_disable_all_rewrites_a_corrupt_file(tmp_path: Path) -> None:
