@@ -1,4 +1,4 @@
-"""The chaos control file: written by the injector, read by the Explainer.
+"""The chaos control file: written by the injector, read by the Explainer and the harness.
 
 Format (version 1), at ``CHAOS_CONTROL_PATH`` or ``/tmp/hif/chaos.json``::
 
@@ -10,11 +10,19 @@ Format (version 1), at ``CHAOS_CONTROL_PATH`` or ``/tmp/hif/chaos.json``::
         "fail-attribution": {"percent": 25, "mode": "fallback" | "fail", ...},
         "rate-limit-spike": {"percent": 100, "severity": "soft" | "hard", ...}}}
 
-A flag present and not past ``expires_at`` is active. A missing file means no chaos; a corrupt
-file means no chaos plus one warning. Writes are atomic (temp file + rename) under an ``flock``
-on a sibling lock file, and every change is appended to the event log (``chaos_events.jsonl``
-next to the control file, or ``CHAOS_EVENT_LOG_PATH``) so reports can place pre/during/post
-windows.
+The file is parsed once into a validated :class:`ChaosState` and nothing downstream re-checks it:
+
+- a flag is active while it validates and ``expires_at`` is null or in the future;
+- a flag with an invalid field (wrong type, out of range, NaN or infinite, not in its enum) is
+  inactive and listed in ``ChaosState.invalid`` with the reason; the other flags stay active;
+- unknown flags and unknown fields are ignored, so an older reader takes a newer injector's file;
+- a missing file is no chaos; so is one that is not a regular file, is over 64 KiB, is not JSON
+  or not a JSON object (``ChaosState.problem`` says which).
+
+Every reader logs what it ignored once per change of the file (:data:`log`, ``hif.chaos``).
+Writes are atomic (temp file + rename) under an ``flock`` on a sibling lock file, and every change
+is appended to the event log (``chaos_events.jsonl`` next to the control file, or
+``CHAOS_EVENT_LOG_PATH``) so reports can place pre/during/post windows.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import random
+import stat
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -37,6 +49,7 @@ from hif.errors import HarnessError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 64 * 1024
 SLOW_SAE = "slow-sae"
 DROP_S3 = "drop-s3"
 FAIL_ATTRIBUTION = "fail-attribution"
@@ -44,11 +57,44 @@ RATE_LIMIT_SPIKE = "rate-limit-spike"
 FLAGS = (SLOW_SAE, DROP_S3, FAIL_ATTRIBUTION, RATE_LIMIT_SPIKE)
 MODES = ("fallback", "fail")
 SEVERITIES = ("soft", "hard")
+FIELDS = ("percent", "jitter_ms", "mode", "severity", "enabled_at", "expires_at")
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (bools are not numbers here, huge ints overflow)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not valid for fault field ``name``, or None when it is."""
+    if name in ("mode", "severity"):
+        allowed = MODES if name == "mode" else SEVERITIES
+        return (
+            None
+            if value in allowed and isinstance(value, str)
+            else (f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        )
+    if name == "expires_at" and value is None:
+        return None
+    number = _finite(value)
+    if number is None:
+        return f"{name} must be a finite number, got {value!r}"
+    if name == "percent" and not 0.0 <= number <= 100.0:
+        return f"percent must be within 0..100, got {value!r}"
+    if name == "jitter_ms" and number < 0:
+        return f"jitter_ms must be >= 0, got {value!r}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
-    """One enabled chaos flag and its parameters."""
+    """One enabled chaos flag and its parameters; an invalid value raises HarnessError."""
 
     flag: str
     percent: float = 100.0
@@ -61,14 +107,13 @@ class Fault:
     def __post_init__(self) -> None:
         if self.flag not in FLAGS:
             raise HarnessError(f"unknown chaos flag {self.flag!r}; known: {', '.join(FLAGS)}")
-        if not 0.0 <= self.percent <= 100.0:
-            raise HarnessError(f"--percent must be within 0..100, got {self.percent}")
-        if self.jitter_ms < 0:
-            raise HarnessError(f"--jitter-ms must be >= 0, got {self.jitter_ms}")
-        if self.mode not in MODES:
-            raise HarnessError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.severity not in SEVERITIES:
-            raise HarnessError(f"--severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
+        for name in FIELDS:
+            value = getattr(self, name)
+            problem = field_problem(name, value)
+            if problem is not None:  # worded for the injector, whose flags these are
+                raise HarnessError(f"--{name.replace('_', '-')}{problem[len(name) :]}")
+            if name not in ("mode", "severity") and value is not None:
+                object.__setattr__(self, name, float(value))  # 50 and 50.0 are one value
 
     def active(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -83,26 +128,52 @@ class Fault:
         return data
 
     @classmethod
-    def from_json(cls, flag: str, data: Mapping[str, Any]) -> Fault:
+    def from_json(cls, flag: str, data: Any) -> tuple[Fault | None, str | None, list[str]]:
+        """``(fault, None, unknown)`` when the flag validates, else ``(None, reason, unknown)``.
+
+        ``unknown`` names the fields this version does not know (ignored, never an error).
+        """
         if not isinstance(data, Mapping):
-            raise ValueError(f"flag {flag!r} must map to an object")
-        names = {f.name for f in dataclasses.fields(cls)} - {"flag"}
-        return cls(flag=flag, **{k: v for k, v in data.items() if k in names})
+            return None, f"must map to an object, got {type(data).__name__}", []
+        unknown = [str(k) for k in data if k not in FIELDS]
+        for name in FIELDS:
+            if name in data:
+                problem = field_problem(name, data[name])
+                if problem is not None:
+                    return None, problem, unknown
+        return cls(flag=flag, **{k: data[k] for k in FIELDS if k in data}), None, unknown
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ChaosState:
-    """Every flag in the control file; ``active(now)`` keeps those not expired."""
+    """The validated control file.
+
+    ``faults`` are the flags that validate (``active(now)`` keeps those whose window is open);
+    ``invalid`` maps each flag that does not to why; ``ignored`` names unknown flags and fields;
+    ``problem`` says why the whole file counts as no chaos (None when it was read).
+    """
 
     faults: Mapping[str, Fault] = dataclasses.field(default_factory=dict)
     updated_at: float = 0.0
+    invalid: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
+    problem: str | None = None
 
     def active(self, now: float | None = None) -> dict[str, Fault]:
+        """The faults whose window is open at ``now``; never raises (a bad ``now`` means the clock)."""
+        now = _finite(now)
         now = time.time() if now is None else now
         return {name: f for name, f in self.faults.items() if f.active(now)}
 
     def get(self, flag: str, now: float | None = None) -> Fault | None:
         return self.active(now).get(flag)
+
+    def problems(self) -> list[str]:
+        """Everything a reader ignored, one readable item each (empty for a clean file)."""
+        out = [] if self.problem is None else [f"{self.problem}; no chaos applied"]
+        out += [f"invalid flag {name} ({why}): inactive" for name, why in sorted(self.invalid.items())]
+        out += [f"ignored {item}" for item in self.ignored]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,12 +183,30 @@ class ChaosState:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ChaosState:
-        flags = data.get("flags")
+    def from_json(cls, data: Any) -> ChaosState:
+        """Validate a decoded control file; never raises."""
+        if not isinstance(data, Mapping):
+            return cls(problem=f"the file holds a JSON {type(data).__name__}, not an object")
+        flags = data.get("flags", {})
         if not isinstance(flags, Mapping):
-            raise ValueError("'flags' must be an object")
-        faults = {name: Fault.from_json(name, spec) for name, spec in flags.items()}
-        return cls(faults=faults, updated_at=float(data.get("updated_at") or 0.0))
+            return cls(problem=f"'flags' must be an object, got {type(flags).__name__}")
+        ignored = [f"unknown field {k!r}" for k in data if k not in ("version", "updated_at", "flags")]
+        updated_at = _finite(data.get("updated_at", 0.0))
+        if updated_at is None:
+            ignored.append(f"invalid updated_at {data.get('updated_at')!r}")
+        faults: dict[str, Fault] = {}
+        invalid: dict[str, str] = {}
+        for name, spec in flags.items():
+            if name not in FLAGS:
+                ignored.append(f"unknown flag {name!r}")
+                continue
+            fault, why, unknown = Fault.from_json(name, spec)
+            ignored += [f"unknown field {name}.{k}" for k in unknown]
+            if fault is None:
+                invalid[name] = str(why)
+            else:
+                faults[name] = fault
+        return cls(faults, updated_at or 0.0, invalid, tuple(ignored))
 
 
 def event_log_path(control_path: Path) -> Path:
@@ -125,30 +214,98 @@ def event_log_path(control_path: Path) -> Path:
     return Path(override) if override else control_path.with_name("chaos_events.jsonl")
 
 
-def parse(text: str) -> ChaosState:
-    """Parse control-file text; raises ValueError (or HarnessError for bad values) when corrupt."""
-    data = json.loads(text)
-    if not isinstance(data, Mapping):
-        raise ValueError("the control file must hold a JSON object")
-    return ChaosState.from_json(data)
-
-
-def read_state(path: Path | None = None) -> ChaosState:
-    """Read the control file strictly; a corrupt file raises HarnessError."""
-    path = path or chaos_control_path()
+def parse(data: str | bytes) -> ChaosState:
+    """Parse control-file content into a validated state; never raises."""
     try:
-        return parse(path.read_text())
+        decoded = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return ChaosState(problem=f"not valid JSON ({type(exc).__name__}: {str(exc)[:120]})")
+    return ChaosState.from_json(decoded)
+
+
+class _UnreadableError(Exception):
+    """The path exists but is no file this module will read (its message says why)."""
+
+
+def _read_capped(path: Path) -> bytes | None:
+    """The file's bytes, None when it does not exist; raises _UnreadableError otherwise.
+
+    Non-blocking and type-checked so a FIFO cannot stall a worker and a symlink to a device
+    (``/dev/zero``) cannot feed it without end.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return ChaosState()
-    except (ValueError, TypeError, HarnessError) as exc:
-        raise HarnessError(f"chaos control file {path} is corrupt: {exc}") from exc
+        return None
+    except OSError as exc:
+        raise _UnreadableError(f"cannot open it ({exc.strerror or exc})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _UnreadableError("not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _UnreadableError(f"cannot read it ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise _UnreadableError(f"larger than {MAX_FILE_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def _load(path: Path) -> tuple[ChaosState, bytes]:
+    """The state at ``path`` and a digest of what was read (for one warning per change)."""
+    try:
+        data = _read_capped(path)
+    except _UnreadableError as exc:
+        return ChaosState(problem=str(exc)), str(exc).encode()
+    if data is None:
+        return ChaosState(), b""
+    return parse(data), hashlib.blake2b(data, digest_size=16).digest()
+
+
+# The last digest each path was read with, process-wide, so a file read by several readers (the
+# report inside a soak run, the load runner's ticker) is warned about once per change, not once
+# per reader or per read. It is a log memo, not state any decision depends on.
+_seen: dict[str, bytes] = {}
+_seen_lock = threading.Lock()
+
+
+def _warn_once(path: Path, digest: bytes, state: ChaosState) -> None:
+    with _seen_lock:
+        if _seen.get(str(path)) == digest:
+            return
+        _seen[str(path)] = digest
+    problems = state.problems()
+    if problems:
+        log.warning("chaos control file %s: %s", path, "; ".join(problems))
+
+
+def read_state(path: Path | None = None, *, warn: bool = True) -> ChaosState:
+    """Read and validate the control file; never raises (problems are in the state).
+
+    ``warn`` logs what was ignored, once per change of the file; the injector passes False as it
+    prints the same itself.
+    """
+    path = path or chaos_control_path()
+    state, digest = _load(path)
+    if warn:
+        _warn_once(path, digest, state)
+    return state
 
 
 class ChaosReader:
-    """The Explainer's view of the control file, re-read only when its mtime/size changes.
+    """The Explainer's and the load runner's view of the control file, re-read when it changes.
 
-    Import-guarded by design: any problem reading the file means *no chaos*, logged once per
-    distinct problem, so chaos tooling can never take the worker down.
+    Neither :meth:`state` nor :meth:`active` raises: whatever is in (or at) the path, the worst
+    case is *no chaos* plus one warning per change of the file.
     """
 
     def __init__(self, path: Path | None = None, *, min_interval_s: float = 0.1) -> None:
@@ -157,13 +314,16 @@ class ChaosReader:
         self._checked_at = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._state = ChaosState()
-        self._warned: str | None = None
 
     def state(self, now: float | None = None) -> ChaosState:
         mono = time.monotonic()
         if mono - self._checked_at >= self._min_interval_s:
             self._checked_at = mono
-            self._refresh()
+            try:
+                self._refresh()
+            except Exception:  # the last line of defence: chaos tooling must never stop a worker
+                log.exception("reading chaos control file %s failed; no chaos applied", self.path)
+                self._stamp, self._state = None, ChaosState()
         return self._state
 
     def active(self, now: float | None = None) -> dict[str, Fault]:
@@ -181,17 +341,7 @@ class ChaosReader:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        try:
-            self._state = parse(self.path.read_text())
-            self._warned = None
-        except Exception as exc:  # import-guarded: never let chaos tooling crash the worker
-            self._state = ChaosState()
-            problem = f"{type(exc).__name__}: {exc}"
-            if problem != self._warned:
-                log.warning(
-                    "ignoring corrupt chaos control file %s (%s); no chaos applied", self.path, problem
-                )
-                self._warned = problem
+        self._state = read_state(self.path)
 
 
 @contextlib.contextmanager
@@ -216,6 +366,14 @@ def _append_event(path: Path, event: Mapping[str, Any]) -> None:
         fh.write(json.dumps(event, sort_keys=True) + "\n")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """What :func:`apply_change` wrote, and what of the old file it could not carry over."""
+
+    state: ChaosState
+    dropped: tuple[str, ...] = ()
+
+
 def apply_change(
     *,
     enable: Fault | None = None,
@@ -223,24 +381,24 @@ def apply_change(
     disable_all: bool = False,
     path: Path | None = None,
     now: float | None = None,
-) -> ChaosState:
+) -> Change:
     """Enable one fault, disable one flag, or disable all; atomically, under the lock.
 
-    ``disable_all`` works even on a corrupt file (it rewrites it). Each change is appended to the
-    event log as ``{"ts", "action", "flag", "params"}``.
+    The file is always rewritten valid: invalid flags, unknown flags and fields and unreadable
+    content are dropped and named in ``Change.dropped``. Each change is appended to the event log
+    as ``{"ts", "action", "flag", "params"}``.
     """
     path = path or chaos_control_path()
     now = time.time() if now is None else now
+    if disable is not None and disable not in FLAGS:
+        raise HarnessError(f"unknown chaos flag {disable!r}; known: {', '.join(FLAGS)}")
     with _locked(path):
-        state = ChaosState() if disable_all else read_state(path)
-        faults = dict(state.active(now))
+        old = read_state(path, warn=False)
+        faults = {} if disable_all else dict(old.active(now))
         events: list[dict[str, Any]] = []
         if disable_all:
             events.append({"ts": now, "action": "disable-all", "flag": None, "params": {}})
-            faults = {}
         if disable is not None:
-            if disable not in FLAGS:
-                raise HarnessError(f"unknown chaos flag {disable!r}; known: {', '.join(FLAGS)}")
             faults.pop(disable, None)
             events.append({"ts": now, "action": "disable", "flag": disable, "params": {}})
         if enable is not None:
@@ -251,19 +409,47 @@ def apply_change(
         _write_atomic(path, new_state)
         for event in events:
             _append_event(path, event)
-    return new_state
+    return Change(new_state, () if disable_all else _dropped(old))
+
+
+def _dropped(old: ChaosState) -> tuple[str, ...]:
+    out = [] if old.problem is None else [f"the unreadable content ({old.problem})"]
+    out += [f"invalid flag {name} ({why})" for name, why in sorted(old.invalid.items())]
+    out += old.ignored
+    return tuple(out)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The event log as a list; corrupt lines are skipped."""
-    events: list[dict[str, Any]] = []
+    """The event log as a list: ``{"ts": finite number, "action": str, "flag": str | null,
+    "params": object}`` per line; other lines are skipped. Like the control file, the log is read
+    only when it is a regular file, opened non-blocking; anything else reads as no events."""
     try:
-        with open(path) as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if isinstance(item, dict) and "ts" in item:
-                        events.append(item)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass
+        return []
+    except OSError as exc:
+        log.warning("cannot open chaos event log %s (%s); no events read", path, exc.strerror or exc)
+        return []
+    events: list[dict[str, Any]] = []
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("chaos event log %s is not a regular file; no events read", path)
+            return []
+        for line in fh:
+            try:
+                item = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if _is_event(item):
+                events.append(item)
     return events
+
+
+def _is_event(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and _finite(item.get("ts")) is not None
+        and isinstance(item.get("action"), str)
+        and isinstance(item.get("flag"), str | None)
+        and isinstance(item.get("params", {}), dict)
+    )

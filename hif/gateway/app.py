@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 READY_CACHE_S = 1.0
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 PUBLIC_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json"})
+HEAD_ROUTES = frozenset({"/healthz", "/readyz"})  # probes (load balancers) may ask with HEAD
 PUBLIC = Principal(role="reader", tenant="none", bound=True)  # probes and docs need no key
 
 
@@ -84,7 +85,7 @@ class GatewayApp:
         )
         self.traces = TraceHandler(interceptor=interceptor, blobs=stores.blobs)
         self._featuresets = orjson.dumps(featureset_list(registry))
-        self._openapi = orjson.dumps(openapi_document(hif.__version__))
+        self._openapi = orjson.dumps(openapi_document(hif.__version__, registry.available_names()))
         self._started = self._stopping = False
         self._ready_at = 0.0
         self._ready_error: str | None = "starting"
@@ -108,7 +109,7 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        out = Responder(send)
+        out = Responder(_bodiless(send) if scope["method"] == "HEAD" else send)
         route, tenant = "unmatched", "none"
         self.metrics.in_flight.inc()
         try:
@@ -168,8 +169,10 @@ class GatewayApp:
         if entry is None:
             raise NotFoundError(f"no route {path}", code="route_not_found")
         allowed, handler = entry
-        if method != allowed:
-            raise MethodNotAllowedError(method, route, allowed)
+        if method != allowed and not (method == "HEAD" and route in HEAD_ROUTES):
+            raise MethodNotAllowedError(
+                method, route, f"{allowed}, HEAD" if route in HEAD_ROUTES else allowed
+            )
         return route, handler, arg
 
     async def _chat(self, scope: Scope, receive: Receive, out: Responder, who: Principal, _: str) -> None:
@@ -249,6 +252,15 @@ class GatewayApp:
         await self.interceptor.stop(self.settings.shutdown_timeout_s)
         self.interceptor.close()
         await self.upstream.aclose()
+
+
+def _bodiless(send: Send) -> Send:
+    """HEAD: the GET's status and headers (its content-length included), none of its body bytes."""
+
+    async def head(message: dict[str, Any]) -> None:
+        await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+    return head
 
 
 def _expected(exc: BaseException) -> bool:

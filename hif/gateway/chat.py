@@ -14,16 +14,47 @@ from typing import Any
 
 import orjson
 
-from hif.errors import BadRequestError, FeaturesetError, HifError, UpstreamProtocolError, ValidationError
+from hif.errors import (
+    BadRequestError,
+    FeaturesetError,
+    HifError,
+    RequestError,
+    UpstreamProtocolError,
+    ValidationError,
+)
 from hif.explainer.featureset import Registry
-from hif.gateway._asgi import SSE_DONE, SSE_HEADERS, Receive, Responder, Scope, read_body, render_error, sse
+from hif.gateway._asgi import (
+    SSE_DONE,
+    SSE_HEADERS,
+    Receive,
+    Responder,
+    Scope,
+    header,
+    read_body,
+    render_error,
+    sse,
+)
 from hif.gateway.auth import CHAT, Principal
 from hif.gateway.interceptor import Interceptor, new_trace_id
-from hif.gateway.schemas import ChatRequest, parse_chat
+from hif.gateway.schemas import INTEGER_FIELDS, ChatRequest, parse_chat
 from hif.metrics import GatewayMetrics
 from hif.upstream.base import Upstream, chunk_text, completion_text, prompt_text
 
 log = logging.getLogger(__name__)
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+def _require_json(scope: Scope) -> None:
+    """The body must be JSON: ``application/json`` (any parameters) or no Content-Type at all."""
+    content_type = header(scope, b"content-type")
+    if content_type is not None and content_type.partition(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be application/json, got {content_type[:100]!r}", param="content-type"
+        )
 
 
 class ChatHandler:
@@ -42,6 +73,7 @@ class ChatHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, out: Responder, who: Principal) -> None:
         who.require(CHAT)
+        _require_json(scope)
         raw = await read_body(scope, receive, self.max_body_bytes)
         try:
             data = orjson.loads(raw)
@@ -50,6 +82,8 @@ class ChatHandler:
         request = parse_chat(data)
         explain = self._explain(request)
         body = {k: v for k, v in data.items() if k != "explain"}
+        for name in INTEGER_FIELDS & body.keys():
+            body[name] = getattr(request, name)  # 1.0 is the integer 1 (JSON Schema); forward it as one
         if request.stream:
             await self._stream(body, out, who, explain)
         else:

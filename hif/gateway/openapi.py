@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,8 +49,23 @@ TRACE_ID = {
 }
 
 
+# OpenAPI 3.1 has a text/event-stream schema describe one event (3.2 would call it itemSchema)
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "description": "a JSON chat.completion.chunk, an OpenAI error envelope, or [DONE]",
+        },
+    },
+    "required": ["data"],
+}
+
+
 def _paths() -> dict[str, Any]:
-    trace_errors = _errors(401, 403, 404, 503)
+    # 400: a malformed x-tenant-id (AUTH_HEADERS' pattern) is refused before anything else
+    trace_errors = _errors(400, 401, 403, 404, 503)
     return {
         "/v1/chat/completions": {
             "post": {
@@ -66,10 +82,10 @@ def _paths() -> dict[str, Any]:
                         "headers": {"x-trace-id": {"schema": {"type": "string"}}},
                         "content": {
                             "application/json": {"schema": _ref("ChatCompletion")},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": SSE_EVENT},
                         },
                     },
-                    **_errors(400, 401, 403, 413, 422, 502, 504),
+                    **_errors(400, 401, 403, 413, 415, 422, 502, 504),
                 },
             }
         },
@@ -78,7 +94,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listFeaturesets",
                 "summary": "featuresets this deployment serves",
                 "parameters": AUTH_HEADERS,
-                "responses": {"200": _json("FeaturesetList", "the registry"), **_errors(401, 403)},
+                "responses": {"200": _json("FeaturesetList", "the registry"), **_errors(400, 401, 403)},
             }
         },
         "/v1/traces/{trace_id}/status": {
@@ -105,12 +121,22 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/healthz": {"get": {"operationId": "healthz", "responses": {"200": _json("Health", "alive")}}},
+        "/healthz": {
+            "get": {"operationId": "healthz", "responses": {"200": _json("Health", "alive")}},
+            "head": {"operationId": "healthzHead", "responses": {"200": {"description": "alive (no body)"}}},
+        },
         "/readyz": {
             "get": {
                 "operationId": "readyz",
                 "responses": {"200": _json("Health", "ready"), "503": _json("Health", "not ready")},
-            }
+            },
+            "head": {
+                "operationId": "readyzHead",
+                "responses": {
+                    "200": {"description": "ready (no body)"},
+                    "503": {"description": "not ready (no body)"},
+                },
+            },
         },
         "/openapi.json": {
             "get": {
@@ -126,7 +152,9 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+def openapi_document(version: str, featuresets: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; ``featuresets`` (the names this deployment serves) become the enum of
+    ``explain.features``, so a request the schema accepts is one the gateway accepts."""
     models: list[type[BaseModel]] = [
         ChatRequest,
         ChatCompletion,
@@ -136,6 +164,10 @@ def openapi_document(version: str) -> dict[str, Any]:
         Health,
     ]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    schemas = defs.get("$defs", {})
+    if featuresets:
+        features = schemas["Explain"]["properties"]["features"]
+        features["anyOf"] = [{"type": "string", "enum": list(featuresets)}, {"type": "null"}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -145,7 +177,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": defs.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}, {}],

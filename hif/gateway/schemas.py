@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hif.errors import ValidationError
 
@@ -59,6 +59,16 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=1, description="only one choice is supported")
     explain: Explain | None = None
+
+    @field_validator("max_tokens", "max_completion_tokens", "n", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON Schema's ``integer`` (what the OpenAPI document says) is any number with a zero
+        fraction, so ``1.0`` is taken as ``1``; strict mode still refuses ``"1"``, ``true`` and ``1.5``."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+INTEGER_FIELDS = frozenset({"max_tokens", "max_completion_tokens", "n"})
 
 
 # --- responses (for the OpenAPI document; the handlers build dicts directly for speed) ---------

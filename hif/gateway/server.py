@@ -13,6 +13,7 @@ import signal
 from typing import Any
 
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
+from hif.gateway._http10 import httptools_protocol
 from hif.gateway.settings import GatewaySettings
 from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
@@ -45,7 +46,7 @@ def _serve_uvicorn(app: Any, *, host: str, port: int, shutdown_timeout_s: float,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=httptools_protocol(),  # httptools, with HTTP/1.0 streams close-delimited
         lifespan="on",
         access_log=False,
         log_level=log_level,

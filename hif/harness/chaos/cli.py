@@ -6,10 +6,11 @@ The runbook's flags, plus ``--ttl-seconds`` (the flag expires by itself) and ``-
     hif chaos --enable fail-attribution --percent 25 --mode fallback --ttl-seconds 60
     hif chaos --enable rate-limit-spike --severity hard
     hif chaos --disable slow-sae
-    hif chaos --disable-all          # also repairs a corrupt control file
-    hif chaos --status [--json]
+    hif chaos --disable-all
+    hif chaos --status [--json]      # active flags, and invalid or ignored parts of the file
 
-Writes go through :func:`hif.chaos.apply_change` (atomic, under a lock, appended to the event log).
+Writes go through :func:`hif.chaos.apply_change` (atomic, under a lock, appended to the event log);
+each rewrites the file valid and names what it dropped of an invalid one.
 Bad input is one readable line on stderr and exit code 2.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -46,10 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--enable", metavar="FLAG", help=f"enable one flag: {', '.join(chaos.FLAGS)}")
     action.add_argument("--disable", metavar="FLAG", help="disable one flag")
-    action.add_argument(
-        "--disable-all", action="store_true", help="disable every flag (repairs a corrupt file)"
-    )
-    action.add_argument("--status", action="store_true", help="print the active flags")
+    action.add_argument("--disable-all", action="store_true", help="disable every flag")
+    action.add_argument("--status", action="store_true", help="print the active flags and any invalid ones")
     p.add_argument("--percent", type=float, default=None, help="share of requests hit, 0-100 (default 100)")
     p.add_argument(
         "--jitter-ms", type=float, default=None, help="slow-sae: added latency, up to this many ms"
@@ -87,8 +87,8 @@ def fault_from_args(args: argparse.Namespace, now: float) -> chaos.Fault:
     if args.percent is not None:
         params["percent"] = args.percent
     if args.ttl_seconds is not None:
-        if args.ttl_seconds <= 0:
-            raise HarnessError(f"--ttl-seconds must be > 0, got {args.ttl_seconds}")
+        if not args.ttl_seconds > 0 or math.isinf(args.ttl_seconds):  # NaN fails the first test
+            raise HarnessError(f"--ttl-seconds must be > 0 and finite, got {args.ttl_seconds}")
         params["expires_at"] = now + args.ttl_seconds
     return chaos.Fault(flag=flag, **params)  # type: ignore[arg-type]
 
@@ -109,10 +109,25 @@ def describe(fault: chaos.Fault, now: float) -> str:
 def status_text(state: chaos.ChaosState, path: Path, now: float, *, as_json: bool) -> str:
     active = state.active(now)
     if as_json:
-        return json.dumps({"path": str(path), "flags": {n: f.to_json() for n, f in sorted(active.items())}})
-    if not active:
-        return f"no chaos flags active ({path})"
-    return "\n".join(describe(f, now) for _, f in sorted(active.items()))
+        return json.dumps(
+            {
+                "path": str(path),
+                "flags": {n: f.to_json() for n, f in sorted(active.items())},
+                "invalid": dict(sorted(state.invalid.items())),
+                "ignored": list(state.ignored),
+                "problem": state.problem,
+            }
+        )
+    lines = [describe(f, now) for _, f in sorted(active.items())] or [f"no chaos flags active ({path})"]
+    if state.problem is not None:
+        lines.append(f"control file ignored: {state.problem}")
+    lines += [f"invalid (inactive): {name}: {why}" for name, why in sorted(state.invalid.items())]
+    lines += [f"ignored: {item}" for item in state.ignored]
+    return "\n".join(lines)
+
+
+def _dropped(change: chaos.Change) -> str:
+    return f"; dropped {', '.join(change.dropped)}" if change.dropped else ""
 
 
 def run(args: argparse.Namespace) -> str:
@@ -120,7 +135,7 @@ def run(args: argparse.Namespace) -> str:
     path = args.path or chaos_control_path()
     now = time.time()
     if args.status:
-        return status_text(chaos.read_state(path), path, now, as_json=args.json)
+        return status_text(chaos.read_state(path, warn=False), path, now, as_json=args.json)
     if args.enable is None and any(
         getattr(args, n) is not None for n in (*_PARAM_OWNERS, "percent", "ttl_seconds")
     ):
@@ -129,11 +144,11 @@ def run(args: argparse.Namespace) -> str:
         chaos.apply_change(disable_all=True, path=path, now=now)
         return f"chaos: all flags disabled ({path})"
     if args.disable is not None:
-        chaos.apply_change(disable=args.disable, path=path, now=now)
-        return f"chaos: disabled {args.disable} ({path})"
+        change = chaos.apply_change(disable=args.disable, path=path, now=now)
+        return f"chaos: disabled {args.disable} ({path}){_dropped(change)}"
     fault = fault_from_args(args, now)
-    chaos.apply_change(enable=fault, path=path, now=now)
-    return f"chaos: enabled {describe(fault, now)} ({path})"
+    change = chaos.apply_change(enable=fault, path=path, now=now)
+    return f"chaos: enabled {describe(fault, now)} ({path}){_dropped(change)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,12 +126,9 @@ def scan(
 
 def chaos_snapshot(path: Path | None) -> dict[str, Any]:
     path = path or chaos_control_path()
-    try:
-        state = chaos.read_state(path)
-    except HarnessError as exc:
-        return {"path": str(path), "flags": {}, "error": str(exc)}
-    active = state.active()
-    return {"path": str(path), "flags": {n: f.to_json() for n, f in sorted(active.items())}, "error": None}
+    state = chaos.read_state(path)
+    flags = {n: f.to_json() for n, f in sorted(state.active().items())}
+    return {"path": str(path), "flags": flags, "invalid": dict(state.invalid), "error": state.problem}
 
 
 def build_report(

@@ -101,17 +101,61 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not control.exists()  # nothing was written
 
 
-def test_corrupt_file_status_fails_but_disable_all_repairs(
+def test_status_names_invalid_flags_and_exits_0(control: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    control.parent.mkdir(parents=True)
+    flags = {"drop-s3": {"percent": 100, "expires_at": "never"}, "slow-sae": {"jitter_ms": 5}, "new": {}}
+    control.write_text(json.dumps({"version": 1, "flags": flags}))
+    assert main(["--status"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "slow-sae (percent=100, jitter_ms=5)",
+        "invalid (inactive): drop-s3: expires_at must be a finite number, got 'never'",
+        "ignored: unknown flag 'new'",
+    ]
+    assert err == ""
+    assert main(["--status", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert list(got["flags"]) == ["slow-sae"] and "expires_at" in got["invalid"]["drop-s3"]
+    control.write_text('{"version": 1, "flags": ')
+    assert main(["--status"]) == 0
+    assert "control file ignored: not valid JSON" in capsys.readouterr().out
+
+
+def test_enable_and_disable_rewrite_an_invalid_file_naming_what_they_dropped(
     control: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     control.parent.mkdir(parents=True)
+    flags = {"drop-s3": {"percent": 100, "expires_at": "never"}, "slow-sae": {"jitter_ms": 5}}
+    control.write_text(json.dumps({"version": 1, "flags": flags}))
+    assert main(["--enable", "rate-limit-spike"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped invalid flag drop-s3 (expires_at must be a finite number, got 'never')" in out
+    assert set(_flags(control)) == {"slow-sae", "rate-limit-spike"}
+    assert chaos.read_state(control).problems() == []
     control.write_text('{"version": 1, "flags": ')
-    assert main(["--status"]) == 2
-    assert "is corrupt" in capsys.readouterr().err
-    assert main(["--enable", "slow-sae"]) == 2  # would silently drop whatever was there
+    assert main(["--disable", "slow-sae"]) == 0
+    assert "dropped the unreadable content (not valid JSON" in capsys.readouterr().out
+    assert _flags(control) == {}
     assert main(["--disable-all"]) == 0
-    assert chaos.read_state(control).faults == {}
-    assert main(["--enable", "slow-sae"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--enable", "slow-sae", "--jitter-ms", "nan"], "--jitter-ms must be a finite number, got nan"),
+        (["--enable", "slow-sae", "--jitter-ms", "inf"], "--jitter-ms must be a finite number, got inf"),
+        (["--enable", "drop-s3", "--percent", "nan"], "--percent must be a finite number, got nan"),
+        (["--enable", "drop-s3", "--ttl-seconds", "nan"], "--ttl-seconds must be > 0 and finite"),
+        (["--enable", "drop-s3", "--ttl-seconds", "inf"], "--ttl-seconds must be > 0 and finite"),
+    ],
+)
+def test_non_finite_numbers_are_refused(
+    control: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hif: ") and message in err and err.count("\n") == 1
+    assert not control.exists()
 
 
 def _toggle(path: str, flag: str, rounds: int) -> None:

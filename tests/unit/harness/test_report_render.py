@@ -148,4 +148,4 @@ def test_corrupt_control_file_is_reported_not_fatal(tmp_path: Path) -> None:
     data = report.build_report(
         [tmp_path], report.ReportSettings(results_dirs=(tmp_path,), chaos_path=control)
     )
-    assert "corrupt" in data["chaos"]["snapshot"]["error"]
+    assert "not valid JSON" in data["chaos"]["snapshot"]["error"]

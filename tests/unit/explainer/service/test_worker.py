@@ -258,11 +258,22 @@ def test_chaos_flags(rig: Rig, fault: Fault, state: TraceState, attribution: str
         assert rec.stage_ms["decode"] >= 20  # the injected latency lands in the decode stage
 
 
-def test_corrupt_chaos_file_means_no_chaos(rig: Rig) -> None:
-    rig.chaos_path.write_text("{not json")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        '{"version": 1, "flags": {"drop-s3": {"percent": 100, "expires_at": "never"}}}',
+        '{"version": 1, "flags": {"slow-sae": {"percent": 100, "jitter_ms": NaN}}}',
+        '{"version": 1, "flags": {"fail-attribution": {"mode": ["fail"]}, "drop-s3": 7}}',
+    ],
+)
+def test_a_malformed_chaos_file_means_no_chaos(rig: Rig, text: str) -> None:
+    rig.chaos_path.write_text(text)
     rig.submit("t")
     rig.worker().run_once()
-    assert rig.record("t").state is TraceState.COMPLETE
+    rec = rig.record("t")
+    assert rec.state is TraceState.COMPLETE and rec.attribution == GRADIENT
+    assert rig.value("chaos_injections_total", flag="drop-s3") == 0
 
 
 def test_soft_backpressure_applies_the_ladder(rig: Rig) -> None:

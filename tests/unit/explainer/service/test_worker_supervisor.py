@@ -103,3 +103,16 @@ def test_depth_and_chaos_spike_set_the_level_and_shed_is_counted(sup: Supervisor
     add(sup, "s2", state=TraceState.SHED)
     sup.tick()
     assert value(sup, "backpressure_actions_total", action="shed", level="hard") == 2  # s1 and s2
+
+
+def test_a_malformed_chaos_file_does_not_stop_the_heartbeat(sup: Supervisor, tmp_path: Path) -> None:
+    assert sup.stores is not None
+    (tmp_path / "chaos.json").write_text(
+        '{"version": 1, "flags": {"rate-limit-spike": {"severity": "hard", "expires_at": "never"}}}'
+    )
+    sup.events.put((READY, "set", 0.0, ()))
+    time.sleep(0.2)  # the multiprocessing queue's feeder thread delivers asynchronously
+    sup.tick()
+    signal = sup.stores.state.read_backpressure()
+    assert signal is not None and int(signal.level) == 0  # published, and the invalid spike is inactive
+    assert value(sup, "chaos_fault_active", flag="rate-limit-spike") == 0
