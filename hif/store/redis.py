@@ -14,8 +14,10 @@ holder finds the trace terminal (compare-and-set) and acks it itself.
 
 Trace state: one hash per trace, each field JSON-encoded except ``state``; a Lua script does every
 compare-and-set so concurrent workers and sweepers on any host see one winner. A sorted set of
-``expires_at`` deadlines makes ``expire_due`` cheap, counters per state make ``counts`` O(1), and
-each hash expires ``retention_s`` after its deadline (or after it finished), so Redis does not fill.
+``expires_at`` deadlines makes ``expire_due`` cheap, and each hash expires ``retention_s`` after its
+deadline (or after it finished), so Redis does not fill. ``counts`` is derived from live data: one
+sorted set per state holds its trace ids scored by their hash's expiry, and a count first drops the
+members Redis has expired, so it always matches what status reads answer.
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ class RedisJobQueue:
         created = float(fields.get("created_at") or int(entry_id.split("-")[0]) / 1000)
         return max(0.0, (time.time() if now is None else now) - created)
 
+    def check(self) -> None:
+        _check(self._client, self._opts)
+
     def close(self) -> None:
         self._client.close()
 
@@ -196,10 +201,11 @@ class RedisTraceStore:
         self._opts = parse_url(url, key="state")
         self._client: Any = make_client(self._opts)
         self._deadlines = self._opts.key("deadlines")
-        self._counts = self._opts.key("counts")
+        self._state_sets = [self._opts.key("state", name) for name in lua.STATES]
         self._create = self._client.register_script(lua.CREATE_TRACE)
         self._cas = self._client.register_script(lua.CAS_TRACE)
         self._expire = self._client.register_script(lua.EXPIRE_TRACE)
+        self._count = self._client.register_script(lua.COUNT_TRACES)
 
     def create(self, records: Iterable[TraceRecord]) -> None:
         records = list(records)
@@ -252,10 +258,8 @@ class RedisTraceStore:
 
     def counts(self) -> dict[str, int]:
         with translate("counts", self._opts):
-            raw = self._client.hgetall(self._counts)
-        counts = {str(s): 0 for s in TraceState}
-        counts.update({state: int(n) for state, n in raw.items()})
-        return counts
+            live = self._count(keys=self._state_sets)
+        return {state: int(n) for state, n in zip(lua.STATES, live, strict=True)}
 
     def publish_backpressure(self, signal: BackpressureSignal) -> None:
         value = orjson.dumps(
@@ -272,6 +276,9 @@ class RedisTraceStore:
         return BackpressureSignal(level=BackpressureLevel(int(data["level"])), reason=str(data["reason"]),
                                   updated_at=float(data["updated_at"]))
 
+    def check(self) -> None:
+        _check(self._client, self._opts)
+
     def close(self) -> None:
         self._client.close()
 
@@ -281,7 +288,7 @@ class RedisTraceStore:
         return self._opts.key("trace", trace_id)
 
     def _keys(self, trace_id: str) -> list[str]:
-        return [self._trace_key(trace_id), self._deadlines, self._counts]
+        return [self._trace_key(trace_id), self._deadlines, *self._state_sets]
 
     def _compare_and_set(self, trace_id: str, allowed: str, to_state: TraceState | None,
                          fields: dict[str, Any]) -> TraceRecord | None:
@@ -296,6 +303,19 @@ class RedisTraceStore:
                 trace_id, allowed, str(to_state or ""), "1" if terminal else "0",
                 _ms(now + self._opts.retention_s), *_encode(fields)])
         return _decode(flat) if flat else None
+
+
+MIN_REDIS = (7, 0)  # the trace scripts use PEXPIRETIME
+
+
+def _check(client: Any, opts: Any) -> None:
+    """Reach Redis (with the URL's credentials), then make sure it runs the scripts' commands."""
+    with translate("start-up check", opts):
+        client.ping()
+        version = str(client.info("server").get("redis_version", "0"))
+    found = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if found < MIN_REDIS:
+        raise StoreError(f"Redis {version} is too old: HIF needs 7.0 or newer", store=opts.safe_url)
 
 
 def _encode(fields: dict[str, Any]) -> list[Any]:
