@@ -73,19 +73,25 @@ if #p == 0 or p[1][2] ~= ARGV[3] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then 
 """
 
 # KEYS: stream, per-trace marker. ARGV: group, entry id, consumer, attempt.
-ACK_IF_HELD = _HELD + """
+ACK_IF_HELD = (
+    _HELD
+    + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+)
 
 # KEYS: stream. ARGV: group, entry id, consumer, attempt, idle ms (HORIZON - V).
 # JUSTID moves the deadline without raising the delivery counter, so the lease keeps its identity.
-EXTEND_IF_HELD = _HELD + """
+EXTEND_IF_HELD = (
+    _HELD
+    + """
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
 return 1
 """
+)
 
 # Per-state counts are derived from live data: each state has a sorted set of the trace ids in it,
 # scored by the time their hash expires (PEXPIREAT / PEXPIRETIME). COUNT_TRACES drops the members
@@ -102,7 +108,9 @@ def _state_index(first: int) -> str:
 
 # KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, state, keep-until ms, pending ('1'/'0'), then field/value pairs.
-CREATE_TRACE = _state_index(3) + """
+CREATE_TRACE = (
+    _state_index(3)
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
@@ -112,11 +120,14 @@ end
 redis.call('ZADD', KEYS[S[ARGV[2]]], ARGV[3], ARGV[1])
 return 1
 """
+)
 
 # KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, allowed states (comma-separated), new state ('' keeps it), terminal ('1'/'0'),
 # keep-until ms when terminal, then field/value pairs. Returns the record, or nil.
-CAS_TRACE = _state_index(3) + """
+CAS_TRACE = (
+    _state_index(3)
+    + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return false end
 local ok = false
@@ -142,11 +153,14 @@ if new ~= cur or ARGV[4] == '1' then
 end
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
 # KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, now (JSON), keep-until ms, default reason (JSON).
 # Returns 1 when the trace moved to expired; drops stale deadline entries either way.
-EXPIRE_TRACE = _state_index(3) + """
+EXPIRE_TRACE = (
+    _state_index(3)
+    + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if cur ~= 'queued' and cur ~= 'running' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -166,6 +180,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
 """
+)
 
 # KEYS: the state sets (STATES order). Returns the live count of each, in that order. Redis's
 # own clock decides, as it does for the hashes' expiry: a member scored at or before now is gone.

@@ -137,12 +137,18 @@ class S3BlobStore:
             if code in ("NoSuchBucket", "404", "NotFound"):
                 raise error(f"cannot {action} {where}: bucket {bucket!r} does not exist", **ctx) from exc
             if code in _DENIED_CODES:
-                raise error(f"cannot {action} {where}: access denied ({code}): wrong credentials or no "
-                            "permission on the bucket", **ctx) from exc
+                raise error(
+                    f"cannot {action} {where}: access denied ({code}): wrong credentials or no "
+                    "permission on the bucket",
+                    **ctx,
+                ) from exc
             raise error(f"cannot {action} {where}: S3 said {code}: {exc}", **ctx) from exc
         except NoCredentialsError as exc:
-            raise error(f"cannot {action} {where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY or a profile)", **ctx) from exc
+            raise error(
+                f"cannot {action} {where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY or a profile)",
+                **ctx,
+            ) from exc
         except (BotoConnectionError, HTTPClientError) as exc:
             # Unreachable after botocore's own retries: the caller may retry later.
             cls = error if error is BlobWriteError else StoreUnavailableError
