@@ -19,6 +19,7 @@ from hif.explainer.featureset import Registry
 from hif.gateway._asgi import SSE_DONE, SSE_HEADERS, Receive, Responder, Scope, read_body, render_error, sse
 from hif.gateway.auth import CHAT, Principal
 from hif.gateway.interceptor import Interceptor, new_trace_id
+from hif.gateway.limits import RateLimiter
 from hif.gateway.schemas import ChatRequest, parse_chat
 from hif.metrics import GatewayMetrics
 from hif.upstream.base import Upstream, chunk_text, completion_text, prompt_text
@@ -35,13 +36,16 @@ class ChatHandler:
         registry: Registry,
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.upstream, self.interceptor, self.registry = upstream, interceptor, registry
-        self.metrics, self.max_body_bytes = metrics, max_body_bytes
+        self.metrics, self.max_body_bytes, self.limiter = metrics, max_body_bytes, limiter
         self._upstream_children: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, out: Responder, who: Principal) -> None:
         who.require(CHAT)
+        if self.limiter is not None:  # before the body and the upstream: a refused stream never starts
+            await self.limiter.check_chat(who)
         raw = await read_body(scope, receive, self.max_body_bytes)
         try:
             data = orjson.loads(raw)
@@ -49,6 +53,10 @@ class ChatHandler:
             raise BadRequestError(f"malformed JSON body: {exc}", code="invalid_json") from exc
         request = parse_chat(data)
         explain = self._explain(request)
+        if explain is not None and self.limiter is not None:
+            limited = await self.limiter.check_explain(who)
+            if limited is not None:
+                explain["rate_limited"] = limited
         body = {k: v for k, v in data.items() if k != "explain"}
         if request.stream:
             await self._stream(body, out, who, explain)
@@ -146,6 +154,7 @@ class ChatHandler:
             features_resolved=explain["resolved"],
             prompt=prompt_text(body.get("messages")),
             completion=completion,
+            rate_limited=explain.get("rate_limited"),
         )
         trace_id = record.trace_id
         result: dict[str, Any] = {
