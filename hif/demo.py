@@ -87,18 +87,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 
 def _start_system(s: DemoSettings, data_dir: Path) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable,
-        "-m",
-        "hif.cli",
-        "serve",
-        "--port",
-        str(s.port),
-        "--metrics-port",
-        str(s.metrics_port),
-        "--explainer-metrics-port",
-        str(s.explainer_metrics_port),
-        "--data-dir",
-        str(data_dir),
+        sys.executable, "-m", "hif.cli", "serve",
+        "--port", str(s.port), "--metrics-port", str(s.metrics_port),
+        "--explainer-metrics-port", str(s.explainer_metrics_port), "--data-dir", str(data_dir),
     ]
     print(f"demo: starting the embedded system: {' '.join(cmd[2:])}", flush=True)
     return subprocess.Popen(cmd)
@@ -147,34 +138,20 @@ def run_demo(s: DemoSettings) -> int:
         _wait_ready(f"{base_url}/readyz", proc, READY_TIMEOUT_S)
         window = threading.Thread(target=_chaos_window, args=(s, stop), daemon=True)
         window.start()
-        summary = run_load_sync(
-            LoadSettings(
-                base_url=base_url,
-                concurrency=s.concurrency,
-                duration_seconds=s.duration_seconds,
-                rps_limit=s.rps_limit,
-                attach_rate=s.attach_rate,
-                granularity=s.granularity,
-                features=load_registry().default,
-                results_dir=s.results_dir,
-                slo=(
-                    "chat_p95_ms=500",
-                    "error_rate=0.01",
-                    "sentence_p95_ms=1500",
-                    "token_p95_ms=3500",
-                    "expired_failed_rate=0.05",
-                ),
-            )
-        )
+        summary = run_load_sync(LoadSettings(
+            base_url=base_url, concurrency=s.concurrency, duration_seconds=s.duration_seconds,
+            rps_limit=s.rps_limit,
+            attach_rate=s.attach_rate, granularity=s.granularity, features=load_registry().default,
+            results_dir=s.results_dir,
+            slo=("chat_p95_ms=500", "error_rate=0.01", "sentence_p95_ms=1500", "token_p95_ms=3500",
+                 "expired_failed_rate=0.05"),
+        ))
         stop.set()
-        run_report(
-            ReportSettings(
-                results_dirs=(s.results_dir,),
-                chaos_path=chaos_control_path(),
-                metrics_url_gateway=f"http://127.0.0.1:{s.metrics_port}/metrics",
-                metrics_url_explainer=f"http://127.0.0.1:{s.explainer_metrics_port}/metrics",
-            )
-        )
+        run_report(ReportSettings(
+            results_dirs=(s.results_dir,), chaos_path=chaos_control_path(),
+            metrics_url_gateway=f"http://127.0.0.1:{s.metrics_port}/metrics",
+            metrics_url_explainer=f"http://127.0.0.1:{s.explainer_metrics_port}/metrics",
+        ))
     finally:
         stop.set()
         chaos.apply_change(disable_all=True)

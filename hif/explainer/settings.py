@@ -51,8 +51,12 @@ class ExplainerSettings:
     SECTION: typing.ClassVar[str] = "explainer"
 
     workers: int = option(1, help="explainer worker processes")
-    explainer_metrics_port: int = option(9090, help="Prometheus /metrics port for all workers (0 disables)")
-    explainer_host: str = option("127.0.0.1", help="address the explainer metrics server listens on")
+    explainer_metrics_port: int = option(
+        9090, help="Prometheus /metrics port for all workers (0 disables)"
+    )
+    explainer_host: str = option(
+        "127.0.0.1", help="address the explainer metrics server listens on"
+    )
     device: str = option("auto", help="torch device for the pipeline", choices=DEVICES)
     torch_threads: int = option(0, help="torch intra-op threads per worker (0: (cores - 1) / workers)")
     visibility_timeout_s: float = option(
@@ -60,10 +64,14 @@ class ExplainerSettings:
     )
     batch_max_tokens: int = option(2048, help="most (estimated) tokens in one extract forward pass")
     lease_max_jobs: int = option(8, help="most jobs one worker leases at a time")
-    max_attempts: int = option(3, help="deliveries before a job that keeps killing workers is failed")
+    max_attempts: int = option(
+        3, help="deliveries before a job that keeps killing workers is failed"
+    )
     persist_retries: int = option(3, help="blob-write retries before the trace is failed")
     persist_backoff_s: float = option(0.05, help="first persist retry delay (doubles each retry)")
-    tick_s: float = option(0.25, help="how often the supervisor sweeps expiries and updates backpressure")
+    tick_s: float = option(
+        0.25, help="how often the supervisor sweeps expiries and updates backpressure"
+    )
     soft_lag_s: float | None = option(
         None, help="queue lag that raises backpressure to soft (default: half the sentence budget)"
     )
@@ -75,7 +83,9 @@ class ExplainerSettings:
     recover_ratio: float = option(
         0.5, help="a level drops once lag and depth are below this share of its threshold"
     )
-    recover_hold_s: float = option(1.0, help="how long pressure must stay low before the level drops")
+    recover_hold_s: float = option(
+        1.0, help="how long pressure must stay low before the level drops"
+    )
     pipeline_loader: str = option(
         "hif.explainer.pipeline:load_pipeline", help="module:function that loads a featureset's pipeline"
     )

@@ -72,9 +72,8 @@ class Supervisor:
         self.settings, self.sla, self.store_settings, self.featuresets = settings, sla, stores, featuresets
         self.metrics = ExplainerMetrics(registry or CollectorRegistry())
         # The workers hold the model: expose their memory/fds (the soak's leak check reads them).
-        WorkerProcessCollector(
-            lambda: [p.pid for p in list(self.procs.values()) if p.pid], self.metrics.registry
-        )
+        WorkerProcessCollector(lambda: [p.pid for p in list(self.procs.values()) if p.pid],
+                               self.metrics.registry)
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
         self.chaos = ChaosReader()
         self._ctx = multiprocessing.get_context("spawn")

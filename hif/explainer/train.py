@@ -315,10 +315,7 @@ def _build_layer(
     collected = time.perf_counter()
     log.info(
         "layer %d: collected %d train / %d held-out tokens in %.1fs",
-        layer,
-        len(train.x),
-        len(heldout.x),
-        collected - started,
+        layer, len(train.x), len(heldout.x), collected - started,
     )
     sae = train_sae(train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()

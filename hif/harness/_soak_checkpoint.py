@@ -18,12 +18,8 @@ from hif.harness import records
 
 SOAK_SUMMARY_FILE = records.SOAK_SUMMARY_FILE
 PLAN_KEYS = ("hours", "segment_minutes", "concurrency_scale", "spike_minutes")
-RECORD_FILES = (
-    records.CHAT_FILE,
-    records.EXPLANATION_FILE,
-    records.HISTOGRAM_LOG_FILE,
-    records.CHAOS_EVENTS_FILE,
-)
+RECORD_FILES = (records.CHAT_FILE, records.EXPLANATION_FILE, records.HISTOGRAM_LOG_FILE,
+                records.CHAOS_EVENTS_FILE)
 
 
 def sizes(results_dir: Path, *, fresh: bool = False) -> dict[str, Any]:

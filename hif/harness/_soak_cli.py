@@ -29,14 +29,9 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 def parser(prog: str = "hif soak") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Soak a gateway with rotating load segments.")
     add_options(p, SoakSettings)
-    p.add_argument(
-        "--slo",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override an SLO used to flag segments: chat_p95_ms (500), error_rate (0.01), "
-        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05)",
-    )
+    p.add_argument("--slo", action="append", default=[], metavar="NAME=VALUE",
+                   help="override an SLO used to flag segments: chat_p95_ms (500), error_rate (0.01), "
+                        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05)")
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [soak])")
     return p
 
@@ -45,13 +40,10 @@ def stdout_line(summary: dict[str, Any]) -> dict[str, Any]:
     """One JSON line at the end: where the soak got to and what the drift analysis found."""
     drift = summary.get("drift", {})
     return {
-        "status": summary["status"],
-        "profile": summary["plan"]["profile"],
-        "segments_done": len(summary["segments"]),
-        "segments_planned": summary["plan"]["segments"],
+        "status": summary["status"], "profile": summary["plan"]["profile"],
+        "segments_done": len(summary["segments"]), "segments_planned": summary["plan"]["segments"],
         "segments_breaching_slo": sum(1 for s in summary["segments"] if s["slo_breaches"]),
-        "verdict": drift.get("overall"),
-        "findings": drift.get("findings", []),
+        "verdict": drift.get("overall"), "findings": drift.get("findings", []),
     }
 
 

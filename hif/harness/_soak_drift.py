@@ -106,9 +106,8 @@ def judge(rule: Rule, fit: Fit, mean: float) -> str:
     return STABLE
 
 
-def analyse_series(
-    name: str, t_h: Sequence[float], values: Sequence[float | None], *, min_span_h: float = MIN_SPAN_H
-) -> dict[str, Any]:
+def analyse_series(name: str, t_h: Sequence[float], values: Sequence[float | None], *,
+                   min_span_h: float = MIN_SPAN_H) -> dict[str, Any]:
     """Slope per hour, r^2 and verdict for one series.
 
     ``insufficient-data`` under MIN_POINTS points or when they span less than ``min_span_h``;
@@ -116,39 +115,25 @@ def analyse_series(
     """
     rule = RULES.get(name, Rule(finding=DRIFT, relative_per_hour=0.2))
     xs, ys = _points(t_h, values)
-    out: dict[str, Any] = {
-        "n": len(xs),
-        "span_h": (max(xs) - min(xs)) if xs else 0.0,
-        "slope_per_hour": None,
-        "r2": None,
-        "mean": None,
-        "relative_slope_per_hour": None,
-        "verdict": INSUFFICIENT,
-    }
+    out: dict[str, Any] = {"n": len(xs), "span_h": (max(xs) - min(xs)) if xs else 0.0,
+                           "slope_per_hour": None, "r2": None, "mean": None,
+                           "relative_slope_per_hour": None, "verdict": INSUFFICIENT}
     if len(xs) < MIN_POINTS or len(set(xs)) < 2:
         return out
     fit = least_squares(xs, ys)
     mean = sum(ys) / len(ys)
-    out.update(
-        slope_per_hour=fit.slope,
-        r2=fit.r2,
-        mean=mean,
-        relative_slope_per_hour=fit.slope / mean if mean else None,
-    )
+    out.update(slope_per_hour=fit.slope, r2=fit.r2, mean=mean,
+               relative_slope_per_hour=fit.slope / mean if mean else None)
     if out["span_h"] >= min_span_h:
         out["verdict"] = judge(rule, fit, mean)
     return out
 
 
-def analyse(
-    t_h: Sequence[float], series: dict[str, list[float | None]], *, min_span_h: float = MIN_SPAN_H
-) -> dict[str, Any]:
+def analyse(t_h: Sequence[float], series: dict[str, list[float | None]], *,
+            min_span_h: float = MIN_SPAN_H) -> dict[str, Any]:
     """Drift/leak analysis of every series with a rule, plus an overall verdict and findings."""
-    per_series = {
-        name: analyse_series(name, t_h, series[name], min_span_h=min_span_h)
-        for name in RULES
-        if name in series
-    }
+    per_series = {name: analyse_series(name, t_h, series[name], min_span_h=min_span_h)
+                  for name in RULES if name in series}
     findings = [
         f"{name}: {res['verdict']} (slope {res['slope_per_hour']:.4g}/h, "
         f"{100 * (res['relative_slope_per_hour'] or 0):.1f}% of its level per hour, r2 {res['r2']:.2f})"
@@ -164,11 +149,5 @@ def analyse(
         overall = INSUFFICIENT
     else:
         overall = STABLE
-    return {
-        "series": per_series,
-        "overall": overall,
-        "findings": findings,
-        "warmup_segments_excluded": WARMUP_SEGMENTS,
-        "min_r2": MIN_R2,
-        "min_span_h": min_span_h,
-    }
+    return {"series": per_series, "overall": overall, "findings": findings,
+            "warmup_segments_excluded": WARMUP_SEGMENTS, "min_r2": MIN_R2, "min_span_h": min_span_h}

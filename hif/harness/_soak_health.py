@@ -55,11 +55,8 @@ def parse_health(text: str) -> dict[str, Any]:
             if sample.name in HEALTH_SAMPLES:
                 key, how = HEALTH_SAMPLES[sample.name]
                 old = values.get(key)
-                values[key] = (
-                    sample.value
-                    if old is None
-                    else (old + sample.value if how == "sum" else max(old, sample.value))
-                )
+                values[key] = sample.value if old is None else (
+                    old + sample.value if how == "sum" else max(old, sample.value))
             elif sample.name in LABELLED_COUNTERS:
                 label = "/".join(sample.labels.get(n, "") for n in LABELLED_COUNTERS[sample.name])
                 bucket = counters.setdefault(sample.name.removesuffix("_total"), {})

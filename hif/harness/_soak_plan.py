@@ -40,21 +40,14 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "default": Profile(
-        name="default",
-        description="moderate concurrency (about 400)",
-        phases=(Phase(name="steady", concurrency=400),),
-    ),
-    "heavy": Profile(
-        name="heavy",
-        description="high concurrency (about 1000), unlimited RPS",
-        phases=(Phase(name="heavy", concurrency=1000),),
-    ),
-    "spiky": Profile(
-        name="spiky",
-        description="alternating high (about 800, unlimited) and low (about 200, 100 req/s)",
-        phases=(Phase(name="high", concurrency=800), Phase(name="low", concurrency=200, rps_limit=100.0)),
-    ),
+    "default": Profile(name="default", description="moderate concurrency (about 400)",
+                       phases=(Phase(name="steady", concurrency=400),)),
+    "heavy": Profile(name="heavy", description="high concurrency (about 1000), unlimited RPS",
+                     phases=(Phase(name="heavy", concurrency=1000),)),
+    "spiky": Profile(name="spiky",
+                     description="alternating high (about 800, unlimited) and low (about 200, 100 req/s)",
+                     phases=(Phase(name="high", concurrency=800),
+                             Phase(name="low", concurrency=200, rps_limit=100.0))),
 }
 
 
@@ -133,14 +126,10 @@ class Schedule:
         start = index * self.segment_s
         phase = self.phase_at(start)
         return SegmentPlan(
-            index=index,
-            start_offset_s=round(start, 3),
+            index=index, start_offset_s=round(start, 3),
             duration_s=round(min(self.segment_s, self.total_s - start), 3),
-            phase=phase.name,
-            concurrency=phase.concurrency,
-            rps_limit=phase.rps_limit,
-            attach_rate=attach_rate(index),
-            granularity=granularity(index),
+            phase=phase.name, concurrency=phase.concurrency, rps_limit=phase.rps_limit,
+            attach_rate=attach_rate(index), granularity=granularity(index),
         )
 
     def segments(self) -> list[SegmentPlan]:
@@ -153,11 +142,6 @@ class Schedule:
         return self.plan(min(self.count() - 1, int(elapsed_s // self.segment_s)))
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "profile": self.profile.name,
-            "hours": self.hours,
-            "segment_minutes": self.segment_minutes,
-            "concurrency_scale": self.concurrency_scale,
-            "spike_minutes": self.spike_minutes,
-            "segments": self.count(),
-        }
+        return {"profile": self.profile.name, "hours": self.hours, "segment_minutes": self.segment_minutes,
+                "concurrency_scale": self.concurrency_scale, "spike_minutes": self.spike_minutes,
+                "segments": self.count()}

@@ -14,18 +14,9 @@ from hif.harness._soak_plan import SegmentPlan
 
 # Series the drift/leak analysis fits (names match hif.harness._soak_drift.RULES).
 SERIES = (
-    "chat_p95_ms",
-    "chat_error_rate",
-    "sentence_p95_ms",
-    "token_p95_ms",
-    "expired_failed_rate",
-    "gateway_rss_bytes",
-    "explainer_rss_bytes",
-    "explainer_workers_rss_bytes",
-    "gateway_open_fds",
-    "explainer_open_fds",
-    "explainer_workers_open_fds",
-    "queue_lag_s",
+    "chat_p95_ms", "chat_error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate",
+    "gateway_rss_bytes", "explainer_rss_bytes", "explainer_workers_rss_bytes", "gateway_open_fds",
+    "explainer_open_fds", "explainer_workers_open_fds", "queue_lag_s",
 )
 
 
@@ -53,12 +44,8 @@ def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
     traces = int(b.get("traces") or 0)
     requests = int(b.get("requests") or 0)
     out = {
-        "start_ts": b.get("start_s"),
-        "end_ts": b.get("end_s"),
-        "requests": requests,
-        "rps": b.get("rps"),
-        "p50_ms": _positive(b.get("p50_ms")),
-        "p95_ms": _positive(b.get("p95_ms")),
+        "start_ts": b.get("start_s"), "end_ts": b.get("end_s"), "requests": requests, "rps": b.get("rps"),
+        "p50_ms": _positive(b.get("p50_ms")), "p95_ms": _positive(b.get("p95_ms")),
         "rate_4xx": b.get("http_4xx", 0) / requests if requests else None,
         "rate_5xx": b.get("http_5xx", 0) / requests if requests else None,
         "error_rate": b.get("error_rate") if requests else None,
@@ -71,60 +58,40 @@ def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
     return out
 
 
-def segment_point(
-    plan: SegmentPlan, load: Mapping[str, Any], health: Mapping[str, Any], slos: Mapping[str, float]
-) -> dict[str, Any]:
+def segment_point(plan: SegmentPlan, load: Mapping[str, Any], health: Mapping[str, Any],
+                  slos: Mapping[str, float]) -> dict[str, Any]:
     """The soak's record of one finished segment."""
     chat, expl = load["chat"], load["explanations"]
     latency, sla = chat["latency_ms"], expl["sla_ms"]
     chat_out = {
-        "requests": chat["requests"],
-        "rps": chat["rps"],
-        "p50_ms": _pct(latency, "p50_ms"),
-        "p95_ms": _pct(latency),
-        "p99_ms": _pct(latency, "p99_ms"),
+        "requests": chat["requests"], "rps": chat["rps"],
+        "p50_ms": _pct(latency, "p50_ms"), "p95_ms": _pct(latency), "p99_ms": _pct(latency, "p99_ms"),
         "intended_p95_ms": _pct(chat.get("intended_latency_ms", {})),
-        "rate_4xx": chat["http_4xx_rate"],
-        "rate_5xx": chat["http_5xx_rate"],
+        "rate_4xx": chat["http_4xx_rate"], "rate_5xx": chat["http_5xx_rate"],
         "error_rate": chat["error_rate"],
     }
     expl_out = {
-        "traces": expl["traces"],
-        "by_state": expl["by_state"],
-        "sentence_p95_ms": _pct(sla["sentence"]),
-        "token_p95_ms": _pct(sla["token"]),
-        "sentence_count": sla["sentence"].get("count", 0),
-        "token_count": sla["token"].get("count", 0),
-        **{
-            k: expl.get(k)
-            for k in ("expired_rate", "failed_rate", "expired_failed_rate", "shed_rate", "orphaned_rate")
-        },
+        "traces": expl["traces"], "by_state": expl["by_state"],
+        "sentence_p95_ms": _pct(sla["sentence"]), "token_p95_ms": _pct(sla["token"]),
+        "sentence_count": sla["sentence"].get("count", 0), "token_count": sla["token"].get("count", 0),
+        **{k: expl.get(k) for k in ("expired_rate", "failed_rate", "expired_failed_rate", "shed_rate",
+                                     "orphaned_rate")},
     }
     # The load summary's layout too, so readers of summary.json read a segment the same way.
-    expl_out["sla_ms"] = {
-        g: {"count": sla[g].get("count", 0), "p95_ms": expl_out[f"{g}_p95_ms"]} for g in ("sentence", "token")
-    }
+    expl_out["sla_ms"] = {g: {"count": sla[g].get("count", 0), "p95_ms": expl_out[f"{g}_p95_ms"]}
+                          for g in ("sentence", "token")}
     if not expl["traces"]:
         expl_out["expired_failed_rate"] = None  # no explanation asked: no evidence either way
-    values = {
-        "chat_p95_ms": chat_out["p95_ms"],
-        "error_rate": chat_out["error_rate"],
-        "sentence_p95_ms": expl_out["sentence_p95_ms"],
-        "token_p95_ms": expl_out["token_p95_ms"],
-        "expired_failed_rate": expl_out["expired_failed_rate"],
-    }
+    values = {"chat_p95_ms": chat_out["p95_ms"], "error_rate": chat_out["error_rate"],
+              "sentence_p95_ms": expl_out["sentence_p95_ms"], "token_p95_ms": expl_out["token_p95_ms"],
+              "expired_failed_rate": expl_out["expired_failed_rate"]}
     return {
         **plan.to_json(),
         "plan": plan.to_json(),
-        "run_id": load.get("run_id"),
-        "started_at": load["started_at"],
-        "ended_at": load["ended_at"],
-        "duration_s": load["duration_s"],
-        "stopped_by": load.get("stopped_by"),
+        "run_id": load.get("run_id"), "started_at": load["started_at"], "ended_at": load["ended_at"],
+        "duration_s": load["duration_s"], "stopped_by": load.get("stopped_by"),
         "generator": {k: load.get("generator", {}).get(k) for k in ("valid", "reasons", "achieved_rps")},
-        "chat": chat_out,
-        "explanations": expl_out,
-        "health": dict(health),
+        "chat": chat_out, "explanations": expl_out, "health": dict(health),
         "slo_breaches": breaches(values, slos),
         "buckets": [_bucket(b, slos) for b in load.get("buckets", [])],
     }
@@ -138,7 +105,6 @@ def _health(segment: Mapping[str, Any], component: str, key: str) -> float | Non
 
 def series_of(segments: Sequence[Mapping[str, Any]], t0: float) -> dict[str, list[Any]]:
     """Parallel arrays, one entry per segment; time ``t_h`` is hours from t0 to the segment's end."""
-
     def col(fn: Any) -> list[Any]:
         return [fn(s) for s in segments]
 

@@ -44,13 +44,8 @@ log = logging.getLogger(__name__)
 
 SOAK_SCHEMA = "hif.soak.v1"
 # The runbook's SLOs (section 5), in the load runner's gate names; --slo NAME=VALUE overrides.
-DEFAULT_SLOS = {
-    "chat_p95_ms": 500.0,
-    "error_rate": 0.01,
-    "sentence_p95_ms": 1500.0,
-    "token_p95_ms": 3500.0,
-    "expired_failed_rate": 0.05,
-}
+DEFAULT_SLOS = {"chat_p95_ms": 500.0, "error_rate": 0.01, "sentence_p95_ms": 1500.0,
+                "token_p95_ms": 3500.0, "expired_failed_rate": 0.05}
 
 LoadFn = Callable[..., Awaitable[LoadSummary]]
 
@@ -71,18 +66,16 @@ class SoakSettings:
     timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
     auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
     tenant_id: str | None = option(None, help="send x-tenant-id: TID")
-    results_dir: Path = option(DEFAULT_RESULTS_DIR, help="where result files and soak_summary.json go")
+    results_dir: Path = option(
+        DEFAULT_RESULTS_DIR, help="where result files and soak_summary.json go")
     metrics_url_gateway: str | None = option(None, help="gateway /metrics (default: base-url host, :9091)")
     metrics_url_explainer: str | None = option(None, help="explainer /metrics (default: base-url host :9090)")
     resume: bool = option(False, help="continue the soak in results-dir from its last finished segment")
     processes: int = option(1, help="spread each segment's workers over N processes")
     drain_seconds: float = option(30.0, help="after each segment, time allowed for open polls to finish")
     poll_deadline_seconds: float = option(75.0, help="give up polling a trace this long after its chat")
-    live: str = option(
-        "off",
-        help="each segment's live view: auto, rich, plain, off",
-        choices=("auto", "rich", "plain", "off"),
-    )
+    live: str = option("off", help="each segment's live view: auto, rich, plain, off",
+                       choices=("auto", "rich", "plain", "off"))
     slo: tuple[str, ...] = ()  # NAME=VALUE overrides of DEFAULT_SLOS; repeatable on the CLI
 
     def __post_init__(self) -> None:
@@ -92,13 +85,9 @@ class SoakSettings:
         self.schedule()  # validates hours, segment_minutes, scale
 
     def schedule(self) -> Schedule:
-        return Schedule(
-            profile=PROFILES[self.profile],
-            hours=self.hours,
-            segment_minutes=self.segment_minutes,
-            concurrency_scale=self.concurrency_scale,
-            spike_minutes=self.spike_minutes,
-        )
+        return Schedule(profile=PROFILES[self.profile], hours=self.hours,
+                        segment_minutes=self.segment_minutes, concurrency_scale=self.concurrency_scale,
+                        spike_minutes=self.spike_minutes)
 
     @property
     def slos(self) -> dict[str, float]:
@@ -106,31 +95,17 @@ class SoakSettings:
 
     def metrics_urls(self) -> dict[str, str]:
         gateway, explainer = default_metrics_urls(self.base_url)
-        return {
-            "gateway": self.metrics_url_gateway or gateway,
-            "explainer": self.metrics_url_explainer or explainer,
-        }
+        return {"gateway": self.metrics_url_gateway or gateway,
+                "explainer": self.metrics_url_explainer or explainer}
 
     def load_settings(self, plan: SegmentPlan, *, append: bool, bucket_s: float) -> LoadSettings:
         return LoadSettings(
-            base_url=self.base_url,
-            concurrency=plan.concurrency,
-            duration_seconds=plan.duration_s,
-            attach_rate=plan.attach_rate,
-            granularity=plan.granularity,
-            features=self.features,
-            timeout_seconds=self.timeout_seconds,
-            auth_token=self.auth_token,
-            tenant_id=self.tenant_id,
-            rps_limit=plan.rps_limit,
-            results_dir=self.results_dir,
-            processes=self.processes,
-            drain_seconds=self.drain_seconds,
-            poll_deadline_seconds=self.poll_deadline_seconds,
-            bucket_seconds=bucket_s,
-            live=self.live,
-            append=append,
-            run_id=f"soak-{plan.number:04d}",
+            base_url=self.base_url, concurrency=plan.concurrency, duration_seconds=plan.duration_s,
+            attach_rate=plan.attach_rate, granularity=plan.granularity, features=self.features,
+            timeout_seconds=self.timeout_seconds, auth_token=self.auth_token, tenant_id=self.tenant_id,
+            rps_limit=plan.rps_limit, results_dir=self.results_dir, processes=self.processes,
+            drain_seconds=self.drain_seconds, poll_deadline_seconds=self.poll_deadline_seconds,
+            bucket_seconds=bucket_s, live=self.live, append=append, run_id=f"soak-{plan.number:04d}",
             seed=plan.index,
         )
 
@@ -143,21 +118,13 @@ def bucket_seconds(segment_s: float) -> float:
 class Soak:
     """One soak's state: the plan, the finished segments, and the summary file they live in."""
 
-    def __init__(
-        self,
-        settings: SoakSettings,
-        *,
-        load: LoadFn = run_load,
-        fetch: Fetch = fetch_text,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: SoakSettings, *, load: LoadFn = run_load, fetch: Fetch = fetch_text,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings, self.load, self.fetch, self.clock = settings, load, fetch, clock
         self.path = settings.results_dir / checkpoint.SOAK_SUMMARY_FILE
         self.summary = self._start_or_resume()
-        self.schedule = Schedule(
-            profile=PROFILES[self.summary["plan"]["profile"]],
-            **{k: self.summary["plan"][k] for k in checkpoint.PLAN_KEYS},
-        )
+        self.schedule = Schedule(profile=PROFILES[self.summary["plan"]["profile"]],
+                                 **{k: self.summary["plan"][k] for k in checkpoint.PLAN_KEYS})
 
     def _start_or_resume(self) -> dict[str, Any]:
         s = self.settings
@@ -166,27 +133,15 @@ class Soak:
             checkpoint.rewind(s.results_dir, summary)
             wanted = s.schedule().to_json()
             if summary["plan"] != wanted:
-                log.warning(
-                    "resuming with the checkpoint's plan %s (flags asked for %s)", summary["plan"], wanted
-                )
+                log.warning("resuming with the checkpoint's plan %s (flags asked for %s)",
+                            summary["plan"], wanted)
             summary["resumes"] = int(summary.get("resumes", 0)) + 1
             return summary
         return {
-            "v": SOAK_SCHEMA,
-            "status": "running",
-            "started_at": self.clock(),
-            "updated_at": self.clock(),
-            "base_url": s.base_url,
-            "features": s.features,
-            "tenant_id": s.tenant_id,
-            "plan": s.schedule().to_json(),
-            "slo": s.slos,
-            "metrics_urls": s.metrics_urls(),
-            "baseline_health": None,
-            "segments": [],
-            "series": {},
-            "drift": {},
-            "resumes": 0,
+            "v": SOAK_SCHEMA, "status": "running", "started_at": self.clock(), "updated_at": self.clock(),
+            "base_url": s.base_url, "features": s.features, "tenant_id": s.tenant_id,
+            "plan": s.schedule().to_json(), "slo": s.slos, "metrics_urls": s.metrics_urls(),
+            "baseline_health": None, "segments": [], "series": {}, "drift": {}, "resumes": 0,
             "checkpoint": checkpoint.sizes(s.results_dir, fresh=True),
         }
 
@@ -203,9 +158,8 @@ class Soak:
         segments = self.summary["segments"]
         t0 = float(segments[0]["started_at"]) if segments else float(self.summary["started_at"])
         self.summary["series"] = series_of(segments, t0)
-        self.summary["drift"] = analyse(
-            self.summary["series"]["t_h"], {k: self.summary["series"][k] for k in SERIES}
-        )
+        self.summary["drift"] = analyse(self.summary["series"]["t_h"],
+                                        {k: self.summary["series"][k] for k in SERIES})
         checkpoint.write(self.path, self.summary)
 
     async def run_segment(self, plan: SegmentPlan, stop: asyncio.Event) -> bool:
@@ -237,13 +191,8 @@ class Soak:
         return self.summary
 
 
-async def run_soak(
-    settings: SoakSettings,
-    *,
-    stop: asyncio.Event | None = None,
-    load: LoadFn = run_load,
-    fetch: Fetch = fetch_text,
-) -> dict[str, Any]:
+async def run_soak(settings: SoakSettings, *, stop: asyncio.Event | None = None, load: LoadFn = run_load,
+                   fetch: Fetch = fetch_text) -> dict[str, Any]:
     """Run (or ``--resume``) a soak until its last segment or ``stop``; returns soak_summary.json's data.
 
     A segment that raises (the target vanished, pre-flight failed) leaves the checkpoint at the

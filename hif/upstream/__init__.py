@@ -7,3 +7,4 @@ from hif.upstream.client import OpenAIUpstream
 from hif.upstream.simulator import Simulator
 
 __all__ = ["OpenAIUpstream", "Simulator", "Upstream"]
+
