@@ -279,10 +279,14 @@ def _limit(where: str, spec: Mapping[str, Any], rate_key: str, burst_key: str) -
 
 
 class ListenSettings(Protocol):
-    host: str
-    keys: Path | None
-    insecure_open: bool
-    tls_cert: Path | None
+    @property
+    def host(self) -> str: ...
+    @property
+    def keys(self) -> Path | None: ...
+    @property
+    def insecure_open(self) -> bool: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
 
 
 def is_loopback(host: str) -> bool:

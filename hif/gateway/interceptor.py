@@ -115,6 +115,7 @@ class Interceptor:
         ``rate_limited`` with no job: the tenant's own limit, not sidecar overload.
         """
         now = self._clock()
+        reason: str | None
         if rate_limited is not None:
             outcome, reason, state = "rate_limited", rate_limited, TraceState.RATE_LIMITED
         else:

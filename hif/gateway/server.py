@@ -96,9 +96,15 @@ def _serve_granian(
     from granian.server.embed import Server
 
     async def main() -> None:
-        ssl = {"ssl_cert": tls[0], "ssl_key": tls[1]} if tls else {}
         server = Server(
-            app, address=host, port=port, interface=Interfaces.ASGI, backlog=4096, log_access=False, **ssl
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            backlog=4096,
+            log_access=False,
+            ssl_cert=tls[0] if tls else None,
+            ssl_key=tls[1] if tls else None,
         )
         server.workers_kill_timeout = int(shutdown_timeout_s)
         loop = asyncio.get_running_loop()
