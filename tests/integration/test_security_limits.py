@@ -27,14 +27,14 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_one_gateway_answers_429_with_retry_after_and_rate_limits_explanations(tmp_path: Path) -> None:
     keys = tmp_path / "keys.toml"
-    chat_key = add_key(keys, role="user", tenant="alpha", rpm=60, burst=3)
+    chat_key = add_key(keys, role="user", tenant="alpha", rpm=6, burst=3)  # refill: 1 per 10 s
     explain_key = add_key(keys, role="user", tenant="beta", explain_rpm=1, explain_burst=1)
     with gateway(tmp_path, "--keys", str(keys)) as gw:
         statuses = [gw.request("POST", CHAT_URL, CHAT, bearer(chat_key))[0] for _ in range(3)]
         assert statuses == [200, 200, 200]
         status, headers, body = gw.request("POST", CHAT_URL, {**CHAT, "stream": True}, bearer(chat_key))
         assert status == 429 and headers["content-type"] == "application/json"  # no stream started
-        assert headers["retry-after"] == "1"  # 60/min: a token a second
+        assert 1 <= int(headers["retry-after"]) <= 10
         assert orjson.loads(body)["error"]["code"] == "rate_limit_exceeded"
         assert gw.request("GET", "/v1/featuresets", headers=bearer(chat_key))[0] == 200
         first = orjson.loads(gw.request("POST", CHAT_URL, {**CHAT, "explain": {}}, bearer(explain_key))[2])
