@@ -147,11 +147,6 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._keys)
 
-    @property
-    def limited(self) -> bool:
-        """Whether any key carries a limit (else the gateway needs no buckets)."""
-        return any(k.rpm or k.explain_rpm for k in self._keys.values())
-
     def authenticate(self, authorization: str | None, tenant_header: str | None) -> Principal:
         """The caller behind these headers; 401 or 403 (as RequestErrors) when they do not add up."""
         if tenant_header is not None and not _TENANT_RE.match(tenant_header):
