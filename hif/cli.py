@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("hif.demo", "the main job: embedded system + short load with a chaos window + report"),
     "serve": ("hif.serve", "start the embedded system: gateway + explainer workers + stores"),
     "gateway": ("hif.gateway._cli", "run the gateway alone (OpenAI-compatible chat, traces, metrics)"),
+    "keys": ("hif.gateway._keys_cli", "issue API keys: `hif keys new` prints a token, stores its hash"),
     "explainer": ("hif.explainer.service.cli", "run explainer worker processes against the job queue"),
     "upstream-sim": ("hif.upstream._cli", "run the upstream LLM simulator as an HTTP server"),
     "featureset": ("hif.explainer.training.cli", "build / evaluate / list featuresets (SAE training)"),

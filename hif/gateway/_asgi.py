@@ -6,6 +6,7 @@ of added latency on one core; these helpers are the little a framework would hav
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -97,6 +98,9 @@ def render_error(exc: BaseException) -> tuple[int, dict[str, Any], Headers]:
             headers.append((b"allow", allow.encode()))
         if exc.status_code == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        if retry_after_s is not None:  # whole seconds, rounded up: never invite a retry too early
+            headers.append((b"retry-after", str(max(1, math.ceil(retry_after_s))).encode()))
         return exc.status_code, exc.envelope(), headers
     if isinstance(exc, StoreError):
         return (

@@ -38,6 +38,8 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(
             level=gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        # botocore narrates every credential lookup at INFO; a failed start-up should read as one line.
+        logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))
         from hif.gateway.server import run_gateway
 
         run_gateway(gateway, store=store, sla=sla, featuresets=fs, simulator=sim)

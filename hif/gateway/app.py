@@ -13,7 +13,10 @@ upstream); nothing is module-global, so tests build as many apps as they like.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import time
 from typing import Any, Protocol
 
@@ -28,6 +31,7 @@ from hif.gateway._asgi import ClientGone, Receive, Responder, Scope, Send, heade
 from hif.gateway.auth import KeyRing, Principal
 from hif.gateway.chat import ChatHandler
 from hif.gateway.interceptor import Interceptor
+from hif.gateway.limits import LocalBuckets, RateLimiter, TokenBuckets
 from hif.gateway.openapi import openapi_document
 from hif.gateway.settings import GatewaySettings
 from hif.gateway.traces import TraceHandler, featureset_list
@@ -73,15 +77,18 @@ class GatewayApp:
         interceptor: Interceptor,
         metrics: GatewayMetrics,
         tenants: TenantLabels,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings, self.stores, self.keys = settings, stores, keys
         self.upstream, self.interceptor, self.metrics, self.tenants = upstream, interceptor, metrics, tenants
+        self.limiter = limiter
         self.chat = ChatHandler(
             upstream=upstream,
             interceptor=interceptor,
             registry=registry,
             metrics=metrics,
             max_body_bytes=settings.max_body_bytes,
+            limiter=limiter,
         )
         self.traces = TraceHandler(interceptor=interceptor, blobs=stores.blobs)
         self._featuresets = orjson.dumps(featureset_list(registry))
@@ -239,6 +246,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.interceptor.start()
+                self._watch_sighup(True)
                 self._started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -249,9 +257,25 @@ class GatewayApp:
     async def shutdown(self) -> None:
         """Flush the enqueue buffer and close the upstream (the server already drained requests)."""
         self._stopping = True
+        self._watch_sighup(False)
         await self.interceptor.stop(self.settings.shutdown_timeout_s)
         self.interceptor.close()
         await self.upstream.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
+
+    def _watch_sighup(self, on: bool) -> None:
+        """SIGHUP reloads the keys file (revoking a key needs no restart)."""
+        if self.keys.path is None:
+            return
+        loop = asyncio.get_running_loop()
+        # Only the main thread may own signals; an app driven from a test thread simply has no
+        # SIGHUP reload (it can call keys.reload() itself).
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            if on:
+                loop.add_signal_handler(signal.SIGHUP, self.keys.reload)
+            else:
+                loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _bodiless(send: Send) -> Send:
@@ -280,8 +304,13 @@ def create_app(
     simulator: SimulatorSettings | None = None,
     upstream: Upstream | None = None,
     keys: KeyRing | None = None,
+    buckets: TokenBuckets | None = None,
 ) -> GatewayApp:
-    """Build the gateway ASGI app from settings and already-open stores."""
+    """Build the gateway ASGI app from settings and already-open stores.
+
+    ``buckets`` holds the per-key limits: shared ones in distributed mode
+    (:func:`hif.store.redis_buckets.open_buckets`), else this process's own.
+    """
     metrics = GatewayMetrics(registry)
     tenants = TenantLabels(settings.max_tenant_labels)
     if keys is None:
@@ -306,6 +335,7 @@ def create_app(
         interceptor=interceptor,
         metrics=metrics,
         tenants=tenants,
+        limiter=RateLimiter(buckets or LocalBuckets(), registry, settings.max_tenant_labels),
     )
 
 

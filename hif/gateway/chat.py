@@ -36,6 +36,7 @@ from hif.gateway._asgi import (
 )
 from hif.gateway.auth import CHAT, Principal
 from hif.gateway.interceptor import Interceptor, new_trace_id
+from hif.gateway.limits import RateLimiter
 from hif.gateway.schemas import INTEGER_FIELDS, ChatRequest, parse_chat
 from hif.metrics import GatewayMetrics
 from hif.upstream.base import Upstream, chunk_text, completion_text, prompt_text
@@ -66,14 +67,17 @@ class ChatHandler:
         registry: Registry,
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.upstream, self.interceptor, self.registry = upstream, interceptor, registry
-        self.metrics, self.max_body_bytes = metrics, max_body_bytes
+        self.metrics, self.max_body_bytes, self.limiter = metrics, max_body_bytes, limiter
         self._upstream_children: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, out: Responder, who: Principal) -> None:
         who.require(CHAT)
         _require_json(scope)
+        if self.limiter is not None:  # before the body and the upstream: a refused stream never starts
+            await self.limiter.check_chat(who)
         raw = await read_body(scope, receive, self.max_body_bytes)
         try:
             data = orjson.loads(raw)
@@ -81,6 +85,10 @@ class ChatHandler:
             raise BadRequestError(f"malformed JSON body: {exc}", code="invalid_json") from exc
         request = parse_chat(data)
         explain = self._explain(request)
+        if explain is not None and self.limiter is not None:
+            limited = await self.limiter.check_explain(who)
+            if limited is not None:
+                explain["rate_limited"] = limited
         body = {k: v for k, v in data.items() if k != "explain"}
         for name in INTEGER_FIELDS & body.keys():
             body[name] = getattr(request, name)  # 1.0 is the integer 1 (JSON Schema); forward it as one
@@ -180,6 +188,7 @@ class ChatHandler:
             features_resolved=explain["resolved"],
             prompt=prompt_text(body.get("messages")),
             completion=completion,
+            rate_limited=explain.get("rate_limited"),
         )
         trace_id = record.trace_id
         result: dict[str, Any] = {

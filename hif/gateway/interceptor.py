@@ -9,7 +9,8 @@ buffer first, so a trace the chat just returned is never a 404.
 Shedding, in order: a fresh HARD backpressure signal (re-read every ``backpressure_refresh_s`` by
 the writer task, never on the request path; older than ``backpressure_stale_s`` counts as none),
 a store whose last write failed, a full buffer. A shed trace is still recorded so its status says
-why. A queued trace that outlives its TTL in the buffer is written as ``expired``: nothing is lost.
+why, and so is one refused by its key's ``explain_rpm`` (state ``rate_limited``, never ``shed``).
+A queued trace that outlives its TTL in the buffer is written as ``expired``: nothing is lost.
 """
 
 from __future__ import annotations
@@ -106,14 +107,24 @@ class Interceptor:
         features_resolved: str,
         prompt: str,
         completion: str,
+        rate_limited: str | None = None,
     ) -> TraceRecord:
-        """Record the explanation request; returns the trace as the chat response reports it."""
+        """Record the explanation request; returns the trace as the chat response reports it.
+
+        ``rate_limited`` (the key's ``explain_rpm`` was spent; the reason) records the trace as
+        ``rate_limited`` with no job: the tenant's own limit, not sidecar overload.
+        """
         now = self._clock()
-        outcome, reason = self._decide()
+        reason: str | None
+        if rate_limited is not None:
+            outcome, reason, state = "rate_limited", rate_limited, TraceState.RATE_LIMITED
+        else:
+            outcome, reason = self._decide()
+            state = TraceState.QUEUED if reason is None else TraceState.SHED
         record = TraceRecord(
             trace_id=trace_id,
             tenant=tenant,
-            state=TraceState.QUEUED if reason is None else TraceState.SHED,
+            state=state,
             granularity_requested=granularity,
             granularity=granularity,
             features_requested=features_requested,

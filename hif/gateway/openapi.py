@@ -86,6 +86,17 @@ def _paths() -> dict[str, Any]:
                         },
                     },
                     **_errors(400, 401, 403, 413, 415, 422, 502, 504),
+                    "429": {
+                        **_json(
+                            "ErrorEnvelope", "the API key's `rpm` limit is spent (no upstream call made)"
+                        ),
+                        "headers": {
+                            "Retry-After": {
+                                "description": "whole seconds until the key may send again",
+                                "schema": {"type": "integer", "minimum": 1},
+                            }
+                        },
+                    },
                 },
             }
         },

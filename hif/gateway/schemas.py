@@ -87,7 +87,7 @@ class ErrorEnvelope(BaseModel):
 
 class Explanation(BaseModel):
     trace_id: str
-    state: Literal["queued", "running", "complete", "failed", "expired", "shed"]
+    state: Literal["queued", "running", "complete", "failed", "expired", "shed", "rate_limited"]
     granularity: str
     features: str
     status_url: str
@@ -113,7 +113,7 @@ class RequestedResolved(BaseModel):
 
 class TraceStatus(BaseModel):
     trace_id: str
-    state: Literal["queued", "running", "complete", "failed", "expired", "shed"]
+    state: Literal["queued", "running", "complete", "failed", "expired", "shed", "rate_limited"]
     granularity: RequestedResolved
     features: RequestedResolved
     degraded: list[str]

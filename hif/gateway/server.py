@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
@@ -29,15 +30,29 @@ def serve(
     server: str = "uvicorn",
     shutdown_timeout_s: float = 30.0,
     log_level: str = "info",
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
-    """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown."""
+    """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown.
+
+    ``tls`` is (certificate, private key), both PEM: the listener speaks HTTPS.
+    """
     if server == "granian":
-        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s)
+        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, tls=tls)
     else:
-        _serve_uvicorn(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, log_level=log_level)
+        _serve_uvicorn(
+            app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, log_level=log_level, tls=tls
+        )
 
 
-def _serve_uvicorn(app: Any, *, host: str, port: int, shutdown_timeout_s: float, log_level: str) -> None:
+def _serve_uvicorn(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+    log_level: str,
+    tls: tuple[Path, Path] | None,
+) -> None:
     import uvicorn
 
     _QuietExitServer = _uvicorn_server_class()
@@ -54,6 +69,8 @@ def _serve_uvicorn(app: Any, *, host: str, port: int, shutdown_timeout_s: float,
         timeout_graceful_shutdown=int(shutdown_timeout_s),
         timeout_keep_alive=30,
         server_header=False,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
     _QuietExitServer(config).run()
 
@@ -72,14 +89,23 @@ def _uvicorn_server_class() -> type:
     return QuietExitServer
 
 
-def _serve_granian(app: Any, *, host: str, port: int, shutdown_timeout_s: float) -> None:
+def _serve_granian(
+    app: Any, *, host: str, port: int, shutdown_timeout_s: float, tls: tuple[Path, Path] | None
+) -> None:
     import uvloop
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
     async def main() -> None:
         server = Server(
-            app, address=host, port=port, interface=Interfaces.ASGI, backlog=4096, log_access=False
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            backlog=4096,
+            log_access=False,
+            ssl_cert=tls[0] if tls else None,
+            ssl_key=tls[1] if tls else None,
         )
         server.workers_kill_timeout = int(shutdown_timeout_s)
         loop = asyncio.get_running_loop()
@@ -103,8 +129,12 @@ def run_gateway(
 
     from hif.explainer.featureset import load_registry
     from hif.gateway.app import create_app
+    from hif.gateway.auth import check_listen_policy
     from hif.metrics import serve_metrics
     from hif.store import open_stores
+    from hif.store.redis_buckets import open_buckets
+
+    check_listen_policy(settings)  # before anything opens: a refused start-up leaves nothing behind
 
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -119,12 +149,17 @@ def run_gateway(
             sla=sla,
             featuresets=featureset_registry,
             simulator=simulator,
+            buckets=open_buckets(store.state_url()),
         )
         metrics_server = (
-            serve_metrics(settings.metrics_port, registry, settings.host) if settings.metrics_port else None
+            serve_metrics(settings.metrics_port, registry, settings.metrics_host)
+            if settings.metrics_port
+            else None
         )
+        tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
         log.info(
-            "gateway on http://%s:%d (upstream %s, metrics %s)",
+            "gateway on %s://%s:%d (upstream %s, metrics %s)",
+            "https" if tls else "http",
             settings.host,
             settings.port,
             settings.upstream,
@@ -137,6 +172,7 @@ def run_gateway(
             server=settings.server,
             shutdown_timeout_s=settings.shutdown_timeout_s,
             log_level=settings.log_level,
+            tls=tls,
         )
         if metrics_server is not None:
             metrics_server.shutdown()  # type: ignore[attr-defined]

@@ -19,7 +19,17 @@ class GatewaySettings:
     host: str = option("127.0.0.1", help="address the gateway listens on")
     port: int = option(8080, help="gateway HTTP port")
     metrics_port: int = option(9091, help="Prometheus /metrics port (0 disables)")
-    keys: Path | None = option(None, help="RBAC keys file (TOML); without it the gateway runs open")
+    metrics_host: str = option(
+        "127.0.0.1", help="address /metrics listens on (its series carry tenant labels: loopback by default)"
+    )
+    keys: Path | None = option(
+        None, help="RBAC keys file (TOML); without it the gateway runs open, on loopback only"
+    )
+    insecure_open: bool = option(
+        False, help="allow an open gateway (no --keys) to listen on a non-loopback --host"
+    )
+    tls_cert: Path | None = option(None, help="TLS certificate (PEM) to serve HTTPS; needs --tls-key")
+    tls_key: Path | None = option(None, help="TLS private key (PEM) for --tls-cert")
     upstream: str = option("sim", help="`sim` (the built-in simulator) or an OpenAI-compatible base URL")
     upstream_api_key: str | None = option(None, help="bearer key sent to a URL upstream")
     upstream_timeout_s: float = option(30.0, help="total time allowed for one upstream call")
@@ -52,6 +62,12 @@ class GatewaySettings:
         positive("backpressure_refresh_s", self.backpressure_refresh_s)
         positive("backpressure_stale_s", self.backpressure_stale_s)
         positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert", "--tls-cert and --tls-key go together")
+        for key in ("tls_cert", "tls_key"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ConfigError(key, f"no such file: {path}")
         if self.upstream != "sim" and not self.upstream.startswith(("http://", "https://")):
             raise ConfigError("upstream", f"must be `sim` or an http(s):// base URL, got {self.upstream!r}")
 

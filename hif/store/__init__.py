@@ -22,7 +22,7 @@ import contextlib
 import importlib
 from typing import Any
 
-from hif.errors import ConfigError
+from hif.errors import ConfigError, StoreError
 from hif.store.base import BlobStore, JobQueue, TraceStore
 from hif.store.settings import StoreSettings
 
@@ -73,12 +73,17 @@ def open_blobs(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:
 
 
 class Stores:
-    """The three stores one process uses; ``close()`` releases them all."""
+    """The three stores one process uses; ``check()`` proves them usable, ``close()`` releases them."""
 
     def __init__(self, queue: JobQueue, state: TraceStore, blobs: BlobStore) -> None:
         self.queue = queue
         self.state = state
         self.blobs = blobs
+
+    def check(self) -> None:
+        """Raise StoreError naming the first store that cannot be used (its URL, credentials masked)."""
+        for store in (self.queue, self.state, self.blobs):
+            store.check()
 
     def close(self) -> None:
         for store in (self.queue, self.state, self.blobs):
@@ -92,17 +97,31 @@ class Stores:
         self.close()
 
 
-def open_stores(settings: StoreSettings) -> Stores:
-    """Open the queue, trace state and blobs ``settings`` name (embedded SQLite + folder by default)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = open_queue(settings.queue_url())
+def open_stores(settings: StoreSettings, *, check: bool = True) -> Stores:
+    """Open the queue, trace state and blobs ``settings`` name (embedded SQLite + folder by default).
+
+    With ``check`` (the default: every component opens its stores at start-up) each store is
+    probed once, so a wrong bucket, bad credentials or an unreachable Redis fail now, as one
+    StoreError naming the store, instead of when the first graph is persisted.
+    """
     try:
-        state = open_state(settings.state_url())
-        blobs = open_blobs(settings.blobs_url(), s3_endpoint_url=settings.s3_endpoint_url)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create data dir {settings.data_dir}: {exc}") from exc
+    opened: list[Any] = []
+    try:
+        opened.append(open_queue(settings.queue_url()))
+        opened.append(open_state(settings.state_url()))
+        opened.append(open_blobs(settings.blobs_url(), s3_endpoint_url=settings.s3_endpoint_url))
+        stores = Stores(*opened)
+        if check:
+            stores.check()
     except BaseException:
-        queue.close()
+        for store in opened:
+            with contextlib.suppress(Exception):
+                store.close()
         raise
-    return Stores(queue, state, blobs)
+    return stores
 
 
 __all__ = [

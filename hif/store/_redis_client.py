@@ -118,5 +118,6 @@ def translate(what: str, opts: RedisOptions, **context: Any) -> Iterator[None]:
     except ResponseError as exc:
         raise StoreError(f"Redis rejected {what}: {exc}", store=opts.safe_url, **context) from exc
     except RedisError as exc:
-        raise StoreError(f"Redis failed during {what}: {type(exc).__name__}: {exc}", store=opts.safe_url,
-                         **context) from exc
+        raise StoreError(
+            f"Redis failed during {what}: {type(exc).__name__}: {exc}", store=opts.safe_url, **context
+        ) from exc

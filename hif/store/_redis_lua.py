@@ -7,6 +7,8 @@ Pending-entry rows from XPENDING are ``{id, consumer, idle_ms, delivery_count}``
 
 from __future__ import annotations
 
+from hif.store.base import TraceState
+
 # KEYS: stream, per-trace marker. ARGV: job JSON, created_at, marker TTL ms.
 # Returns the new entry id, or nil when the same trace is already queued (a retried enqueue).
 ENQUEUE = """
@@ -71,37 +73,61 @@ if #p == 0 or p[1][2] ~= ARGV[3] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then 
 """
 
 # KEYS: stream, per-trace marker. ARGV: group, entry id, consumer, attempt.
-ACK_IF_HELD = _HELD + """
+ACK_IF_HELD = (
+    _HELD
+    + """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+)
 
 # KEYS: stream. ARGV: group, entry id, consumer, attempt, idle ms (HORIZON - V).
 # JUSTID moves the deadline without raising the delivery counter, so the lease keeps its identity.
-EXTEND_IF_HELD = _HELD + """
+EXTEND_IF_HELD = (
+    _HELD
+    + """
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
 return 1
 """
+)
 
-# KEYS: trace hash, deadlines zset, counts hash.
+# Per-state counts are derived from live data: each state has a sorted set of the trace ids in it,
+# scored by the time their hash expires (PEXPIREAT / PEXPIRETIME). COUNT_TRACES drops the members
+# whose hash Redis has already expired, so a count never includes a trace that a status read
+# would answer 404 for (plain counters would keep counting it forever). STATE_INDEX maps a state
+# to its key's position in KEYS: every script gets the state sets after its other keys.
+STATES = tuple(str(state) for state in TraceState)
+
+
+def _state_index(first: int) -> str:
+    pairs = ", ".join(f"{name}={first + i}" for i, name in enumerate(STATES))
+    return f"local S = {{{pairs}}}\n"
+
+
+# KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, state, keep-until ms, pending ('1'/'0'), then field/value pairs.
-CREATE_TRACE = """
+CREATE_TRACE = (
+    _state_index(3)
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'expires_at'), ARGV[1])
 end
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('ZADD', KEYS[S[ARGV[2]]], ARGV[3], ARGV[1])
 return 1
 """
+)
 
-# KEYS: trace hash, deadlines zset, counts hash.
+# KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, allowed states (comma-separated), new state ('' keeps it), terminal ('1'/'0'),
 # keep-until ms when terminal, then field/value pairs. Returns the record, or nil.
-CAS_TRACE = """
+CAS_TRACE = (
+    _state_index(3)
+    + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return false end
 local ok = false
@@ -115,23 +141,26 @@ if ARGV[3] ~= '' then
   new = ARGV[3]
   redis.call('HSET', KEYS[1], 'state', new)
 end
-if new ~= cur then
-  redis.call('HINCRBY', KEYS[3], cur, -1)
-  redis.call('HINCRBY', KEYS[3], new, 1)
-end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 else
   redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'expires_at'), ARGV[1])
 end
+if new ~= cur or ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[S[cur]], ARGV[1])
+  redis.call('ZADD', KEYS[S[new]], redis.call('PEXPIRETIME', KEYS[1]), ARGV[1])
+end
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
-# KEYS: trace hash, deadlines zset, counts hash.
+# KEYS: trace hash, deadlines zset, the state sets (STATES order).
 # ARGV: trace id, now (JSON), keep-until ms, default reason (JSON).
 # Returns 1 when the trace moved to expired; drops stale deadline entries either way.
-EXPIRE_TRACE = """
+EXPIRE_TRACE = (
+    _state_index(3)
+    + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if cur ~= 'queued' and cur ~= 'running' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -145,9 +174,47 @@ end
 local reason = redis.call('HGET', KEYS[1], 'reason')
 if not reason or reason == 'null' then redis.call('HSET', KEYS[1], 'reason', ARGV[4]) end
 redis.call('HSET', KEYS[1], 'state', 'expired', 'updated_at', ARGV[2])
-redis.call('HINCRBY', KEYS[3], cur, -1)
-redis.call('HINCRBY', KEYS[3], 'expired', 1)
+redis.call('ZREM', KEYS[S[cur]], ARGV[1])
+redis.call('ZADD', KEYS[S['expired']], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
+"""
+)
+
+# KEYS: the state sets (STATES order). Returns the live count of each, in that order. Redis's
+# own clock decides, as it does for the hashes' expiry: a member scored at or before now is gone.
+COUNT_TRACES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  out[i] = redis.call('ZCARD', key)
+end
+return out
+"""
+
+# KEYS: bucket hash. ARGV: refill per second, burst (capacity), cost, idle TTL ms.
+# The shared token bucket for per-key limits: every gateway replica takes from the same bucket,
+# so a limit holds for the sum of the replicas. Redis's clock refills it (replica clocks may
+# disagree). Returns {1, 0} when taken, else {0, ms until enough tokens}.
+TAKE_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if not tokens then tokens, at = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+local ok, wait_ms = 0, 0
+if tokens >= cost then
+  tokens = tokens - cost
+  ok = 1
+else
+  wait_ms = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {ok, wait_ms}
 """

@@ -10,6 +10,7 @@ Lifecycle of an explanation (the trace id is also the job id)::
     gateway: TraceStore.create(queued) + JobQueue.enqueue(job)      or TraceStore.create(shed)
     worker:  JobQueue.lease() -> TraceStore.transition(queued->running) -> stages
              -> BlobStore.put(graph) -> TraceStore.transition(running->complete) -> JobQueue.ack()
+    gateway: TraceStore.create(rate_limited) when the key's explain_rpm is spent (no job)
     sweeper: TraceStore.expire_due(now) moves non-terminal traces past expires_at to expired
              (and the worker acks their jobs without running them)
 
@@ -34,13 +35,16 @@ class TraceState(enum.StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     SHED = "shed"
+    RATE_LIMITED = "rate_limited"  # the tenant's own explain_rpm, never sidecar overload
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({TraceState.COMPLETE, TraceState.FAILED, TraceState.EXPIRED, TraceState.SHED})
+TERMINAL_STATES = frozenset(
+    {TraceState.COMPLETE, TraceState.FAILED, TraceState.EXPIRED, TraceState.SHED, TraceState.RATE_LIMITED}
+)
 PENDING_STATES = frozenset({TraceState.QUEUED, TraceState.RUNNING})
 
 GRANULARITIES = ("sentence", "token")
@@ -103,7 +107,7 @@ class TraceRecord:
     degraded: tuple[str, ...] = ()
     attribution: str | None = None  # "gradient" | "heuristic" once attribution ran
     error: str | None = None
-    reason: str | None = None  # why shed / expired
+    reason: str | None = None  # why shed / rate limited / expired
     stage_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     graph_key: str | None = None
     attempts: int = 0
@@ -180,6 +184,9 @@ class JobQueue(Protocol):
     def oldest_age_s(self, now: float | None = None) -> float:
         """Age of the oldest unacked job: the queue lag. 0.0 when empty."""
 
+    def check(self) -> None:
+        """Raise StoreError naming the store if it cannot be used (called once at start-up)."""
+
     def close(self) -> None: ...
 
 
@@ -216,6 +223,9 @@ class TraceStore(Protocol):
 
     def read_backpressure(self) -> BackpressureSignal | None: ...
 
+    def check(self) -> None:
+        """Raise StoreError naming the store if it cannot be used (called once at start-up)."""
+
     def close(self) -> None: ...
 
 
@@ -227,6 +237,9 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def check(self) -> None:
+        """Raise StoreError naming the store if it cannot be used (called once at start-up)."""
 
     def close(self) -> None: ...
 

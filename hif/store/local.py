@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from hif.errors import BlobWriteError, ConfigError
+from hif.errors import BlobWriteError, ConfigError, StoreError
 
 
 def path_from_url(url: str) -> Path:
@@ -29,7 +29,10 @@ class LocalBlobStore:
 
     def __init__(self, url_or_path: str | Path) -> None:
         self.root = url_or_path if isinstance(url_or_path, Path) else path_from_url(url_or_path)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create blob folder {self.root}: {exc}") from exc
 
     def _path(self, key: str) -> Path:
         # Keys come from graph_key(); refuse anything that would escape the root.
@@ -62,6 +65,19 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def check(self) -> None:
+        """Write, read back and remove a probe file: the folder exists and is writable."""
+        probe = f".hif-check-{uuid.uuid4().hex}"
+        try:
+            self.put(probe, b"ok")
+            if self.get(probe) != b"ok":
+                raise StoreError(f"blob folder {self.root} did not return what was written")
+        except BlobWriteError as exc:
+            raise StoreError(f"blob folder {self.root} is not writable: {exc.__cause__ or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                (self.root / probe).unlink()
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own file."""

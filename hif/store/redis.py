@@ -14,8 +14,10 @@ holder finds the trace terminal (compare-and-set) and acks it itself.
 
 Trace state: one hash per trace, each field JSON-encoded except ``state``; a Lua script does every
 compare-and-set so concurrent workers and sweepers on any host see one winner. A sorted set of
-``expires_at`` deadlines makes ``expire_due`` cheap, counters per state make ``counts`` O(1), and
-each hash expires ``retention_s`` after its deadline (or after it finished), so Redis does not fill.
+``expires_at`` deadlines makes ``expire_due`` cheap, and each hash expires ``retention_s`` after its
+deadline (or after it finished), so Redis does not fill. ``counts`` is derived from live data: one
+sorted set per state holds its trace ids scored by their hash's expiry, and a count first drops the
+members Redis has expired, so it always matches what status reads answer.
 """
 
 from __future__ import annotations
@@ -80,8 +82,11 @@ class RedisJobQueue:
             for job in jobs:
                 # The per-trace marker makes a retried enqueue a no-op while the job is unacked.
                 ttl_ms = _ms(max(job.expires_at - now, 0.0) + self._opts.retention_s)
-                self._enqueue(keys=[self._stream, self._opts.key("job", job.trace_id)],
-                              args=[orjson.dumps(job.to_dict()), repr(job.created_at), ttl_ms], client=pipe)
+                self._enqueue(
+                    keys=[self._stream, self._opts.key("job", job.trace_id)],
+                    args=[orjson.dumps(job.to_dict()), repr(job.created_at), ttl_ms],
+                    client=pipe,
+                )
             pipe.execute()
 
     def lease(
@@ -103,15 +108,22 @@ class RedisJobQueue:
 
     def ack(self, lease: Lease) -> None:
         with translate("ack", self._opts, trace_id=lease.job.trace_id):
-            self._with_group(lambda: self._ack(
-                keys=[self._stream, self._opts.key("job", lease.job.trace_id)],
-                args=[self._opts.group, lease.lease_id, lease.consumer, lease.attempt]))
+            self._with_group(
+                lambda: self._ack(
+                    keys=[self._stream, self._opts.key("job", lease.job.trace_id)],
+                    args=[self._opts.group, lease.lease_id, lease.consumer, lease.attempt],
+                )
+            )
 
     def extend(self, lease: Lease, visibility_timeout_s: float) -> Lease:
         with translate("extend", self._opts, trace_id=lease.job.trace_id):
             idle_ms = _idle_ms(visibility_timeout_s)
-            held = self._with_group(lambda: self._extend(keys=[self._stream], args=[
-                self._opts.group, lease.lease_id, lease.consumer, lease.attempt, idle_ms]))
+            held = self._with_group(
+                lambda: self._extend(
+                    keys=[self._stream],
+                    args=[self._opts.group, lease.lease_id, lease.consumer, lease.attempt, idle_ms],
+                )
+            )
         if not held:
             return lease  # lost the lease (re-delivered or acked): the caller's CAS decides
         return dataclasses.replace(lease, deadline=time.time() + visibility_timeout_s)
@@ -128,6 +140,9 @@ class RedisJobQueue:
         entry_id, fields = first[0]
         created = float(fields.get("created_at") or int(entry_id.split("-")[0]) / 1000)
         return max(0.0, (time.time() if now is None else now) - created)
+
+    def check(self) -> None:
+        _check(self._client, self._opts)
 
     def close(self) -> None:
         self._client.close()
@@ -159,20 +174,27 @@ class RedisJobQueue:
     def _take(self, consumer: str, max_jobs: int, visibility_timeout_s: float) -> tuple[list[Lease], str]:
         """One round: leases whose deadline passed first, then new entries."""
         idle_ms = _idle_ms(visibility_timeout_s)
-        rows = self._reclaim(keys=[self._stream],
-                             args=[self._opts.group, consumer, LEASE_HORIZON_MS, max_jobs, idle_ms])
+        rows = self._reclaim(
+            keys=[self._stream], args=[self._opts.group, consumer, LEASE_HORIZON_MS, max_jobs, idle_ms]
+        )
         last_id = "$"
         if len(rows) < max_jobs:
-            last_id, fresh = self._take_new(keys=[self._stream],
-                                            args=[self._opts.group, consumer, max_jobs - len(rows), idle_ms])
+            last_id, fresh = self._take_new(
+                keys=[self._stream], args=[self._opts.group, consumer, max_jobs - len(rows), idle_ms]
+            )
             rows += fresh
         deadline = time.time() + visibility_timeout_s
-        leases = [self._to_lease(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), consumer,
-                                 int(delivered), deadline) for entry_id, flat, delivered in rows]
+        leases = [
+            self._to_lease(
+                entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), consumer, int(delivered), deadline
+            )
+            for entry_id, flat, delivered in rows
+        ]
         return [le for le in leases if le is not None], last_id
 
-    def _to_lease(self, entry_id: str, fields: dict[str, str], consumer: str, attempt: int,
-                  deadline: float) -> Lease | None:
+    def _to_lease(
+        self, entry_id: str, fields: dict[str, str], consumer: str, attempt: int, deadline: float
+    ) -> Lease | None:
         try:
             job = Job.from_dict(orjson.loads(fields["job"]))
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
@@ -196,10 +218,11 @@ class RedisTraceStore:
         self._opts = parse_url(url, key="state")
         self._client: Any = make_client(self._opts)
         self._deadlines = self._opts.key("deadlines")
-        self._counts = self._opts.key("counts")
+        self._state_sets = [self._opts.key("state", name) for name in lua.STATES]
         self._create = self._client.register_script(lua.CREATE_TRACE)
         self._cas = self._client.register_script(lua.CAS_TRACE)
         self._expire = self._client.register_script(lua.EXPIRE_TRACE)
+        self._count = self._client.register_script(lua.COUNT_TRACES)
 
     def create(self, records: Iterable[TraceRecord]) -> None:
         records = list(records)
@@ -211,9 +234,11 @@ class RedisTraceStore:
             for r in records:
                 pending = "0" if r.state.terminal else "1"
                 keep_until = _ms(max(r.expires_at, now) + self._opts.retention_s)
-                self._create(keys=self._keys(r.trace_id),
-                             args=[r.trace_id, str(r.state), keep_until, pending, *_encode(r.to_dict())],
-                             client=pipe)
+                self._create(
+                    keys=self._keys(r.trace_id),
+                    args=[r.trace_id, str(r.state), keep_until, pending, *_encode(r.to_dict())],
+                    client=pipe,
+                )
             pipe.execute()
 
     def get(self, trace_id: str) -> TraceRecord | None:
@@ -252,14 +277,13 @@ class RedisTraceStore:
 
     def counts(self) -> dict[str, int]:
         with translate("counts", self._opts):
-            raw = self._client.hgetall(self._counts)
-        counts = {str(s): 0 for s in TraceState}
-        counts.update({state: int(n) for state, n in raw.items()})
-        return counts
+            live = self._count(keys=self._state_sets)
+        return {state: int(n) for state, n in zip(lua.STATES, live, strict=True)}
 
     def publish_backpressure(self, signal: BackpressureSignal) -> None:
         value = orjson.dumps(
-            {"level": int(signal.level), "reason": signal.reason, "updated_at": signal.updated_at})
+            {"level": int(signal.level), "reason": signal.reason, "updated_at": signal.updated_at}
+        )
         with translate("publish_backpressure", self._opts):
             self._client.set(self._opts.key("backpressure"), value)
 
@@ -269,8 +293,14 @@ class RedisTraceStore:
         if raw is None:
             return None
         data = orjson.loads(raw)
-        return BackpressureSignal(level=BackpressureLevel(int(data["level"])), reason=str(data["reason"]),
-                                  updated_at=float(data["updated_at"]))
+        return BackpressureSignal(
+            level=BackpressureLevel(int(data["level"])),
+            reason=str(data["reason"]),
+            updated_at=float(data["updated_at"]),
+        )
+
+    def check(self) -> None:
+        _check(self._client, self._opts)
 
     def close(self) -> None:
         self._client.close()
@@ -281,10 +311,11 @@ class RedisTraceStore:
         return self._opts.key("trace", trace_id)
 
     def _keys(self, trace_id: str) -> list[str]:
-        return [self._trace_key(trace_id), self._deadlines, self._counts]
+        return [self._trace_key(trace_id), self._deadlines, *self._state_sets]
 
-    def _compare_and_set(self, trace_id: str, allowed: str, to_state: TraceState | None,
-                         fields: dict[str, Any]) -> TraceRecord | None:
+    def _compare_and_set(
+        self, trace_id: str, allowed: str, to_state: TraceState | None, fields: dict[str, Any]
+    ) -> TraceRecord | None:
         refused = (set(fields) - _RECORD_FIELDS) | ({"state", "trace_id"} & set(fields))
         if refused:
             raise StoreError(f"cannot set trace fields {sorted(refused)}", trace_id=trace_id)
@@ -292,10 +323,31 @@ class RedisTraceStore:
         fields.setdefault("updated_at", now)
         terminal = to_state is not None and to_state.terminal
         with translate("transition" if to_state else "update", self._opts, trace_id=trace_id):
-            flat = self._cas(keys=self._keys(trace_id), args=[
-                trace_id, allowed, str(to_state or ""), "1" if terminal else "0",
-                _ms(now + self._opts.retention_s), *_encode(fields)])
+            flat = self._cas(
+                keys=self._keys(trace_id),
+                args=[
+                    trace_id,
+                    allowed,
+                    str(to_state or ""),
+                    "1" if terminal else "0",
+                    _ms(now + self._opts.retention_s),
+                    *_encode(fields),
+                ],
+            )
         return _decode(flat) if flat else None
+
+
+MIN_REDIS = (7, 0)  # the trace scripts use PEXPIRETIME
+
+
+def _check(client: Any, opts: Any) -> None:
+    """Reach Redis (with the URL's credentials), then make sure it runs the scripts' commands."""
+    with translate("start-up check", opts):
+        client.ping()
+        version = str(client.info("server").get("redis_version", "0"))
+    found = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if found < MIN_REDIS:
+        raise StoreError(f"Redis {version} is too old: HIF needs 7.0 or newer", store=opts.safe_url)
 
 
 def _encode(fields: dict[str, Any]) -> list[Any]:

@@ -37,6 +37,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_READ_TIMEOUT_S = 5.0
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+# A HEAD has no error body, so a refused signature or key is just "403".
+_DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -134,10 +136,19 @@ class S3BlobStore:
                 raise _Missing() from exc
             if code in ("NoSuchBucket", "404", "NotFound"):
                 raise error(f"cannot {action} {where}: bucket {bucket!r} does not exist", **ctx) from exc
+            if code in _DENIED_CODES:
+                raise error(
+                    f"cannot {action} {where}: access denied ({code}): wrong credentials or no "
+                    "permission on the bucket",
+                    **ctx,
+                ) from exc
             raise error(f"cannot {action} {where}: S3 said {code}: {exc}", **ctx) from exc
         except NoCredentialsError as exc:
-            raise error(f"cannot {action} {where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY or a profile)", **ctx) from exc
+            raise error(
+                f"cannot {action} {where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY or a profile)",
+                **ctx,
+            ) from exc
         except (BotoConnectionError, HTTPClientError) as exc:
             # Unreachable after botocore's own retries: the caller may retry later.
             cls = error if error is BlobWriteError else StoreUnavailableError

@@ -79,7 +79,10 @@ class _Db:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot create the folder of SQLite store {path}: {exc}") from exc
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -126,6 +129,11 @@ class _Db:
             return list(self.conn().execute(sql, args).fetchall())
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def check(self) -> None:
+        """Take and release the write lock: the file is there, readable and writable."""
+        with self.tx() as conn:
+            conn.execute("SELECT COUNT(*) FROM traces WHERE 0").fetchone()
 
     def close(self) -> None:
         with self._lock:
@@ -227,6 +235,9 @@ class SqliteJobQueue:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - float(oldest))
 
+    def check(self) -> None:
+        self._db.check()
+
     def close(self) -> None:
         self._db.close()
 
@@ -313,6 +324,9 @@ class SqliteTraceStore:
             reason=str(data["reason"]),
             updated_at=float(data["updated_at"]),
         )
+
+    def check(self) -> None:
+        self._db.check()
 
     def close(self) -> None:
         self._db.close()

@@ -48,6 +48,9 @@ class FakeQueue:
         self.outage.check()
         return 0.0
 
+    def check(self) -> None:
+        self.outage.check()
+
     def close(self) -> None: ...
 
 
@@ -96,6 +99,9 @@ class FakeTraceStore:
         self.outage.check()
         return self.signal
 
+    def check(self) -> None:
+        self.outage.check()
+
     def close(self) -> None: ...
 
 
@@ -111,6 +117,9 @@ class FakeBlobs:
 
     def exists(self, key: str) -> bool:
         return key in self.data
+
+    def check(self) -> None:
+        """Always usable."""
 
     def close(self) -> None: ...
 

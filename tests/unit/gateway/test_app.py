@@ -197,7 +197,7 @@ async def test_unknown_route_and_wrong_method() -> None:
 def keyring() -> KeyRing:
     from hif.gateway.auth import Key
 
-    return KeyRing(
+    return KeyRing.from_tokens(
         {
             "sk-a": Key("user", "alpha"),
             "sk-b": Key("user", "beta"),

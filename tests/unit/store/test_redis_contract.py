@@ -40,17 +40,38 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def make_job(trace_id: str, *, created_at: float | None = None, ttl_s: float = 60.0) -> Job:
     now = time.time() if created_at is None else created_at
-    return Job(trace_id=trace_id, tenant="alpha", granularity="sentence", featureset="fs", prompt="p",
-               completion="c", created_at=now, expires_at=now + ttl_s, budget_s=1.5)
+    return Job(
+        trace_id=trace_id,
+        tenant="alpha",
+        granularity="sentence",
+        featureset="fs",
+        prompt="p",
+        completion="c",
+        created_at=now,
+        expires_at=now + ttl_s,
+        budget_s=1.5,
+    )
 
 
-def make_record(trace_id: str, *, state: TraceState = TraceState.QUEUED, expires_at: float | None = None,
-                ) -> TraceRecord:
+def make_record(
+    trace_id: str,
+    *,
+    state: TraceState = TraceState.QUEUED,
+    expires_at: float | None = None,
+) -> TraceRecord:
     now = time.time()
-    return TraceRecord(trace_id=trace_id, tenant="alpha", state=state, granularity_requested="token",
-                       granularity="sentence", features_requested="fs", features_resolved="fs-small",
-                       created_at=now, updated_at=now,
-                       expires_at=now + 60 if expires_at is None else expires_at)
+    return TraceRecord(
+        trace_id=trace_id,
+        tenant="alpha",
+        state=state,
+        granularity_requested="token",
+        granularity="sentence",
+        features_requested="fs",
+        features_resolved="fs-small",
+        created_at=now,
+        updated_at=now,
+        expires_at=now + 60 if expires_at is None else expires_at,
+    )
 
 
 # --- job queue ---------------------------------------------------------------------------------
@@ -199,8 +220,13 @@ def test_transition_is_compare_and_set(url: str) -> None:
     assert s.transition("t", from_states=[TraceState.QUEUED], to_state=TraceState.RUNNING) is None
     updated = s.update("t", stage_ms={"extract": 1.5}, degraded=("reduce-topk",))
     assert updated is not None and updated.stage_ms == {"extract": 1.5}
-    done = s.transition("t", from_states=[TraceState.RUNNING], to_state=TraceState.COMPLETE,
-                        attribution="gradient", graph_key="graphs/t/t.json")
+    done = s.transition(
+        "t",
+        from_states=[TraceState.RUNNING],
+        to_state=TraceState.COMPLETE,
+        attribution="gradient",
+        graph_key="graphs/t/t.json",
+    )
     assert done is not None and done.degraded == ("reduce-topk",) and done.attribution == "gradient"
     assert s.get("t") == done
     assert s.update("t", error="late") is None  # terminal traces are never rewritten
@@ -209,8 +235,11 @@ def test_transition_is_compare_and_set(url: str) -> None:
 
 def _race(url: str, ids: list[str], who: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     s = open_state(url)
-    won = [t for t in ids
-           if s.transition(t, from_states=[TraceState.QUEUED], to_state=TraceState.RUNNING, error=who)]
+    won = [
+        t
+        for t in ids
+        if s.transition(t, from_states=[TraceState.QUEUED], to_state=TraceState.RUNNING, error=who)
+    ]
     out.put((who, won))
 
 
@@ -235,8 +264,13 @@ def test_compare_and_set_has_one_winner_across_processes(url: str) -> None:
 def test_expire_due_moves_only_pending_past_deadline(url: str) -> None:
     s = open_state(url)
     past = time.time() - 1
-    s.create([make_record("old", expires_at=past), make_record("new"),
-              make_record("done", state=TraceState.COMPLETE, expires_at=past)])
+    s.create(
+        [
+            make_record("old", expires_at=past),
+            make_record("new"),
+            make_record("done", state=TraceState.COMPLETE, expires_at=past),
+        ]
+    )
     s.create([make_record("run", expires_at=past)])
     s.transition("run", from_states=[TraceState.QUEUED], to_state=TraceState.RUNNING)
     assert sorted(s.expire_due()) == ["old", "run"]

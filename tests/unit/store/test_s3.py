@@ -41,7 +41,12 @@ def proxy(moto_s3: MotoServer) -> Iterator[TcpProxy]:
 def test_url_parsing() -> None:
     loc = parse_url("s3://graphs/hif/prod/?max_attempts=5&connect_timeout=0.5&region=eu-west-1")
     assert (loc.bucket, loc.prefix, loc.max_attempts, loc.connect_timeout_s, loc.region) == (
-        "graphs", "hif/prod/", 5, 0.5, "eu-west-1")
+        "graphs",
+        "hif/prod/",
+        5,
+        0.5,
+        "eu-west-1",
+    )
     assert parse_url("s3://graphs").prefix == "" and loc.key("/graphs/a.json") == "hif/prod/graphs/a.json"
     with pytest.raises(ConfigError, match="blobs"):
         parse_url("s3:///no-bucket")
@@ -74,8 +79,11 @@ def test_missing_bucket_is_a_clear_error(moto_s3: MotoServer) -> None:
     store = S3BlobStore("s3://no-such-bucket-hif/x", endpoint_url=moto_s3.endpoint_url)
     with pytest.raises(BlobWriteError, match="bucket 'no-such-bucket-hif' does not exist") as err:
         store.put("graphs/a.json", b"{}")
-    assert err.value.context == {"bucket": "no-such-bucket-hif", "key": "x/graphs/a.json",
-                                 "endpoint": moto_s3.endpoint_url}
+    assert err.value.context == {
+        "bucket": "no-such-bucket-hif",
+        "key": "x/graphs/a.json",
+        "endpoint": moto_s3.endpoint_url,
+    }
     with pytest.raises(StoreError, match="does not exist"):
         store.check()
 
