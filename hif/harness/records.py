@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
 CHAT_SCHEMA: Final = "hif.chat.v1"
-EXPLANATION_SCHEMA: Final = "hif.explanation.v1"
-SUMMARY_SCHEMA: Final = "hif.summary.v1"
+EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
+SUMMARY_SCHEMA: Final = "hif.summary.v2"  # v2 adds explanations.rate_limited_rate
 SOAK_SCHEMA: Final = "hif.soak.v1"
 REPORT_SCHEMA: Final = "hif.report.v2"
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
@@ -64,10 +64,10 @@ REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
 
 ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped")
-EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "orphaned")
+EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "rate_limited", "orphaned")
 
 ErrorClass = Literal["http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped"]
-ExplanationState = Literal["complete", "failed", "expired", "shed", "orphaned"]
+ExplanationState = Literal["complete", "failed", "expired", "shed", "rate_limited", "orphaned"]
 Granularity = Literal["sentence", "token"]  # as requested per chat; "mix" draws one of these
 
 
@@ -96,7 +96,7 @@ class ChatRecord(TypedDict):
 class ExplanationRecord(TypedDict):
     """One line of explanation_results.jsonl."""
 
-    v: Literal["hif.explanation.v1"]
+    v: Literal["hif.explanation.v1", "hif.explanation.v2"]
     ts: float  # chat response time
     trace_id: str | None
     tenant: str | None
@@ -175,6 +175,7 @@ class SummaryExplanations(TypedDict):
     failed_rate: float
     expired_rate: float
     shed_rate: float
+    rate_limited_rate: NotRequired[float]  # v2
     orphaned_rate: float
     expired_failed_rate: float
     sla_ms: SlaSplit
@@ -195,7 +196,7 @@ class SummaryGenerator(TypedDict):
 class LoadSummaryData(TypedDict):
     """summary.json: one load run (or one shard, or one soak segment)."""
 
-    v: Literal["hif.summary.v1"]
+    v: Literal["hif.summary.v1", "hif.summary.v2"]
     run_id: str | None
     shard: str
     started_at: float

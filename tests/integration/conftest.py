@@ -30,7 +30,7 @@ from hif.explainer.featureset import load_registry
 from tests.conftest import free_port
 
 READY_TIMEOUT_S = 240.0
-TERMINAL = ("complete", "failed", "expired", "shed")
+TERMINAL = ("complete", "failed", "expired", "shed", "rate_limited")
 # Functional tests check outcomes, not the SLA: on a busy shared 2-core machine one real job can
 # take seconds, and the default 1.5 s budget would (correctly) turn that into backpressure.
 RELAXED_SLA = ("--sentence-budget-s", "30", "--token-budget-s", "60", "--trace-ttl-s", "120")

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hif import chaos
-from hif.harness import report
-from hif.harness._chaos_cli import main as injector
+from hif.harness.chaos.cli import main as injector
+from hif.harness.report import run as report
 
 FUZZ = settings(
     max_examples=200,

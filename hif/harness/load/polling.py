@@ -22,7 +22,8 @@ from hif.harness import records
 from hif.harness.client import HttpClient
 from hif.harness.load.settings import PollPolicy
 
-TERMINAL = ("complete", "failed", "expired", "shed")
+# rate_limited: the tenant's own explain_rpm, never sidecar overload; terminal in the chat answer
+TERMINAL = ("complete", "failed", "expired", "shed", "rate_limited")
 BACKOFF = 1.5
 MAX_POOL = 256
 

@@ -94,6 +94,7 @@ class Bucket:
             "failed": c["state:failed"],
             "orphaned": c["state:orphaned"],
             "shed": c["state:shed"],
+            "rate_limited": c["state:rate_limited"],
             "polls": c["polls"],
             "loop_lag_p99_ms": round(self.hist(LOOP_LAG).percentile(99), 3),
         }

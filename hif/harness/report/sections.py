@@ -91,7 +91,7 @@ def explanation_stats(p: Partial, keep: CellPred, hists: Callable[[str], SparseH
     total = sum(states.values())
     pct = {
         f"{s}_rate": _rate(states.get(s, 0), total)
-        for s in ("complete", "expired", "failed", "orphaned", "shed")
+        for s in ("complete", "expired", "failed", "orphaned", "shed", "rate_limited")
     }
     return {
         "traces": total,
