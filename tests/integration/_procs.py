@@ -1,7 +1,7 @@
 """The one way integration tests start processes: ``hif`` commands, runbook scripts, services.
 
 Every process starts in its own session (so a stop reaches the whole tree: a supervisor and its
-workers), writes stdout and stderr to files under the test's folder (a pipe nobody reads fills
+workers), writes stdout and stderr to files of its own under the test's folder (a pipe nobody reads fills
 up and blocks the child), and is polled for readiness against a deadline. When a start or a
 readiness check fails, the assertion message carries the tail of the process's log, so a CI
 failure says why without a rerun. Teardown is SIGTERM to the group, then SIGKILL after a grace
@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from signal import SIGKILL, SIGTERM
 from typing import NoReturn
 
 import pytest
@@ -53,8 +53,9 @@ class Process:
         cwd: Path = REPO,
         split_output: bool = False,
     ) -> None:
-        self.name, self.cmd = name, list(cmd)
         log_dir.mkdir(parents=True, exist_ok=True)
+        name = _unused_name(log_dir, name)
+        self.name, self.cmd = name, list(cmd)
         self.log_path = log_dir / f"{name}.log"
         self.out_path = log_dir / f"{name}.out" if split_output else self.log_path
         self.err_path = log_dir / f"{name}.err" if split_output else self.log_path
@@ -118,9 +119,9 @@ class Process:
                 self.fail(f"{self.name} not ready within {timeout_s:.0f}s")
             time.sleep(interval_s)
 
-    def wait_log(self, text: str, *, timeout_s: float, since: int = 0) -> None:
-        """Wait until ``text`` appears in the log after character ``since``."""
-        self.wait_ready(lambda: text in self.log()[since:], timeout_s=timeout_s, interval_s=0.2)
+    def wait_log(self, text: str, *, timeout_s: float) -> None:
+        """Wait until ``text`` appears in the log."""
+        self.wait_ready(lambda: text in self.log(), timeout_s=timeout_s, interval_s=0.2)
 
     # --- signals and teardown -------------------------------------------------------------------
 
@@ -129,17 +130,19 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, sig)
 
+    send_signal = signal  # Popen's name for it
+
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
     def terminate(self) -> None:
         """SIGTERM to the whole group, without waiting (stop many in parallel, then :meth:`stop`)."""
-        self.signal_group(signal.SIGTERM)
+        self.signal_group(SIGTERM)
 
     def kill_group(self) -> None:
         """kill -9 of the whole tree, as a dying host would."""
-        self.signal_group(signal.SIGKILL)
+        self.signal_group(SIGKILL)
         self.proc.wait(timeout=10)
 
     def wait(self, timeout_s: float) -> int:
@@ -154,14 +157,14 @@ class Process:
         self.wait(timeout_s)
         return self.stdout(), self.stderr()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_GRACE_S) -> int | None:
+    def stop(self, sig: int = SIGTERM, timeout_s: float = STOP_GRACE_S) -> int | None:
         """``sig`` to the leader (the group for SIGTERM), then SIGKILL to the group after ``timeout_s``.
 
         Returns the leader's exit status; None when it had to be killed.
         """
         code: int | None = None
         if self.alive():
-            if sig == signal.SIGTERM:
+            if sig == SIGTERM:
                 self.signal_group(sig)
             else:
                 self.signal(sig)
@@ -169,7 +172,7 @@ class Process:
                 code = self.proc.wait(timeout=timeout_s)
         else:
             code = self.proc.returncode
-        self.signal_group(signal.SIGKILL)  # stragglers of the group, if any
+        self.signal_group(SIGKILL)  # stragglers of the group, if any
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         _LIVE.discard(self)
@@ -207,7 +210,7 @@ def running(
     ready: Callable[[], bool] | None = None,
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
-    stop_signal: int = signal.SIGTERM,
+    stop_signal: int = SIGTERM,
     split_output: bool = False,
 ) -> Iterator[Process]:
     """:func:`start` for the length of a ``with`` block; stopped (group kill at the end) on exit."""
@@ -248,6 +251,15 @@ def stop_all() -> None:
     """Stop whatever a test left running (called once at the end of the session)."""
     for proc in list(_LIVE):
         proc.stop(timeout_s=5)
+
+
+def _unused_name(log_dir: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``...: a restart or a second run gets its own log files."""
+    candidate, n = name, 1
+    while any((log_dir / f"{candidate}{ext}").exists() for ext in (".log", ".out", ".err")):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def _read(path: Path) -> str:

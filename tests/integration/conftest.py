@@ -158,10 +158,7 @@ def start_system(
         "0.1",
         *flags,
     )
-    name = f"serve-{ports['port']}"
-    # A restart on the same data dir appends to the same log: wait for a ready line after this start.
-    since = len((data_dir / f"{name}.log").read_text()) if (data_dir / f"{name}.log").exists() else 0
-    proc = start(cmd, name=name, log_dir=data_dir, env=env)
+    proc = start(cmd, name=f"serve-{ports['port']}", log_dir=data_dir, env=env)
     system = EmbeddedSystem(
         proc,
         f"http://127.0.0.1:{ports['port']}",
@@ -173,7 +170,7 @@ def start_system(
         proc.log_path,
     )
     try:
-        proc.wait_log("hif serve: ready", since=since, timeout_s=READY_TIMEOUT_S)
+        proc.wait_log("hif serve: ready", timeout_s=READY_TIMEOUT_S)
         yield system
     finally:
         system.stop()

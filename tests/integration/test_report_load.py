@@ -15,14 +15,8 @@ from typing import Any
 import pytest
 
 from hif import chaos
-
-load = pytest.importorskip(
-    "hif.harness.load", reason="hif.harness.load (the load runner, H4) is not importable yet"
-)
-target = pytest.importorskip("hif.harness.target", reason="hif.harness.target (H4) is not importable yet")
-
-from hif.harness import report  # noqa: E402
-from hif.harness.stats import LatencyHistogram, merged  # noqa: E402
+from hif.harness import load, report, target
+from hif.harness.stats import LatencyHistogram, merged
 
 
 def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
