@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv and install HIF with everything it runs and tests with.
-# torch==2.13.0 goes first so pip takes the CPU build; a later, looser requirement is then already met.
+# torch==2.13.0 goes first so pip takes the CPU build (2.13.0+cpu sorts above 2.13.0 where the
+# configured indexes hold both); a later, looser requirement is then already met. Where they hold
+# only PyPI, set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (PyPI's Linux wheel is the
+# multi-GB CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[all,dev]'
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} torch==2.13.0
+"${PIP[@]}" -e '.[all,dev]'
 echo "setup: .venv ready ($(.venv/bin/python -c 'import hif, torch; print("hif", hif.__version__, "torch", torch.__version__)'))"

@@ -1,4 +1,4 @@
-"""Shared test helpers: free loopback ports and readiness polled against a deadline."""
+"""Shared test helpers: free loopback ports, readiness polled against a deadline, process cleanup."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -43,3 +43,12 @@ def wait_http_ok(url: str, *, timeout_s: float = 60.0) -> None:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftover_processes() -> Iterator[None]:
+    """Processes started by ``tests.integration._procs`` that a test left running die with the session."""
+    yield
+    from tests.integration._procs import stop_all
+
+    stop_all()

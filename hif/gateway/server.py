@@ -1,18 +1,14 @@
-"""Run an ASGI app on one core: uvicorn (uvloop + httptools) or granian's embedded server.
+"""Run the gateway: open the stores, build the app, serve it and /metrics, close the stores.
 
-Both stop on SIGINT/SIGTERM the same way: stop accepting, let in-flight requests finish (up to
-``shutdown_timeout_s``), then run the ASGI lifespan shutdown, where the gateway flushes its
-enqueue buffer. ``bench/gateway_overhead.py`` measures the two stacks against each other.
+The HTTP server itself (uvicorn or granian, signals, graceful shutdown) is :mod:`hif.asgi_server`,
+shared with the upstream simulator.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from pathlib import Path
-from typing import Any
 
+from hif.asgi_server import serve
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
 from hif.gateway._http10 import httptools_protocol
 from hif.gateway.settings import GatewaySettings
@@ -20,100 +16,6 @@ from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
-
-
-def serve(
-    app: Any,
-    *,
-    host: str,
-    port: int,
-    server: str = "uvicorn",
-    shutdown_timeout_s: float = 30.0,
-    log_level: str = "info",
-    tls: tuple[Path, Path] | None = None,
-) -> None:
-    """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown.
-
-    ``tls`` is (certificate, private key), both PEM: the listener speaks HTTPS.
-    """
-    if server == "granian":
-        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, tls=tls)
-    else:
-        _serve_uvicorn(
-            app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, log_level=log_level, tls=tls
-        )
-
-
-def _serve_uvicorn(
-    app: Any,
-    *,
-    host: str,
-    port: int,
-    shutdown_timeout_s: float,
-    log_level: str,
-    tls: tuple[Path, Path] | None,
-) -> None:
-    import uvicorn
-
-    _QuietExitServer = _uvicorn_server_class()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http=httptools_protocol(),  # httptools, with HTTP/1.0 streams close-delimited
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        backlog=4096,
-        timeout_graceful_shutdown=int(shutdown_timeout_s),
-        timeout_keep_alive=30,
-        server_header=False,
-        ssl_certfile=str(tls[0]) if tls else None,
-        ssl_keyfile=str(tls[1]) if tls else None,
-    )
-    _QuietExitServer(config).run()
-
-
-def _uvicorn_server_class() -> type:
-    import uvicorn
-
-    class QuietExitServer(uvicorn.Server):
-        """uvicorn re-raises the stop signal after a graceful shutdown (exit status -15); the
-        runbook's Ctrl-C is a normal stop, so the process should exit 0 instead."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return QuietExitServer
-
-
-def _serve_granian(
-    app: Any, *, host: str, port: int, shutdown_timeout_s: float, tls: tuple[Path, Path] | None
-) -> None:
-    import uvloop
-    from granian.constants import Interfaces
-    from granian.server.embed import Server
-
-    async def main() -> None:
-        server = Server(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            backlog=4096,
-            log_access=False,
-            ssl_cert=tls[0] if tls else None,
-            ssl_key=tls[1] if tls else None,
-        )
-        server.workers_kill_timeout = int(shutdown_timeout_s)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.stop)
-        await server.serve()
-
-    uvloop.run(main())
 
 
 def run_gateway(
@@ -173,6 +75,7 @@ def run_gateway(
             shutdown_timeout_s=settings.shutdown_timeout_s,
             log_level=settings.log_level,
             tls=tls,
+            http_protocol=httptools_protocol(),
         )
         if metrics_server is not None:
             metrics_server.shutdown()  # type: ignore[attr-defined]

@@ -28,16 +28,7 @@ def main(argv: list[str]) -> int:
         print(f"hif: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from hif.gateway.server import serve
-    from hif.upstream.server import SimulatorApp
-    from hif.upstream.simulator import Simulator
+    from hif.upstream.server import run_simulator
 
-    logging.getLogger(__name__).info("upstream simulator on http://%s:%d/v1", where.sim_host, where.sim_port)
-    serve(
-        SimulatorApp(Simulator(sim)),
-        host=where.sim_host,
-        port=where.sim_port,
-        server=where.sim_server,
-        log_level="warning",
-    )
+    run_simulator(where, sim)
     return 0

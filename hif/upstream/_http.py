@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 client: asyncio Protocols, httptools parsing, a pool of keep-alive connections.
 
 httpx's shared pool collapses under concurrency and aiohttp's client tops out near 5k requests/s
-on one core (MEASUREMENTS.md); the gateway's upstream path needs neither feature set, only POST with
-a small JSON body and a (possibly streamed) response. Exceptions are the stdlib's (OSError,
-TimeoutError, ConnectionError) and ``httptools.HttpParserError``; ``hif.upstream.client`` translates
-them at one boundary.
+on one core (figures and the bench commands in docs/design.md); the gateway's upstream path needs
+neither feature set, only POST with a small JSON body and a (possibly streamed) response.
+Exceptions are the stdlib's (OSError, TimeoutError, ConnectionError) and
+``httptools.HttpParserError``; ``hif.upstream.client`` translates them at one boundary.
 """
 
 from __future__ import annotations

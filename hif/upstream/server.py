@@ -7,12 +7,15 @@ failures answer 500 or 429 with OpenAI error envelopes, as a real provider would
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from hif.asgi_server import run_lifespan, serve
 from hif.errors import UpstreamError
+from hif.upstream.settings import SimulatorSettings, UpstreamSimSettings
 from hif.upstream.simulator import SIM_NAME, Simulator
 
 Scope = dict[str, Any]
@@ -20,6 +23,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = [(b"content-type", b"application/json")]
 SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+log = logging.getLogger(__name__)
 
 
 def _error(message: str, kind: str) -> bytes:
@@ -34,7 +38,7 @@ class SimulatorApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -99,11 +103,13 @@ async def _send(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+def run_simulator(where: UpstreamSimSettings, simulator: SimulatorSettings) -> None:
+    """Serve the simulator until SIGINT/SIGTERM (``hif upstream-sim``)."""
+    log.info("upstream simulator on http://%s:%d/v1", where.sim_host, where.sim_port)
+    serve(
+        SimulatorApp(Simulator(simulator)),
+        host=where.sim_host,
+        port=where.sim_port,
+        server=where.sim_server,
+        log_level="warning",
+    )

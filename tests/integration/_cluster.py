@@ -1,20 +1,16 @@
 """A small distributed HIF on loopback for the fault tests: gateways and explainers as real processes.
 
-Every process is ``python -m hif.cli ...`` in its own session (so a test can kill -9 a whole
-explainer, supervisor and workers, as a dying host would), sharing one Redis (queue + trace state)
-and one S3 bucket on moto. Explainers use the deterministic stand-in pipeline of
+Every process is ``python -m hif.cli ...`` started by ``_procs`` in its own session (so a test can
+kill -9 a whole explainer, supervisor and workers, as a dying host would), sharing one Redis (queue
++ trace state) and one S3 bucket on moto. Explainers use the deterministic stand-in pipeline of
 ``_fake_pipeline.py``; a test slows them with the chaos file's ``slow-sae`` flag when it needs jobs
 in flight.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,9 +23,9 @@ from hif.chaos import Fault, apply_change
 from hif.store.redis import RedisJobQueue, RedisTraceStore
 from hif.store.s3 import S3BlobStore
 from tests.conftest import free_port, http_ok, wait_until
+from tests.integration._procs import REPO, Process, hif_cmd
 from tests.integration._services import AWS_TEST_ENV, MotoServer, RedisServer
 
-REPO = Path(__file__).resolve().parents[2]
 FAKE_LOADER = "tests.integration._fake_pipeline:load_pipeline"
 READY_TIMEOUT_S = 90.0  # an explainer imports torch in each worker: slow on a busy 2-core box
 REGISTRY = """\
@@ -42,62 +38,6 @@ latents = 64
 k = 8
 sae_path = "fake-fs"
 """
-
-
-class HifProcess:
-    """One ``hif`` command in its own session, logging to a file."""
-
-    def __init__(self, name: str, args: list[str], *, workdir: Path, env: dict[str, str]) -> None:
-        self.name, self.args = name, args
-        self.log_path = workdir / f"{name}.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hif.cli", *args],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, sig)
-
-    def kill_group(self) -> None:
-        """kill -9 of the whole process tree (supervisor and its workers)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def wait(self, timeout_s: float) -> int:
-        return self.proc.wait(timeout=timeout_s)
-
-    def terminate(self) -> None:
-        """SIGTERM to the whole group, without waiting."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group, if any
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
 
 
 class Cluster:
@@ -135,7 +75,7 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
         }
         self.explainer_env = {**self.env, "PYTHONPATH": os.pathsep.join([str(no_torch.parent), str(REPO)])}
-        self.procs: list[HifProcess] = []
+        self.procs: list[Process] = []
         self.queue = RedisJobQueue(redis.url)
         self.state = RedisTraceStore(redis.url)
 
@@ -171,19 +111,14 @@ class Cluster:
             *self.store_args(),
             *extra,
         ]
-        proc = HifProcess(f"gateway-{port}", args, workdir=self.workdir, env=self.env)
+        proc = Process(hif_cmd(*args), name=f"gateway-{port}", log_dir=self.workdir, env=self.env)
         self.procs.append(proc)
         gw = Gateway(proc, port, metrics_port)
         if wait:
-            wait_until(
-                lambda: http_ok(f"{gw.url}/healthz") or not proc.alive(),
-                timeout_s=READY_TIMEOUT_S,
-                interval_s=0.1,
-            )
-            assert proc.alive(), proc.log()[-3000:]
+            proc.wait_ready(lambda: http_ok(f"{gw.url}/healthz"), timeout_s=READY_TIMEOUT_S)
         return gw
 
-    def explainer(self, *extra: str, metrics_port: int = 0, wait: bool = True) -> HifProcess:
+    def explainer(self, *extra: str, metrics_port: int = 0, wait: bool = True) -> Process:
         args = [
             "explainer",
             "--workers",
@@ -197,13 +132,14 @@ class Cluster:
             *self.store_args(),
             *extra,
         ]
-        proc = HifProcess(f"explainer-{len(self.procs)}", args, workdir=self.workdir, env=self.explainer_env)
+        name = f"explainer-{len(self.procs)}"
+        proc = Process(hif_cmd(*args), name=name, log_dir=self.workdir, env=self.explainer_env)
         self.procs.append(proc)
         if wait:
             self.wait_ready(proc)
         return proc
 
-    def explainers(self, count: int, *extra: str) -> list[HifProcess]:
+    def explainers(self, count: int, *extra: str) -> list[Process]:
         """Start ``count`` explainers at once (their start-up overlaps), then wait for all."""
         procs = [self.explainer(*extra, wait=False) for _ in range(count)]
         for proc in procs:
@@ -211,11 +147,8 @@ class Cluster:
         return procs
 
     @staticmethod
-    def wait_ready(proc: HifProcess) -> None:
-        wait_until(
-            lambda: "ready (pid" in proc.log() or not proc.alive(), timeout_s=READY_TIMEOUT_S, interval_s=0.2
-        )
-        assert proc.alive(), proc.log()[-3000:]
+    def wait_ready(proc: Process) -> None:
+        proc.wait_log("ready (pid", timeout_s=READY_TIMEOUT_S)
 
     def chaos(self, fault: Fault) -> None:
         apply_change(enable=fault, path=self.chaos_path)
@@ -239,7 +172,7 @@ class Cluster:
 
 
 class Gateway:
-    def __init__(self, proc: HifProcess, port: int, metrics_port: int = 0) -> None:
+    def __init__(self, proc: Process, port: int, metrics_port: int = 0) -> None:
         self.proc, self.port = proc, port
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None

@@ -1,4 +1,4 @@
-"""Start ``hif gateway`` / ``hif upstream-sim`` as real processes on free ports for integration tests."""
+"""``hif gateway`` / ``hif upstream-sim`` on free ports for the HTTP tests (started via ``_procs``)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import contextlib
 import dataclasses
 import http.client
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.conftest import free_port, wait_http_ok
+from tests.conftest import free_port
+from tests.integration._procs import Process, hif_cmd, http_ready, start
 
 FEATURESETS = """
 default = "tiny"
@@ -47,7 +46,7 @@ def write_featuresets(folder: Path) -> Path:
 @dataclasses.dataclass
 class Proc:
     port: int
-    proc: subprocess.Popen[bytes]
+    proc: Process
     data_dir: Path
     metrics_port: int = 0
 
@@ -69,30 +68,17 @@ class Proc:
         finally:
             conn.close()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int | None:
+        """The exit status after ``sig``; None when it had to be killed."""
+        return self.proc.stop(sig, timeout_s=timeout_s)
 
 
-def start(
-    argv: list[str], port: int, data_dir: Path, ready_path: str, log: Path, metrics_port: int = 0
+def start_hif(
+    argv: list[str], port: int, data_dir: Path, ready_path: str, log_dir: Path, metrics_port: int = 0
 ) -> Proc:
-    out = open(log, "wb")  # noqa: SIM115  (the child keeps writing to it until stopped)
-    proc = subprocess.Popen([sys.executable, "-m", "hif.cli", *argv], stdout=out, stderr=subprocess.STDOUT)
-    out.close()
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}{ready_path}", timeout_s=60)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        print(log.read_text()[-3000:])
-        raise
+    name = f"{argv[0]}-{port}"
+    ready = http_ready(f"http://127.0.0.1:{port}{ready_path}")
+    proc = start(hif_cmd(*argv), name=name, log_dir=log_dir, ready=ready, timeout_s=60)
     return Proc(port=port, proc=proc, data_dir=data_dir, metrics_port=metrics_port)
 
 
@@ -117,21 +103,19 @@ def gateway(tmp: Path, *extra: str, metrics: bool = False) -> Iterator[Proc]:
         "0",
         *extra,
     ]
-    proc = start(argv, port, data_dir, "/readyz", tmp / f"gateway-{port}.log", metrics_port)
+    proc = start_hif(argv, port, data_dir, "/readyz", tmp, metrics_port)
     try:
         yield proc
     finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.stop()
+        proc.stop()
 
 
 @contextlib.contextmanager
 def upstream_sim(tmp: Path, *extra: str) -> Iterator[Proc]:
     port = free_port()
     argv = ["upstream-sim", "--sim-port", str(port), "--sim-ttft-ms", "0", "--sim-tokens-per-s", "0", *extra]
-    proc = start(argv, port, tmp, "/healthz", tmp / f"sim-{port}.log")
+    proc = start_hif(argv, port, tmp, "/healthz", tmp)
     try:
         yield proc
     finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.stop()
+        proc.stop()

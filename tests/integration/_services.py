@@ -5,9 +5,9 @@ nothing depends on a service CI started. Import the fixtures into a test module:
 
     from tests.integration._services import moto_s3, redis_server  # noqa: F401  (pytest fixtures)
 
-``redis_server`` skips the test, naming the package to install, when ``redis-server`` is not on
-PATH. The :class:`TcpProxy` stands between a client and a service so a test can cut the network
-("S3 endpoint down") and restore it without losing the service's state.
+``redis_server`` skips the test, naming the package to install, when ``redis-server`` is not on PATH
+(and fails it under ``CI=true``). The :class:`TcpProxy` stands between a client and a service so a
+test can cut the network ("S3 endpoint down") and restore it without losing the service's state.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import uuid
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, http_ok, wait_until
+from tests.conftest import free_port
+from tests.integration._procs import Process, http_ready, require_tool, start
 
 START_TIMEOUT_S = 20.0
 AWS_TEST_ENV = {
@@ -41,10 +41,7 @@ def redis_binary() -> str | None:
 
 
 def require_redis() -> str:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
-    return binary
+    return require_tool("redis-server", "redis-server")
 
 
 def _ping(port: int) -> bool:
@@ -63,7 +60,7 @@ class RedisServer:
         self.workdir = workdir
         self.durable = durable
         self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -87,26 +84,18 @@ class RedisServer:
             "no",
         ]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115  (the child owns it)
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        wait_until(lambda: _ping(self.port) or self._died(), timeout_s=START_TIMEOUT_S)
-        if self._died():
-            pytest.fail(f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-2000:]}")
-
-    def _died(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
+        self.proc = start(
+            args,
+            name="redis",
+            log_dir=self.workdir,
+            ready=lambda: _ping(self.port),
+            timeout_s=START_TIMEOUT_S,
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.stop(sig, timeout_s=10)
         self.proc = None
 
     def kill(self) -> None:
@@ -123,34 +112,25 @@ class MotoServer:
     def __init__(self, workdir: Path, *, port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "moto.log", "ab")  # noqa: SIM115  (the child owns it)
-        self.proc = subprocess.Popen(
+        self.proc = start(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            name="moto",
+            log_dir=self.workdir,
+            ready=http_ready(f"{self.endpoint_url}/moto-api/"),
+            timeout_s=START_TIMEOUT_S,
         )
-        log.close()
-        ready = f"{self.endpoint_url}/moto-api/"
-        wait_until(lambda: http_ok(ready), timeout_s=START_TIMEOUT_S, interval_s=0.1)
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.stop(timeout_s=10)
         self.proc = None
 
     def create_bucket(self, name: str | None = None) -> str:

@@ -3,8 +3,12 @@
 ``embedded_system`` is one module-scoped system; ``start_system(tmp_path, *flags)`` starts a
 private one (a context manager) for tests that kill or restart it. Each system has its own data
 dir and chaos control file (``CHAOS_CONTROL_PATH``), so tests never see each other's chaos.
-The explainer uses the real pipeline (``hif.explainer.core.pipeline``) and the registry's default
-featureset; the fixtures skip when that is not built on this machine.
+The explainer uses the real pipeline (``hif.explainer.core.pipeline``) and the registry's default featureset (shipped in the
+package); a registry that cannot resolve it fails the tests, it does not skip them.
+
+Processes start through :mod:`tests.integration._procs`; tests/conftest.py stops anything a test
+left running at the end of the session. Under ``CI=true`` a missing system tool (redis-server,
+prometheus, promtool, chromium) fails the run instead of skipping (``_procs.require_tool``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +30,7 @@ import pytest
 from hif.chaos import Fault, apply_change
 from hif.explainer.featureset import load_registry
 from tests.conftest import free_port
+from tests.integration._procs import Process, hif_cmd, start
 
 READY_TIMEOUT_S = 240.0
 TERMINAL = ("complete", "failed", "expired", "shed", "rate_limited")
@@ -39,25 +42,15 @@ RELAXED_SLA = ("--sentence-budget-s", "30", "--token-budget-s", "60", "--trace-t
 def default_featureset() -> str:
     """The featureset the running system will serve (``HIF_FEATURESETS`` may point elsewhere)."""
     path = os.environ.get("HIF_FEATURESETS")
-    registry = load_registry(Path(path) if path else None)
     try:
-        return registry.resolve(None).name
+        return load_registry(Path(path) if path else None).resolve(None).name
     except Exception as exc:
-        pytest.skip(f"default featureset not available: {exc}")
-    raise AssertionError("unreachable")
-
-
-def _pipeline_present() -> bool:
-    loader = os.environ.get("HIF_PIPELINE_LOADER", "hif.explainer.core.pipeline:load_pipeline")
-    module = loader.partition(":")[0]
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+        pytest.fail(f"the default featureset cannot be loaded (the embedded suite needs it): {exc}")
 
 
 @dataclasses.dataclass
 class EmbeddedSystem:
-    proc: subprocess.Popen[str]
+    proc: Process
     base_url: str
     metrics_url: str
     explainer_metrics_url: str
@@ -136,15 +129,9 @@ class EmbeddedSystem:
 
     # --- processes ------------------------------------------------------------------------------
 
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """Ctrl-C as a user would; the exit status, or None when it had to be killed."""
+        return self.proc.stop(signal.SIGINT, timeout_s=timeout_s)
 
 
 @contextlib.contextmanager
@@ -152,18 +139,12 @@ def start_system(
     data_dir: Path, *flags: str, ports: dict[str, int] | None = None
 ) -> Iterator[EmbeddedSystem]:
     """Run ``hif serve`` until the block ends; waits for its ready line (a deadline, not a sleep)."""
-    if not _pipeline_present():
-        pytest.skip("hif.explainer.core.pipeline is not available yet")
     featureset = default_featureset()
     ports = ports or {"port": free_port(), "metrics": free_port(), "explainer": free_port()}
     data_dir.mkdir(parents=True, exist_ok=True)
     chaos_path = data_dir / "chaos.json"
-    log_path = data_dir / f"serve-{ports['port']}.log"
     env = {**os.environ, "CHAOS_CONTROL_PATH": str(chaos_path), "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "hif.cli",
+    cmd = hif_cmd(
         "serve",
         "--port",
         str(ports["port"]),
@@ -176,10 +157,8 @@ def start_system(
         "--tick-s",
         "0.1",
         *flags,
-    ]
-    log = open(log_path, "a")  # noqa: SIM115 - closed below, after the process
-    # Output to a file, not a pipe: nobody reads a pipe after start-up, and a full one blocks.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    )
+    proc = start(cmd, name=f"serve-{ports['port']}", log_dir=data_dir, env=env)
     system = EmbeddedSystem(
         proc,
         f"http://127.0.0.1:{ports['port']}",
@@ -188,30 +167,13 @@ def start_system(
         data_dir,
         chaos_path,
         featureset,
-        log_path,
+        proc.log_path,
     )
     try:
-        _wait_ready(system)
+        proc.wait_log("hif serve: ready", timeout_s=READY_TIMEOUT_S)
         yield system
     finally:
         system.stop()
-        log.close()
-
-
-def _wait_ready(system: EmbeddedSystem) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    start = system.log_path.stat().st_size
-    while time.monotonic() < deadline:
-        with open(system.log_path) as fh:
-            fh.seek(start)
-            if "hif serve: ready" in fh.read():
-                return
-        if system.proc.poll() is not None:
-            pytest.fail(
-                f"hif serve exited with {system.proc.returncode}: {system.log_path.read_text()[-3000:]}"
-            )
-        time.sleep(0.1)
-    pytest.fail(f"hif serve not ready within {READY_TIMEOUT_S}s: {system.log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ on its own, and summary.json is still written (a crash of the target is a result
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.integration import _cluster, _services
-from tests.integration._cluster import REPO, Cluster
+from tests.integration._cluster import Cluster
+from tests.integration._procs import running
 from tests.integration._services import MotoServer, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -34,22 +34,15 @@ def test_load_runner_survives_the_gateway_dying(
     cluster: Cluster = cluster_factory(redis_server, moto_s3)
     gateway = cluster.gateway()
     results = tmp_path / "results"
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "tests.load.load_runner", "--base-url", gateway.url, "--concurrency", "4",
-         "--duration-seconds", "5", "--attach-rate", "0.5", "--features", "fake-fs", "--timeout-seconds", "2",
-         "--poll-deadline-seconds", "2", "--drain-seconds", "3", "--rps-limit", "100", "--live", "off",
-         "--results-dir", str(results)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_until(lambda: len(_lines(results / "chat_results.jsonl")) >= 20 or runner.poll() is not None,
-                   timeout_s=30)
+    cmd = [sys.executable, "-m", "tests.load.load_runner", "--base-url", gateway.url,
+           "--concurrency", "4", "--duration-seconds", "5", "--attach-rate", "0.5", "--features", "fake-fs",
+           "--timeout-seconds", "2", "--poll-deadline-seconds", "2", "--drain-seconds", "3",
+           "--rps-limit", "100", "--live", "off", "--results-dir", str(results)]  # fmt: skip
+    with running(cmd, name="load_runner", log_dir=tmp_path, split_output=True) as runner:
+        chat_file = results / "chat_results.jsonl"
+        wait_until(lambda: len(_lines(chat_file)) >= 20 or not runner.alive(), timeout_s=30)
         gateway.proc.kill_group()  # kill -9 mid-run
-        out, err = runner.communicate(timeout=60)
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=10)
+        out, err = runner.communicate(timeout_s=60)
 
     assert runner.returncode in (0, 1, 3), err  # finished; not a crash (2 would be flags/pre-flight)
     summary = json.loads((results / "summary.json").read_text())

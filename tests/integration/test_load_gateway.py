@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,39 +10,19 @@ import pytest
 
 from hif.errors import PreflightError
 from hif.harness import LoadSettings, records, run_load_sync
-from tests.conftest import free_port, wait_http_ok
+from tests.conftest import free_port
+from tests.integration._procs import hif_cmd, http_ready, running
 from tests.integration.conftest import EmbeddedSystem
 from tests.schemas import validate_results
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if importlib.util.find_spec("hif.gateway.server") is None:
-        pytest.skip("the gateway (hif.gateway.server) is not importable yet")
     port, data = free_port(), tmp_path_factory.mktemp("gateway")
-    log = open(data / "gateway.log", "w")  # noqa: SIM115 - closed after the process
-    cmd = [
-        sys.executable,
-        "-m",
-        "hif.cli",
-        "gateway",
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--data-dir",
-        str(data),
-    ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    url = f"http://127.0.0.1:{port}"
+    cmd = hif_cmd("gateway", "--port", str(port), "--metrics-port", "0", "--data-dir", str(data))
+    with running(cmd, name="gateway", log_dir=data, ready=http_ready(f"{url}/healthz")):
+        yield url
 
 
 def test_chat_load_against_the_gateway(gateway: str, tmp_path: Path) -> None:

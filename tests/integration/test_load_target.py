@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ from hif.chaos import Fault, apply_change
 from hif.harness import EXIT_SLO_FAILED, LoadSettings, LoadSummary, records, run_load
 from hif.harness.stats import merge_window
 from hif.harness.target import TargetScript, TargetServer
-from tests.conftest import free_port, wait_http_ok
+from tests.conftest import free_port
+from tests.integration._procs import Process, http_ready, start
 from tests.schemas import validate_results
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -252,43 +250,32 @@ def test_processes_tick_live_with_merged_buckets(tmp_path: Path) -> None:
 # --- the runbook entry point as a process -----------------------------------------------------
 
 
-def start_target_process() -> tuple[subprocess.Popen[bytes], str]:
+def start_target_process(log_dir: Path) -> tuple[Process, str]:
     """The scripted target as its own process (2 ms answers), once it answers /healthz."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/healthz", timeout_s=20)
-    except BaseException:
-        proc.kill()
-        raise
+    cmd = [sys.executable, "-m", "hif.harness.target", "--port", str(port), "--delay-ms", "2"]
+    proc = start(cmd, name="target", log_dir=log_dir, ready=http_ready(f"{url}/healthz"), timeout_s=20)
     return proc, url
 
 
 @pytest.fixture
-def target_process() -> Any:
-    proc, url = start_target_process()
+def target_process(tmp_path: Path) -> Any:
+    proc, url = start_target_process(tmp_path / "logs")
     try:
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(timeout_s=10)
 
 
-def runner(*args: str, script_form: bool = False) -> subprocess.Popen[str]:
+def runner(*args: str, log_dir: Path, script_form: bool = False) -> Process:
     head = (
         [sys.executable, "tests/load/load_runner.py"]
         if script_form
         else [sys.executable, "-m", "tests.load.load_runner"]
     )
     env = {**os.environ, "PYTHONPATH": ""}
-    return subprocess.Popen(
-        [*head, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    return start([*head, *args], name="load_runner", log_dir=log_dir, env=env, split_output=True)
 
 
 def test_sigint_drains_and_writes_the_summary(tmp_path: Path, target_process: str) -> None:
@@ -304,13 +291,14 @@ def test_sigint_drains_and_writes_the_summary(tmp_path: Path, target_process: st
         "--results-dir",
         str(tmp_path),
         script_form=True,
+        log_dir=tmp_path / "logs",
     )
     deadline = time.monotonic() + 20
     while not (tmp_path / records.CHAT_FILE).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    proc.signal(signal.SIGINT)
+    out, err = proc.communicate(timeout_s=30)
     assert proc.returncode == 0, err
     line = json.loads(out.strip())  # stdout is exactly one JSON line
     assert line["requests"] > 0 and line["exit_code"] == 0
@@ -330,15 +318,22 @@ def test_preflight_failures_exit_2_with_one_line(tmp_path: Path, target_process:
         "missing-fs",
         "--results-dir",
         str(tmp_path),
+        log_dir=tmp_path / "logs",
     )
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout_s=30)
     assert proc.returncode == 2 and out == ""
     assert err.strip().splitlines() == [
         f"hif: featureset 'missing-fs' is not served by {target_process}; served: sae-gpt4-2m"
     ]
     assert not (tmp_path / records.CHAT_FILE).exists()  # stopped before any load
-    proc = runner("--base-url", f"http://127.0.0.1:{free_port()}", "--results-dir", str(tmp_path))
-    _, err = proc.communicate(timeout=30)
+    proc = runner(
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}",
+        "--results-dir",
+        str(tmp_path),
+        log_dir=tmp_path / "logs",
+    )
+    _, err = proc.communicate(timeout_s=30)
     assert proc.returncode == 2 and err.startswith("hif: cannot reach")
 
 
@@ -355,11 +350,11 @@ def test_library_stop_event_and_ticks(tmp_path: Path) -> None:
 
 
 def test_target_dying_mid_run_is_recorded_not_fatal(tmp_path: Path) -> None:
-    proc, url = start_target_process()
+    proc, url = start_target_process(tmp_path / "logs")
     try:
 
         async def go() -> LoadSummary:
-            asyncio.get_running_loop().call_later(1.0, proc.kill)
+            asyncio.get_running_loop().call_later(1.0, proc.signal, signal.SIGKILL)
             settings = LoadSettings(
                 base_url=url,
                 results_dir=tmp_path / "results",
@@ -371,8 +366,7 @@ def test_target_dying_mid_run_is_recorded_not_fatal(tmp_path: Path) -> None:
 
         summary = asyncio.run(go())
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        proc.stop(signal.SIGKILL, timeout_s=10)
     chat = summary.data["chat"]
     classes = chat["by_error_class"]
     assert chat["ok"] > 0 and classes.get("connect", 0) > 0

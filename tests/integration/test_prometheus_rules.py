@@ -6,13 +6,14 @@ page (fast burn) and open a ticket (slow burn); a healthy one must stay silent.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.integration._procs import require_tool
 
 pytestmark = pytest.mark.prometheus
 
@@ -24,10 +25,7 @@ STEPS = "x180"  # three hours of one-minute samples
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool not on PATH: install Debian's `prometheus` package (scripts/system-deps.sh)")
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -15,13 +15,10 @@ from typing import Any
 import pytest
 
 from hif import chaos
-
-load = pytest.importorskip("hif.harness", reason="hif.harness (the load runner, H4) is not importable yet")
-target = pytest.importorskip("hif.harness.target", reason="hif.harness.target (H4) is not importable yet")
-
-from hif import harness as report  # noqa: E402
-from hif.harness.stats import LatencyHistogram, merged  # noqa: E402
-from tests.schemas import validate_results  # noqa: E402
+from hif import harness
+from hif.harness import target
+from hif.harness.stats import LatencyHistogram, merged
+from tests.schemas import validate_results
 
 
 def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
@@ -36,8 +33,8 @@ def _shards(tmp_path: Path, control: Path) -> list[dict[str, Any]]:
         loop.call_later(2.0, lambda: chaos.apply_change(disable="slow-sae", path=control))
         try:
             runs = [
-                load.run_load(
-                    load.LoadSettings(
+                harness.run_load(
+                    harness.LoadSettings(
                         base_url=server.url,
                         results_dir=tmp_path / f"shard{i}",
                         live="off",
@@ -68,7 +65,7 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     summaries = _shards(tmp_path, control)
     dirs = (tmp_path / "shard1", tmp_path / "shard2")
     out = tmp_path / "merged"
-    data = report.run_report(report.ReportSettings(results_dirs=dirs, out_dir=out, chaos_path=control))
+    data = harness.run_report(harness.ReportSettings(results_dirs=dirs, out_dir=out, chaos_path=control))
     for d in (*dirs, out):
         validate_results(d)
 
@@ -92,7 +89,7 @@ def test_report_merges_real_shards_and_matches_their_summaries(
 
     # one shard alone: the report's percentiles are the runner's own (same HDR layout; the JSONL
     # keeps latencies to the microsecond, so a value may land one bucket over)
-    one = report.build_report([dirs[0]], report.ReportSettings(results_dirs=(dirs[0],), chaos_path=control))
+    one = harness.build_report([dirs[0]], harness.ReportSettings(results_dirs=(dirs[0],), chaos_path=control))
     theirs = summaries[0]["chat"]["latency_ms"]
     assert one["chat"]["latency_ms"]["count"] == theirs["count"]
     assert one["chat"]["latency_ms"]["p95_ms"] == pytest.approx(theirs["p95_ms"], rel=2e-3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from hif.harness.records import CHAT_FILE, SOAK_SUMMARY_FILE
+from tests.integration._procs import running
 from tests.schemas import validate_results
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.explainer, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
 SEGMENT_S = 5.0
 SEGMENTS = 6
 
@@ -48,36 +47,29 @@ def read_summary(results: Path) -> dict[str, Any]:
         return {"segments": []}
 
 
-def interrupted_run(system: EmbeddedSystem, results: Path) -> dict[str, Any]:
+def interrupted_run(system: EmbeddedSystem, results: Path, log_dir: Path) -> dict[str, Any]:
     """Start the soak, SIGINT it once two segments are checkpointed, return what it saved."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.load.soak_runner", *soak_args(system, results)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while len(read_summary(results)["segments"]) < 2 and proc.poll() is None:
-            assert time.monotonic() < deadline, "two segments not checkpointed in 90 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, out
+    cmd = [sys.executable, "-m", "tests.load.soak_runner", *soak_args(system, results)]
+    with running(cmd, name="soak_runner", log_dir=log_dir) as proc:
+        proc.wait_ready(lambda: len(read_summary(results)["segments"]) >= 2, timeout_s=90, interval_s=0.2)
+        proc.signal(signal.SIGINT)
+        code = proc.wait(timeout_s=60)
+        assert code == 130, proc.log()
     return read_summary(results)
 
 
 def test_compressed_soak_resumes_after_sigint(embedded_system: EmbeddedSystem, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    before = interrupted_run(embedded_system, results)
+    before = interrupted_run(embedded_system, results, tmp_path)
     done = len(before["segments"])
     assert before["status"] == "interrupted" and 2 <= done < SEGMENTS
 
     resumed_at = time.time()
     script = [sys.executable, "tests/load/soak_runner.py", *soak_args(embedded_system, results), "--resume"]
-    resume = subprocess.run(script, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert resume.returncode == 0, resume.stdout + resume.stderr
-    assert json.loads(resume.stdout.strip().splitlines()[-1])["status"] == "finished"
+    with running(script, name="soak_resume", log_dir=tmp_path, split_output=True) as resume:
+        code = resume.wait(timeout_s=180)
+        assert code == 0, resume.log()
+    assert json.loads(resume.stdout().strip().splitlines()[-1])["status"] == "finished"
 
     summary = read_summary(results)
     segments = summary["segments"]
