@@ -14,6 +14,7 @@ from typing import Any
 
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
 from hif.gateway.settings import GatewaySettings
+from hif.http_limits import HttpLimits
 from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
 
@@ -28,16 +29,36 @@ def serve(
     server: str = "uvicorn",
     shutdown_timeout_s: float = 30.0,
     log_level: str = "info",
+    limits: HttpLimits | None = None,
 ) -> None:
-    """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown."""
+    """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown.
+
+    ``limits`` sheds slow and oversized clients (``hif.http_limits``); without it the stack's own
+    defaults apply.
+    """
     if server == "granian":
-        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s)
+        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, limits=limits)
     else:
-        _serve_uvicorn(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, log_level=log_level)
+        _serve_uvicorn(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout_s=shutdown_timeout_s,
+            log_level=log_level,
+            limits=limits,
+        )
 
 
-def _serve_uvicorn(app: Any, *, host: str, port: int, shutdown_timeout_s: float, log_level: str) -> None:
+def _serve_uvicorn(
+    app: Any, *, host: str, port: int, shutdown_timeout_s: float, log_level: str, limits: HttpLimits | None
+) -> None:
     import uvicorn
+
+    from hif.http_limits import raise_fd_limit
+    from hif.http_limits.uvicorn import limited_protocol
+
+    if limits is not None:
+        raise_fd_limit(limits)
 
     _QuietExitServer = _uvicorn_server_class()
     config = uvicorn.Config(
@@ -45,13 +66,13 @@ def _serve_uvicorn(app: Any, *, host: str, port: int, shutdown_timeout_s: float,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(limits) if limits else "httptools",
         lifespan="on",
         access_log=False,
         log_level=log_level,
         backlog=4096,
         timeout_graceful_shutdown=int(shutdown_timeout_s),
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(limits.keep_alive_timeout_s) if limits else 30,
         server_header=False,
     )
     _QuietExitServer(config).run()
@@ -71,14 +92,31 @@ def _uvicorn_server_class() -> type:
     return QuietExitServer
 
 
-def _serve_granian(app: Any, *, host: str, port: int, shutdown_timeout_s: float) -> None:
+def _serve_granian(
+    app: Any, *, host: str, port: int, shutdown_timeout_s: float, limits: HttpLimits | None
+) -> None:
     import uvloop
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
+    from hif.http_limits import granian as granian_limits
+
+    settings: dict[str, Any] = {}
+    if limits is not None:
+        app = granian_limits.BodyIdleDeadline(app, limits.body_idle_timeout_s)
+        settings["http1_settings"] = granian_limits.http1_settings(limits)
+        settings["http2_settings"] = granian_limits.http2_settings(limits)
+        log.warning("granian does not enforce: %s", "; ".join(granian_limits.GRANIAN_UNENFORCED))
+
     async def main() -> None:
         server = Server(
-            app, address=host, port=port, interface=Interfaces.ASGI, backlog=4096, log_access=False
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            backlog=4096,
+            log_access=False,
+            **settings,
         )
         server.workers_kill_timeout = int(shutdown_timeout_s)
         loop = asyncio.get_running_loop()
@@ -136,6 +174,7 @@ def run_gateway(
             server=settings.server,
             shutdown_timeout_s=settings.shutdown_timeout_s,
             log_level=settings.log_level,
+            limits=settings.http_limits(),
         )
         if metrics_server is not None:
             metrics_server.shutdown()  # type: ignore[attr-defined]
