@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 # A request whose head never ends: the last header line is left open.
-SLOW_HEADER = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nX-Slow: "
+SLOW_HEADER = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nX-Slow: "
+)
 # A complete head announcing 100 body bytes, of which 10 come.
 SLOW_BODY = (
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
