@@ -14,7 +14,7 @@ from typing import Any
 
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
 from hif.gateway.settings import GatewaySettings
-from hif.http_limits import HttpLimits
+from hif.http_limits import HttpLimits, raise_fd_limit
 from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
 
@@ -33,9 +33,10 @@ def serve(
 ) -> None:
     """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown.
 
-    ``limits`` sheds slow and oversized clients (``hif.http_limits``); without it the stack's own
-    defaults apply.
+    ``limits`` sheds slow and oversized clients (see ``hif.http_limits``).
     """
+    if limits is not None:
+        raise_fd_limit(limits)
     if server == "granian":
         _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, limits=limits)
     else:
@@ -54,11 +55,7 @@ def _serve_uvicorn(
 ) -> None:
     import uvicorn
 
-    from hif.http_limits import raise_fd_limit
     from hif.http_limits.uvicorn import limited_protocol
-
-    if limits is not None:
-        raise_fd_limit(limits)
 
     _QuietExitServer = _uvicorn_server_class()
     config = uvicorn.Config(
@@ -72,7 +69,7 @@ def _serve_uvicorn(
         log_level=log_level,
         backlog=4096,
         timeout_graceful_shutdown=int(shutdown_timeout_s),
-        timeout_keep_alive=int(limits.keep_alive_timeout_s) if limits else 30,
+        timeout_keep_alive=30,
         server_header=False,
     )
     _QuietExitServer(config).run()
@@ -99,24 +96,13 @@ def _serve_granian(
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
-    from hif.http_limits import granian as granian_limits
+    from hif.http_limits.granian import server_options
 
-    settings: dict[str, Any] = {}
-    if limits is not None:
-        app = granian_limits.BodyIdleDeadline(app, limits.body_idle_timeout_s)
-        settings["http1_settings"] = granian_limits.http1_settings(limits)
-        settings["http2_settings"] = granian_limits.http2_settings(limits)
-        log.warning("granian does not enforce: %s", "; ".join(granian_limits.GRANIAN_UNENFORCED))
+    app, options = server_options(app, limits)
 
     async def main() -> None:
         server = Server(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            backlog=4096,
-            log_access=False,
-            **settings,
+            app, address=host, port=port, interface=Interfaces.ASGI, backlog=4096, log_access=False, **options
         )
         server.workers_kill_timeout = int(shutdown_timeout_s)
         loop = asyncio.get_running_loop()

@@ -36,7 +36,6 @@ class HttpLimits:
     body_idle_timeout_s: float = 10.0  # the longest gap between two pieces of a request body
     max_header_bytes: int = 65536  # request line plus all header lines
     max_connections: int = 8192  # open client connections; more are closed on accept
-    keep_alive_timeout_s: float = 30.0  # an idle connection, between requests or before the first
 
 
 def error_body(code: str, message: str) -> bytes:

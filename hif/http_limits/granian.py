@@ -13,10 +13,13 @@ keep-alive connection is idle, so there the header deadline doubles as the keep-
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hif.http_limits import HttpLimits, error_body
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -29,6 +32,16 @@ GRANIAN_UNENFORCED = (
     "idle keep-alive connections close after header_timeout_s",
 )
 HYPER_MIN_BUFFER_BYTES = 8192  # hyper refuses a smaller read buffer
+
+
+def server_options(app: App, limits: HttpLimits | None) -> tuple[App, dict[str, Any]]:
+    """``app`` wrapped for the body idle deadline, and the keyword arguments for granian's
+    ``Server`` that apply the rest; logs what granian cannot enforce."""
+    if limits is None:
+        return app, {}
+    log.warning("granian does not enforce: %s", "; ".join(GRANIAN_UNENFORCED))
+    options = {"http1_settings": http1_settings(limits), "http2_settings": http2_settings(limits)}
+    return BodyIdleDeadline(app, limits.body_idle_timeout_s), options
 
 
 def http1_settings(limits: HttpLimits) -> Any:

@@ -13,7 +13,7 @@ from hif.config import build
 from hif.errors import ConfigError
 from hif.gateway.settings import GatewaySettings
 from hif.http_limits import HttpLimits, raise_fd_limit
-from hif.http_limits.granian import BodyIdleDeadline, http1_settings, http2_settings
+from hif.http_limits.granian import BodyIdleDeadline, http1_settings, http2_settings, server_options
 
 
 def test_limits_come_from_flags_env_and_file() -> None:
@@ -42,6 +42,16 @@ def test_granian_settings_carry_the_header_deadline_and_size() -> None:
     )
     assert http2_settings(limits).max_headers_size == 65536
     assert http1_settings(HttpLimits(max_header_bytes=100)).max_buffer_size == 8192  # hyper's floor
+
+
+def test_granian_server_options_wrap_the_app_only_with_limits() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+    assert server_options(app, None) == (app, {})
+    wrapped, options = server_options(app, HttpLimits(body_idle_timeout_s=3))
+    assert isinstance(wrapped, BodyIdleDeadline) and wrapped.app is app and wrapped.idle_timeout_s == 3
+    assert set(options) == {"http1_settings", "http2_settings"}
 
 
 def test_fd_limit_is_raised_towards_max_connections_within_the_hard_limit() -> None:
