@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hif.config import SERVERS
+from hif.http_limits import HttpLimits, raise_fd_limit
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -34,17 +35,24 @@ def serve(
     shutdown_timeout_s: float = 30.0,
     log_level: str = "info",
     tls: tuple[Path, Path] | None = None,
+    limits: HttpLimits | None = None,
     http_protocol: type | None = None,
 ) -> None:
     """Serve ``app`` in the foreground until a stop signal; returns after a clean shutdown.
 
     ``tls`` is (certificate, private key), both PEM: the listener speaks HTTPS. ``http_protocol``
-    replaces uvicorn's httptools protocol class (the gateway's HTTP/1.0 framing); granian ignores it.
+    replaces uvicorn's httptools protocol class (the gateway's: slow-client limits and HTTP/1.0
+    framing); granian ignores it. ``limits`` sheds slow and oversized clients (``hif.http_limits``):
+    under uvicorn through ``http_protocol``, under granian through its own options.
     """
     if server not in SERVERS:
         raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
+    if limits is not None:
+        raise_fd_limit(limits)
     if server == "granian":
-        _serve_granian(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, tls=tls)
+        _serve_granian(
+            app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s, tls=tls, limits=limits
+        )
     else:
         _serve_uvicorn(
             app,
@@ -120,11 +128,21 @@ def _uvicorn_server_class() -> type:
 
 
 def _serve_granian(
-    app: Any, *, host: str, port: int, shutdown_timeout_s: float, tls: tuple[Path, Path] | None
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+    tls: tuple[Path, Path] | None,
+    limits: HttpLimits | None,
 ) -> None:
     import uvloop
     from granian.constants import Interfaces
     from granian.server.embed import Server
+
+    from hif.http_limits.granian import server_options
+
+    app, options = server_options(app, limits)
 
     async def main() -> None:
         server = Server(
@@ -136,6 +154,7 @@ def _serve_granian(
             log_access=False,
             ssl_cert=tls[0] if tls else None,
             ssl_key=tls[1] if tls else None,
+            **options,
         )
         server.workers_kill_timeout = int(shutdown_timeout_s)
         loop = asyncio.get_running_loop()

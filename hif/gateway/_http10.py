@@ -12,9 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def httptools_protocol() -> type:
-    """The protocol class for ``uvicorn.Config(http=...)`` (uvicorn is imported only when serving)."""
+def httptools_protocol(base: type | None = None) -> type:
+    """The protocol class for ``uvicorn.Config(http=...)`` (uvicorn is imported only when serving).
+
+    ``base`` is the httptools protocol to extend (the slow-client limits'); default uvicorn's own.
+    """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    parent: type = base or HttpToolsProtocol
 
     class CloseDelimitedCycle(RequestResponseCycle):
         until_close = False
@@ -30,7 +35,7 @@ def httptools_protocol() -> type:
                 self.expected_content_length = len(message.get("body", b""))
             await super().send(message)
 
-    class Protocol(HttpToolsProtocol):
+    class Protocol(parent):  # type: ignore[misc,valid-type]
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             cycle = self.cycle

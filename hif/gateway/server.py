@@ -12,6 +12,7 @@ from hif.asgi_server import serve
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
 from hif.gateway._http10 import httptools_protocol
 from hif.gateway.settings import GatewaySettings
+from hif.http_limits.uvicorn import limited_protocol
 from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
 
@@ -59,6 +60,7 @@ def run_gateway(
             else None
         )
         tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+        limits = settings.http_limits()
         log.info(
             "gateway on %s://%s:%d (upstream %s, metrics %s)",
             "https" if tls else "http",
@@ -75,7 +77,8 @@ def run_gateway(
             shutdown_timeout_s=settings.shutdown_timeout_s,
             log_level=settings.log_level,
             tls=tls,
-            http_protocol=httptools_protocol(),
+            limits=limits,
+            http_protocol=httptools_protocol(limited_protocol(limits)),
         )
         if metrics_server is not None:
             metrics_server.shutdown()  # type: ignore[attr-defined]

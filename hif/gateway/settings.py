@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hif.config import SERVERS, option, positive
 from hif.errors import ConfigError
+from hif.http_limits import HttpLimits
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -42,6 +43,12 @@ class GatewaySettings:
     backpressure_refresh_s: float = option(0.25, help="how often the backpressure signal is re-read")
     backpressure_stale_s: float = option(5.0, help="a backpressure signal older than this counts as none")
     shutdown_timeout_s: float = option(30.0, help="time allowed to finish in-flight chats and flush jobs")
+    header_timeout_s: float = option(
+        10.0, help="close a request whose headers are not complete this long after its first byte"
+    )
+    body_idle_timeout_s: float = option(10.0, help="close a request whose body stalls this long (408)")
+    max_header_bytes: int = option(65536, help="largest request head, all header lines together (431)")
+    max_connections: int = option(8192, help="open client connections; more are closed on accept")
     max_tenant_labels: int = option(20, help="distinct tenant metric labels before `other`")
     log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
     require_explainer: bool = option(
@@ -68,8 +75,20 @@ class GatewaySettings:
             path = getattr(self, key)
             if path is not None and not path.is_file():
                 raise ConfigError(key, f"no such file: {path}")
+        positive("header_timeout_s", self.header_timeout_s)
+        positive("body_idle_timeout_s", self.body_idle_timeout_s)
+        positive("max_header_bytes", self.max_header_bytes)
+        positive("max_connections", self.max_connections)
         if self.upstream != "sim" and not self.upstream.startswith(("http://", "https://")):
             raise ConfigError("upstream", f"must be `sim` or an http(s):// base URL, got {self.upstream!r}")
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            header_timeout_s=self.header_timeout_s,
+            body_idle_timeout_s=self.body_idle_timeout_s,
+            max_header_bytes=self.max_header_bytes,
+            max_connections=self.max_connections,
+        )
 
     def __repr__(self) -> str:  # settings get logged: never print the upstream's key
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

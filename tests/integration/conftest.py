@@ -3,8 +3,8 @@
 ``embedded_system`` is one module-scoped system; ``start_system(tmp_path, *flags)`` starts a
 private one (a context manager) for tests that kill or restart it. Each system has its own data
 dir and chaos control file (``CHAOS_CONTROL_PATH``), so tests never see each other's chaos.
-The explainer uses the real pipeline (``hif.explainer.core.pipeline``) and the registry's default featureset (shipped in the
-package); a registry that cannot resolve it fails the tests, it does not skip them.
+The explainer uses the real pipeline (``hif.explainer.core.pipeline``) and the registry's default
+featureset (shipped in the package); a registry that cannot resolve it fails the tests, it does not skip them.
 
 Processes start through :mod:`tests.integration._procs`; tests/conftest.py stops anything a test
 left running at the end of the session. Under ``CI=true`` a missing system tool (redis-server,

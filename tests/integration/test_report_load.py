@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from hif import chaos
-from hif import harness
+from hif import chaos, harness
 from hif.harness import target
 from hif.harness.stats import LatencyHistogram, merged
 from tests.schemas import validate_results
