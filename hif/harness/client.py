@@ -1,7 +1,8 @@
 """A lean keep-alive HTTP/1.1 client for the load generator: one connection, one request at a time.
 
 Why not httpx or aiohttp: on this machine a raw asyncio Protocol with httptools reaches ~10x
-aiohttp and ~100x httpx requests/s per core against nginx (one core each, 64 connections);
+aiohttp and ~100x httpx requests/s per core against nginx (one core each, 64 connections; see
+docs/design.md);
 the generator must not be the bottleneck (``bench/generator_throughput.py`` measures the runner
 against wrk). The runner's chat workers drive :class:`BareHttpProtocol` connections from callbacks
 (``load/lane.py``); :class:`HttpClient` (one connection, awaited) serves the pre-flight, the trace
