@@ -18,8 +18,28 @@ from prometheus_client.exposition import start_http_server
 
 # Latency buckets: sub-millisecond gateway overhead up to multi-second explanations.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75,
-    1.0, 1.5, 2.0, 2.5, 3.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    3.5,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
 )
 STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
 STAGES = ("extract", "decode", "attribution", "persist")
@@ -51,33 +71,47 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "gateway_requests_total", "HTTP requests by route, method and status",
-            ["route", "method", "status", "tenant"], registry=registry,
+            "gateway_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status", "tenant"],
+            registry=registry,
         )
         self.request_duration = Histogram(
-            "gateway_request_duration_seconds", "HTTP request latency by route and status",
-            ["route", "status", "tenant"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "gateway_request_duration_seconds",
+            "HTTP request latency by route and status",
+            ["route", "status", "tenant"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         )
         self.upstream_duration = Histogram(
-            "gateway_upstream_duration_seconds", "Upstream LLM call latency by outcome",
-            ["upstream", "outcome"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "gateway_upstream_duration_seconds",
+            "Upstream LLM call latency by outcome",
+            ["upstream", "outcome"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         )
         self.overhead = Histogram(
-            "gateway_overhead_seconds", "Time the gateway adds on top of the upstream call",
-            ["route"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "gateway_overhead_seconds",
+            "Time the gateway adds on top of the upstream call",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         )
         self.admissions = Counter(
             "gateway_explanation_admissions_total",
             "Explanation opt-ins by outcome (admitted, shed, rejected, store_error)",
-            ["outcome", "granularity", "tenant"], registry=registry,
+            ["outcome", "granularity", "tenant"],
+            registry=registry,
         )
         self.enqueue_buffer = Gauge(
-            "gateway_enqueue_buffer_jobs", "Explanation jobs accepted but not yet written to the queue",
+            "gateway_enqueue_buffer_jobs",
+            "Explanation jobs accepted but not yet written to the queue",
             registry=registry,
         )
         self.in_flight = Gauge("gateway_requests_in_flight", "Requests being served", registry=registry)
         self.backpressure_level = Gauge(
-            "gateway_backpressure_level", "Backpressure level the gateway currently sees (0/1/2)",
+            "gateway_backpressure_level",
+            "Backpressure level the gateway currently sees (0/1/2)",
             registry=registry,
         )
 
@@ -86,8 +120,11 @@ class ExplainerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.stage_duration = Histogram(
-            "explainer_stage_duration_seconds", "Time per explainer stage",
-            ["stage"], buckets=STAGE_BUCKETS_S, registry=registry,
+            "explainer_stage_duration_seconds",
+            "Time per explainer stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS_S,
+            registry=registry,
         )
         self.queue_lag = Gauge(
             "explainer_queue_lag_seconds", "Age of the oldest unfinished job in the queue", registry=registry
@@ -97,15 +134,20 @@ class ExplainerMetrics:
             "explainer_jobs_total", "Jobs by terminal (or retried) state", ["state"], registry=registry
         )
         self.job_duration = Histogram(
-            "explainer_job_duration_seconds", "Enqueue to terminal state, by granularity and state",
-            ["granularity", "state"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "explainer_job_duration_seconds",
+            "Enqueue to terminal state, by granularity and state",
+            ["granularity", "state"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         )
         self.backpressure_level = Gauge(
             "backpressure_level", "Backpressure level: 0 none, 1 soft, 2 hard", registry=registry
         )
         self.backpressure_actions = Counter(
-            "backpressure_actions_total", "Degradation-ladder actions applied",
-            ["action", "level"], registry=registry,
+            "backpressure_actions_total",
+            "Degradation-ladder actions applied",
+            ["action", "level"],
+            registry=registry,
         )
         self.chaos_active = Gauge(
             "chaos_fault_active", "Whether a chaos flag is active (1) or not (0)", ["flag"], registry=registry
@@ -117,8 +159,10 @@ class ExplainerMetrics:
             "explainer_persist_retries_total", "Blob writes retried", registry=registry
         )
         self.attribution_method = Counter(
-            "explainer_attribution_total", "Attribution runs by method (gradient, heuristic)",
-            ["method"], registry=registry,
+            "explainer_attribution_total",
+            "Attribution runs by method (gradient, heuristic)",
+            ["method"],
+            registry=registry,
         )
 
 
@@ -160,14 +204,19 @@ class WorkerProcessCollector:
 
     def collect(self) -> Iterator[Metric]:
         found = [r for r in (self._one(pid) for pid in list(self._pids())) if r is not None]
-        yield GaugeMetricFamily("explainer_workers_resident_memory_bytes",
-                                "Resident memory of all live explainer worker processes",
-                                value=sum(r[0] for r in found))
-        yield GaugeMetricFamily("explainer_workers_open_fds",
-                                "Open file descriptors of all live explainer workers",
-                                value=sum(r[1] for r in found))
-        yield GaugeMetricFamily("explainer_workers_alive", "Explainer worker processes found alive",
-                                value=len(found))
+        yield GaugeMetricFamily(
+            "explainer_workers_resident_memory_bytes",
+            "Resident memory of all live explainer worker processes",
+            value=sum(r[0] for r in found),
+        )
+        yield GaugeMetricFamily(
+            "explainer_workers_open_fds",
+            "Open file descriptors of all live explainer workers",
+            value=sum(r[1] for r in found),
+        )
+        yield GaugeMetricFamily(
+            "explainer_workers_alive", "Explainer worker processes found alive", value=len(found)
+        )
 
 
 def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> object:

@@ -7,4 +7,3 @@ from hif.upstream.client import OpenAIUpstream
 from hif.upstream.simulator import Simulator
 
 __all__ = ["OpenAIUpstream", "Simulator", "Upstream"]
-

@@ -40,8 +40,15 @@ def test_sigterm_drains_in_flight_chats_and_keeps_jobs_queued(
     redis_server: RedisServer, moto_s3: MotoServer, cluster_factory: Any
 ) -> None:
     cluster: Cluster = cluster_factory(redis_server, moto_s3)
-    gateway = cluster.gateway("--sim-ttft-ms", str(UPSTREAM_S * 1000), "--sim-ttft-jitter", "0",
-                              "--shutdown-timeout-s", "20", metrics_port=free_port())
+    gateway = cluster.gateway(
+        "--sim-ttft-ms",
+        str(UPSTREAM_S * 1000),
+        "--sim-ttft-jitter",
+        "0",
+        "--shutdown-timeout-s",
+        "20",
+        metrics_port=free_port(),
+    )
     assert gateway.metrics_url is not None
     metrics_url = gateway.metrics_url
     with ThreadPoolExecutor(IN_FLIGHT) as pool:

@@ -46,8 +46,12 @@ def _explain(gateway: Gateway, n: int) -> list[str]:
 def test_s3_down_fails_persist_then_recovers(
     redis_server: RedisServer, moto_s3: MotoServer, s3_proxy: TcpProxy, cluster_factory: Any
 ) -> None:
-    cluster: Cluster = cluster_factory(redis_server, moto_s3, s3_endpoint=f"http://127.0.0.1:{s3_proxy.port}",
-                                       s3_options="max_attempts=1&connect_timeout=0.5&read_timeout=2")
+    cluster: Cluster = cluster_factory(
+        redis_server,
+        moto_s3,
+        s3_endpoint=f"http://127.0.0.1:{s3_proxy.port}",
+        s3_options="max_attempts=1&connect_timeout=0.5&read_timeout=2",
+    )
     gateway = cluster.gateway()
     metrics_url = f"http://127.0.0.1:{(port := free_port())}/metrics"
     cluster.explainer("--persist-retries", "2", "--persist-backoff-s", "0.05", metrics_port=port)

@@ -31,12 +31,30 @@ SEGMENTS = 6
 
 def soak_args(system: EmbeddedSystem, results: Path) -> list[str]:
     return [
-        "--base-url", system.base_url, "--profile", "spiky",
-        "--hours", repr(SEGMENTS * SEGMENT_S / 3600), "--segment-minutes", repr(SEGMENT_S / 60),
-        "--concurrency-scale", "0.005",  # high 800 -> 4 workers; low 200 -> 1 worker at 1 req/s
-        "--features", system.featureset, "--results-dir", str(results),
-        "--metrics-url-gateway", system.metrics_url, "--metrics-url-explainer", system.explainer_metrics_url,
-        "--drain-seconds", "3", "--timeout-seconds", "10", "--poll-deadline-seconds", "15",
+        "--base-url",
+        system.base_url,
+        "--profile",
+        "spiky",
+        "--hours",
+        repr(SEGMENTS * SEGMENT_S / 3600),
+        "--segment-minutes",
+        repr(SEGMENT_S / 60),
+        "--concurrency-scale",
+        "0.005",  # high 800 -> 4 workers; low 200 -> 1 worker at 1 req/s
+        "--features",
+        system.featureset,
+        "--results-dir",
+        str(results),
+        "--metrics-url-gateway",
+        system.metrics_url,
+        "--metrics-url-explainer",
+        system.explainer_metrics_url,
+        "--drain-seconds",
+        "3",
+        "--timeout-seconds",
+        "10",
+        "--poll-deadline-seconds",
+        "15",
     ]
 
 

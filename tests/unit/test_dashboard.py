@@ -23,12 +23,30 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "grafana" / "sidecar-overview.json"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 MIN_SCHEMA_VERSION = 36  # Grafana 9+; the file targets the current model (39)
-ROWS = ("Backpressure", "Explainer stages", "Queue lag", "Job outcomes", "Chaos", "Gateway chat lane",
-        "Process health")
+ROWS = (
+    "Backpressure",
+    "Explainer stages",
+    "Queue lag",
+    "Job outcomes",
+    "Chaos",
+    "Gateway chat lane",
+    "Process health",
+)
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-    "offset", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
 }
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 _MATCHERS = re.compile(r"\{[^}]*\}")
@@ -42,7 +60,7 @@ def metric_names(expr: str) -> set[str]:
     text = _GROUPING.sub(" ", _RANGES.sub(" ", _MATCHERS.sub(" ", _STRINGS.sub('""', expr))))
     names = set()
     for m in _IDENT.finditer(text):
-        following = text[m.end():].lstrip()
+        following = text[m.end() :].lstrip()
         if following.startswith("(") or m.group().lower() in _KEYWORDS:
             continue
         if m.start() > 0 and (text[m.start() - 1].isdigit() or text[m.start() - 1] == "."):
@@ -86,7 +104,7 @@ def dashboard() -> dict[str, Any]:
 def test_metric_names_parser_ignores_functions_labels_and_keywords() -> None:
     expr = (
         'histogram_quantile(0.95, sum by (le, stage) (rate(foo_bucket{stage="x", le=~"1e3"}[5m])))'
-        ' / on (job) group_left bar_total or vector(0) > 1e-3'
+        " / on (job) group_left bar_total or vector(0) > 1e-3"
     )
     assert metric_names(expr) == {"foo_bucket", "bar_total"}
 
@@ -144,10 +162,18 @@ def test_dashboard_names_only_exposed_metrics(dashboard: dict[str, Any]) -> None
         unknown = names - known
         assert not unknown, f"{title}: {sorted(unknown)} not in hif/metrics.py"
         used |= names
-    runbook = {"backpressure_level", "backpressure_actions_total", "explainer_stage_duration_seconds_bucket",
-               "explainer_queue_lag_seconds", "explainer_jobs_total", "gateway_requests_total",
-               "gateway_request_duration_seconds_bucket", "gateway_explanation_admissions_total",
-               "chaos_fault_active", "chaos_injections_total"}
+    runbook = {
+        "backpressure_level",
+        "backpressure_actions_total",
+        "explainer_stage_duration_seconds_bucket",
+        "explainer_queue_lag_seconds",
+        "explainer_jobs_total",
+        "gateway_requests_total",
+        "gateway_request_duration_seconds_bucket",
+        "gateway_explanation_admissions_total",
+        "chaos_fault_active",
+        "chaos_injections_total",
+    }
     assert runbook <= used
 
 
