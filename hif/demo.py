@@ -27,8 +27,6 @@ from typing import Any
 
 from hif import chaos
 from hif.config import (
-    ExplainerSettings,
-    GatewaySettings,
     add_options,
     build,
     chaos_control_path,
@@ -36,6 +34,8 @@ from hif.config import (
     positive,
 )
 from hif.errors import ConfigError, HarnessError, HifError
+from hif.explainer.settings import ExplainerSettings
+from hif.gateway.settings import GatewaySettings
 from hif.harness.load.settings import DEFAULT_RESULTS_DIR, LoadSettings
 
 READY_TIMEOUT_S = 300.0

@@ -109,5 +109,8 @@ class ChaosBlobStore:
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
 
+    def check(self) -> None:
+        self.inner.check()  # start-up checks see the real store: chaos only fails writes
+
     def close(self) -> None:
         self.inner.close()
