@@ -239,7 +239,7 @@ def save_report(data: dict[str, Any], out_dir: Path) -> Path:
 
 
 def render_report(report_json: Path, *, charts: bool = True) -> Path:
-    """report.md (and PNG charts beside it) from a saved report.json."""
+    """report.md (and PNG charts beside it) and report.html from a saved report.json."""
     from hif.harness.report.markdown import render_markdown
 
     data = upgrade_report(json.loads(report_json.read_text()))
@@ -250,6 +250,9 @@ def render_report(report_json: Path, *, charts: bool = True) -> Path:
         chart_files = render_charts(data, report_json.parent)
     md = report_json.parent / "report.md"
     md.write_text(render_markdown(data, chart_files))
+    from hif.harness.report.html import render_html
+
+    render_html(data, report_json.parent)
     return md
 
 
