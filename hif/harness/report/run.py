@@ -175,6 +175,7 @@ def build_report(
     kw = {"exact": exact, "bounds": plan.boundaries, "t0": plan.t0, "bucket_s": plan.bucket_s, "run": run}
     head = build.headline(p, run)
     window_reports = [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)]
+    explainer = metrics.snapshot(settings.metrics_url_explainer, metrics.parse_explainer, fetch)
     run_info = {
         "start_ts": run[0],
         "end_ts": run[1],
@@ -203,10 +204,10 @@ def build_report(
             "goodput_rps": head["chat"]["goodput_rps"],
             "goodput_share": head["chat"]["goodput_share"],
         },
-        "saturation": saturation.analyse(series, window_reports, run_info),
+        "saturation": saturation.analyse(series, window_reports, run_info, explainer),
         "metrics": {
             "gateway": metrics.snapshot(settings.metrics_url_gateway, metrics.parse_gateway, fetch),
-            "explainer": metrics.snapshot(settings.metrics_url_explainer, metrics.parse_explainer, fetch),
+            "explainer": explainer,
         },
         "chaos": {
             "snapshot": chaos_snapshot(settings.chaos_path),

@@ -45,13 +45,17 @@ def _in_windows(t: float, width: float, windows: Sequence[Mapping[str, Any]], en
 
 
 def analyse(
-    series: Mapping[str, Any], windows: Sequence[Mapping[str, Any]], run: Mapping[str, Any]
+    series: Mapping[str, Any],
+    windows: Sequence[Mapping[str, Any]],
+    run: Mapping[str, Any],
+    explainer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's verdict: ``saturated``, the longest sustained stretch, and by how much.
 
     ``ratio`` is offered / completed over the saturated buckets (null when nothing completed:
     every offered explanation failed), ``excess_rps`` the explanations per second beyond what
-    completed there.
+    completed there. ``explainer_now``: the explainer's queue lag and job counts read from its
+    /metrics at report time (labelled "now": counters span the process's life, not this run).
     """
     t, width = series.get("t") or [], float(series.get("bucket_s") or 1.0)
     offered, completed = series.get("expl_offered_rps") or [], series.get("expl_completed_rps") or []
@@ -81,7 +85,14 @@ def analyse(
         "completed_rps": done / seconds if seconds else None,
         "ratio": off / done if done else None,
         "excess_rps": (off - done) / seconds if seconds else None,
+        "explainer_now": _explainer_now(explainer),
     }
+
+
+def _explainer_now(ex: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not ex or not ex.get("ok"):
+        return None
+    return {"queue_lag_s": ex.get("queue_lag_s"), "jobs_total": dict(ex.get("jobs") or {})}
 
 
 def first_lines(sat: Mapping[str, Any] | None, run_start: float) -> list[str]:
@@ -90,13 +101,16 @@ def first_lines(sat: Mapping[str, Any] | None, run_start: float) -> list[str]:
         return []
     th = sat["threshold"]
     rule = f"offered > {th['ratio']:g}x completed for {th['sustain_s']:g} s or more, outside chaos windows"
+    now = sat.get("explainer_now") or {}
+    lag = now.get("queue_lag_s")
+    lag_note = f" Explainer queue lag now (at report time): {lag:.1f} s." if lag is not None else ""
     if not sat["saturated"]:
-        return [f"**Explanation sidecar not saturated** ({rule})."]
+        return [f"**Explanation sidecar not saturated** ({rule}).{lag_note}"]
     ratio = "nothing completed" if sat["ratio"] is None else f"{sat['ratio']:.1f}x what it completed"
     return [
         f"**Explanation sidecar saturated** for {sat['saturated_s']:.0f} s "
         f"from +{sat['first_ts'] - run_start:.0f} s: "
         f"offered {sat['offered_rps']:.1f} explanations/s, completed {sat['completed_rps']:.1f}/s "
         f"({ratio}; {sat['excess_rps']:.1f}/s beyond capacity). Chaos deltas on the explanation lane "
-        f"are masked: it was failing before any fault ({rule}).",
+        f"are masked: it was failing before any fault ({rule}).{lag_note}",
     ]

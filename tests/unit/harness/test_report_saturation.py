@@ -184,3 +184,13 @@ def test_chaos_window_carries_the_explanation_lane_and_recovers_per_lane(tmp_pat
     assert w["recover"]["explanations"]["s"] <= data["run"]["bucket_s"]
     md = render_markdown(data, {})
     assert "100.00% / 0.00% / 100.00%" in md  # complete share pre / during / post
+
+
+def test_explainer_metrics_read_now_are_labelled_now(tmp_path: Path) -> None:
+    d = fake_explainer(tmp_path, seconds=60, offered=40, capacity=8)
+    text = 'explainer_queue_lag_seconds 12.5\nexplainer_jobs_total{state="complete"} 480\n'
+    settings = report.ReportSettings(results_dirs=(d,), metrics_url_explainer="http://x/metrics")
+    data = report.build_report([d], settings, fetch=lambda _u: text)
+    assert data["saturation"]["explainer_now"] == {"queue_lag_s": 12.5, "jobs_total": {"complete": 480.0}}
+    head = render_markdown(data, {}).split("## ")[0]
+    assert "queue lag now (at report time): 12.5 s" in head
