@@ -162,7 +162,7 @@ def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "bands": _bands(d, start),
             }
         )
-        out.append(
+        out.append(  # a v2 report.json has no rates: the chart is dropped below
             {
                 "id": "rates",
                 "title": "Per second: goodput, explanations offered and completed",
@@ -207,6 +207,7 @@ def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "bands": [],
             }
         )
+    out = [c for c in out if any(v is not None for ln in c["lines"] for v in ln["values"])]
     for c in out:
         c["x"], cols = downsample(c["x"], [ln["values"] for ln in c["lines"]])
         for ln, v in zip(c["lines"], cols, strict=True):
