@@ -73,18 +73,20 @@ def analyse(
         flagged.extend(range(a, b + 1))
     off = sum(offered[i] or 0.0 for i in flagged) * width
     done = sum(completed[i] or 0.0 for i in flagged) * width
-    seconds = len(flagged) * width
-    longest = max(((b - a + 1) * width for a, b in sustained), default=0.0)
+    # the run's first and last buckets are partial: never claim more seconds than the run lasted
+    span = len(flagged) * width  # the rates' denominator: the buckets' own width
+    seconds = min(span, max(float(run.get("duration_s") or 0.0), width))
+    longest = min(max(((b - a + 1) * width for a, b in sustained), default=0.0), seconds)
     return {
         "threshold": {"ratio": SATURATION_RATIO, "sustain_s": SATURATION_SUSTAIN_S},
         "saturated": bool(sustained),
         "saturated_s": seconds,
         "longest_s": longest,
         "first_ts": t[sustained[0][0]] if sustained else None,
-        "offered_rps": off / seconds if seconds else None,
-        "completed_rps": done / seconds if seconds else None,
+        "offered_rps": off / span if span else None,
+        "completed_rps": done / span if span else None,
         "ratio": off / done if done else None,
-        "excess_rps": (off - done) / seconds if seconds else None,
+        "excess_rps": (off - done) / span if span else None,
         "explainer_now": _explainer_now(explainer),
     }
 
