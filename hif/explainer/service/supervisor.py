@@ -1,8 +1,11 @@
 """``hif explainer``'s supervisor: worker processes, one metrics exposition, sweeper, backpressure.
 
 The supervisor never runs the model. It starts ``workers`` processes (``spawn``: torch and fork do
-not mix), restarts one that dies (its leased jobs come back after the visibility timeout), and
-every ``tick_s``:
+not mix), restarts one that dies (its leased jobs are released at once, so another worker retries
+them), and every ``tick_s``:
+
+- releases the leases of any consumer, on any host, whose heartbeat has been silent for
+  ``SILENT_BEATS`` x ``consumer_heartbeat_s`` (a whole explainer killed elsewhere);
 
 - applies the workers' metric events to the one registry served on ``:9090``;
 - moves traces past their TTL to ``expired`` (``TraceStore.expire_due``), so nothing stays queued;
@@ -36,7 +39,7 @@ from hif.explainer.service.events import READY, Event, apply_event
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
 from hif.store import Stores, open_stores
-from hif.store.base import BackpressureLevel, BackpressureSignal
+from hif.store.base import SILENT_BEATS, BackpressureLevel, BackpressureSignal
 from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -175,11 +178,28 @@ class Supervisor:
                     "explainer worker %d (pid %s) exited with %s; restarting", index, proc.pid, proc.exitcode
                 )
                 self.ready_workers.discard(index)
+                self._release_leases(index, proc.pid)
                 time.sleep(RESTART_BACKOFF_S if proc.exitcode not in (0, -9) else 0)  # no crash-loop spin
                 self._spawn(index)
 
+    def _release_leases(self, index: int, pid: int | None) -> None:
+        from hif.explainer.service.process import consumer_name
+
+        if self.stores is None or pid is None:
+            return
+        try:
+            released = self.stores.queue.release(consumer_name(index, pid))
+        except Exception as exc:  # the visibility timeout still hands the jobs out later
+            log.warning("could not release the leases of dead worker %d: %s", index, exc)
+            return
+        if released:
+            log.warning("released %d job(s) of dead worker %d for retry", released, index)
+
     def _sweep(self) -> None:
         assert self.stores is not None
+        silence_s = SILENT_BEATS * self.settings.consumer_heartbeat_s
+        for consumer, n in self.stores.queue.release_silent(silence_s).items():
+            log.warning("consumer %s silent for %.1fs: released %d job(s) for retry", consumer, silence_s, n)
         expired = self.stores.state.expire_due()
         if expired:
             self.metrics.jobs.labels(state="expired").inc(len(expired))
