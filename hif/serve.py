@@ -124,6 +124,13 @@ class System:
                     proc.wait(timeout=10)
 
 
+def hif_command() -> list[str]:
+    """``python -P -m hif.cli``: ``-P`` keeps the working folder off ``sys.path``, so a folder that
+    holds something named ``hif`` (``/tmp`` holds the default chaos folder ``/tmp/hif``) cannot
+    shadow the installed package in a child. ``PYTHONPATH`` still applies."""
+    return [sys.executable, "-P", "-m", "hif.cli"]
+
+
 def explainer_heartbeat_fresh(store_settings: StoreSettings) -> bool:
     """Whether the explainer published its backpressure signal (its heartbeat) in the last 5 s."""
     from hif.store import open_state
@@ -146,7 +153,7 @@ def start(args: argparse.Namespace, stop: threading.Event) -> System | None:
     for cls in (SimulatorSettings, SlaSettings, FeaturesetSettings):
         build(cls, cli=args, file=args.config)  # fail fast here, naming the key, not in a child
     store_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "hif.cli"]
+    cmd = hif_command()
     # Own process groups: a terminal Ctrl-C reaches only us, and we stop the children in order.
     explainer = subprocess.Popen(
         [*cmd, "explainer", *forward_flags(args, EXPLAINER_SETTINGS)], start_new_session=True
