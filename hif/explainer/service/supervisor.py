@@ -33,6 +33,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import FLAGS, RATE_LIMIT_SPIKE, ChaosReader
+from hif.config import ensure_port_free
+from hif.errors import PortInUseError
 from hif.explainer.plan import SHED
 from hif.explainer.service.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.service.events import READY, Event, apply_event
@@ -45,6 +47,7 @@ from hif.store.settings import StoreSettings
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
+METRICS_FLAG = "--explainer-metrics-port"
 RESTART_BACKOFF_S = 1.0
 
 
@@ -92,11 +95,8 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then stop the workers and withdraw the ready signal."""
+        self._serve_metrics()
         self.stores = open_stores(self.store_settings)
-        if self.settings.explainer_metrics_port:
-            serve_metrics(
-                self.settings.explainer_metrics_port, self.metrics.registry, self.settings.explainer_host
-            )
         for index in range(self.settings.workers):
             self._spawn(index)
         try:
@@ -104,6 +104,15 @@ class Supervisor:
                 self.tick()
         finally:
             self.shutdown()
+
+    def _serve_metrics(self) -> None:
+        host, port, flag = self.settings.explainer_host, self.settings.explainer_metrics_port, METRICS_FLAG
+        ensure_port_free("explainer metrics", host, port, flag)
+        if port:
+            try:
+                serve_metrics(port, self.metrics.registry, host)
+            except OSError as exc:  # taken between the check and the bind
+                raise PortInUseError("explainer metrics", host, port, flag, str(exc)) from exc
 
     def _spawn(self, index: int) -> None:
         proc = self._ctx.Process(
