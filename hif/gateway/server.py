@@ -34,7 +34,7 @@ def run_gateway(
     from hif.explainer.featureset import load_registry
     from hif.gateway.app import create_app
     from hif.gateway.auth import check_listen_policy
-    from hif.metrics import serve_metrics
+    from hif.metrics import restart_counter, serve_metrics
     from hif.store import open_stores
     from hif.store.redis_buckets import open_buckets
 
@@ -45,6 +45,7 @@ def run_gateway(
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
+    restart_counter(registry, "gateway")
     featureset_registry = load_registry(featuresets.featuresets)
     stores = open_stores(store)
     try:

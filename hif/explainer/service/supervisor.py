@@ -39,7 +39,7 @@ from hif.explainer.plan import SHED
 from hif.explainer.service.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.service.events import READY, Event, apply_event
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
+from hif.metrics import ExplainerMetrics, WorkerProcessCollector, restart_counter, serve_metrics
 from hif.store import Stores, open_stores
 from hif.store.base import SILENT_BEATS, BackpressureLevel, BackpressureSignal
 from hif.store.settings import StoreSettings
@@ -81,6 +81,7 @@ class Supervisor:
         WorkerProcessCollector(
             lambda: [p.pid for p in list(self.procs.values()) if p.pid], self.metrics.registry
         )
+        self.restarts = restart_counter(self.metrics.registry, "explainer")
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
         self.chaos = ChaosReader()
         self._ctx = multiprocessing.get_context("spawn")
@@ -188,6 +189,7 @@ class Supervisor:
                 )
                 self.ready_workers.discard(index)
                 self._release_leases(index, proc.pid)
+                self.restarts.labels(component="explainer-worker").inc()
                 time.sleep(RESTART_BACKOFF_S if proc.exitcode not in (0, -9) else 0)  # no crash-loop spin
                 self._spawn(index)
 
