@@ -20,8 +20,10 @@ and calls ``JobQueue.release(consumer)``; every supervisor calls ``JobQueue.rele
 consumers whose heartbeat (``JobQueue.heartbeat``, sent by each worker every
 ``consumer_heartbeat_s``) has been silent for ``SILENT_BEATS`` intervals. Queue lag and depth
 count only waiting work (never delivered, or released, or past its lease deadline), so a dead
-worker's lease does not read as backlog. ``transition`` is compare-and-set so a late or duplicate worker never rewrites a
-terminal state, and ``ack`` is idempotent.
+worker's lease does not read as backlog.
+
+``transition`` is compare-and-set so a late or duplicate worker never rewrites a terminal state
+(a slow holder whose lease was taken over finishes at most once), and ``ack`` is idempotent.
 """
 
 from __future__ import annotations
