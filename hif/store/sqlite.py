@@ -242,6 +242,9 @@ class SqliteJobQueue:
     def release_silent(self, silence_s: float, now: float | None = None) -> dict[str, int]:
         now = time.time() if now is None else now
         released: dict[str, int] = {}
+        # Called every supervisor tick: take the write lock only when someone has gone silent.
+        if not self._db.read("SELECT 1 FROM consumers WHERE seen_at < ? LIMIT 1", (now - silence_s,)):
+            return released
         with self._db.tx() as conn:
             rows = conn.execute("SELECT consumer FROM consumers WHERE seen_at < ?", (now - silence_s,))
             for (consumer,) in rows.fetchall():

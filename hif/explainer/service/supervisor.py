@@ -38,6 +38,7 @@ from hif.errors import PortInUseError
 from hif.explainer.plan import SHED
 from hif.explainer.service.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.service.events import READY, Event, apply_event
+from hif.explainer.service.process import consumer_name
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.metrics import ExplainerMetrics, WorkerProcessCollector, restart_counter, serve_metrics
 from hif.store import Stores, open_stores
@@ -194,8 +195,6 @@ class Supervisor:
                 self._spawn(index)
 
     def _release_leases(self, index: int, pid: int | None) -> None:
-        from hif.explainer.service.process import consumer_name
-
         if self.stores is None or pid is None:
             return
         try:
