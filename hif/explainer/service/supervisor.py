@@ -6,7 +6,6 @@ them), and every ``tick_s``:
 
 - releases the leases of any consumer, on any host, whose heartbeat has been silent for
   ``SILENT_BEATS`` x ``consumer_heartbeat_s`` (a whole explainer killed elsewhere);
-
 - applies the workers' metric events to the one registry served on ``:9090``;
 - moves traces past their TTL to ``expired`` (``TraceStore.expire_due``), so nothing stays queued;
 - computes the backpressure level from queue lag and depth (plus the ``rate-limit-spike`` chaos
