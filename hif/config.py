@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hif.errors import ConfigError
+from hif.errors import ConfigError, PortInUseError
 
 T = TypeVar("T")
 ENV_PREFIX = "HIF_"
@@ -189,3 +191,26 @@ def chaos_control_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 SERVERS = ("uvicorn", "granian")
+
+
+def ensure_port_free(component: str, host: str, port: int, flag: str) -> None:
+    """Raise :class:`PortInUseError` when ``host:port`` cannot be listened on (port 0: any is fine).
+
+    Checked before a server starts, so the user reads one line naming the flag that moves the port
+    instead of a server library's traceback. The probe sets SO_REUSEADDR as the servers do, so a
+    port left in TIME_WAIT by a previous run reads as free, as it is for them.
+    """
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise PortInUseError(component, host, port, flag, f"unknown host: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise PortInUseError(component, host, port, flag, reason) from exc

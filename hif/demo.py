@@ -104,8 +104,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 
 
 def _start_system(s: DemoSettings, data_dir: Path) -> subprocess.Popen[bytes]:
+    # -P: the working folder stays off sys.path, so a folder named hif there cannot shadow the package.
     cmd = [
         sys.executable,
+        "-P",
         "-m",
         "hif.cli",
         "serve",
@@ -118,7 +120,7 @@ def _start_system(s: DemoSettings, data_dir: Path) -> subprocess.Popen[bytes]:
         "--data-dir",
         str(data_dir),
     ]
-    print(f"demo: starting the embedded system: {' '.join(cmd[2:])}", flush=True)
+    print(f"demo: starting the embedded system: {' '.join(cmd[3:])}", flush=True)
     return subprocess.Popen(cmd)
 
 

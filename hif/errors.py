@@ -4,6 +4,7 @@ Callers branch on *what to do*, so the tree is split that way::
 
     HifError
     ├── ConfigError                 bad setting at start-up; names the key
+    │   └── PortInUseError          a listen port is taken; names the component and its flag
     ├── RequestError                client input rejected; carries HTTP status + OpenAI type/code
     │   ├── BadRequestError         400  malformed JSON, unknown parameter
     │   ├── AuthenticationError     401  missing or unknown bearer token
@@ -61,6 +62,17 @@ class ConfigError(HifError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}", key=key)
         self.key = key
+
+
+class PortInUseError(ConfigError):
+    """A port the component must listen on is taken (or refused): a permanent start-up problem."""
+
+    def __init__(self, component: str, host: str, port: int, flag: str, reason: str) -> None:
+        HifError.__init__(
+            self,
+            f"{component}: cannot listen on {host}:{port} ({reason}); choose another port with {flag}",
+        )
+        self.key, self.component, self.port, self.flag = flag, component, port, flag
 
 
 # --- rejected requests -------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class ExplainerMetrics:
             registry=registry,
         )
         self.queue_lag = Gauge(
-            "explainer_queue_lag_seconds", "Age of the oldest unfinished job in the queue", registry=registry
+            "explainer_queue_lag_seconds", "Age of the oldest job waiting for a worker", registry=registry
         )
         self.queue_depth = Gauge("explainer_queue_depth", "Jobs queued or leased", registry=registry)
         self.jobs = Counter(
@@ -217,6 +217,24 @@ class WorkerProcessCollector:
         yield GaugeMetricFamily(
             "explainer_workers_alive", "Explainer worker processes found alive", value=len(found)
         )
+
+
+RESTARTS_ENV = "HIF_RESTARTS"
+
+
+def restart_counter(registry: CollectorRegistry, component: str) -> Counter:
+    """``component_restarts_total{component}``: restarts of a crashed component by its supervisor.
+
+    ``hif serve`` restarts a crashed gateway or explainer as a new process and tells it how many
+    restarts came before in ``HIF_RESTARTS``; the counter starts there, so the series keeps counting
+    across the restart (Prometheus reads the drop to a new process as one more restart, not a reset).
+    """
+    counter = Counter(
+        "component_restarts_total", "Restarts of a crashed component", ["component"], registry=registry
+    )
+    before = os.environ.get(RESTARTS_ENV, "0")
+    counter.labels(component=component).inc(int(before) if before.isdigit() else 0)
+    return counter
 
 
 def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> object:

@@ -8,6 +8,12 @@ queue/trace store and the blob folder under ``--data-dir``. ``hif serve`` prints
 URLs once every component is ready: the gateway's ``/readyz`` answers 200 *and* the explainer has
 published a fresh heartbeat (its backpressure signal) to the trace store.
 
+A component that crashes after the system was ready is restarted with backoff (1 s, doubling, at
+most 15 s), logged, and counted in ``component_restarts_total`` on its own ``/metrics``; one that
+exits 6 times within 120 s keeps crashing, and the system stops with one line naming it. Exit
+code 2 means a permanent problem (configuration, a port, a dependency): never restarted; the
+system stops with one line. Every port is checked before the children start.
+
 Ctrl-C / SIGTERM stop the gateway first (it flushes accepted explanation jobs to the queue), then
 the explainer (workers finish or release their leases). Queued jobs stay in SQLite and are picked
 up after a restart: nothing accepted is lost.
@@ -16,7 +22,9 @@ up after a restart: nothing accepted is lost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -28,10 +36,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hif.config import add_options, build, flag_name
+from hif.config import add_options, build, ensure_port_free, flag_name
 from hif.errors import HifError
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.gateway.settings import GatewaySettings
+from hif.metrics import RESTARTS_ENV
 from hif.store.base import BackpressureSignal
 from hif.store.settings import StoreSettings
 from hif.upstream.settings import SimulatorSettings
@@ -41,6 +50,11 @@ EXPLAINER_SETTINGS = (ExplainerSettings, StoreSettings, SlaSettings, FeaturesetS
 READY_TIMEOUT_S = 300.0  # model load on a busy 2-core machine can take a while
 HEARTBEAT_FRESH_S = 5.0
 STOP_TIMEOUT_S = 45.0
+PERMANENT_EXIT = 2  # every hif command's exit code for configuration and start-up problems
+RESTART_BACKOFF_S = 1.0  # doubles with each crash inside the window
+RESTART_BACKOFF_MAX_S = 15.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 120.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,14 +92,57 @@ def forward_flags(args: argparse.Namespace, classes: Sequence[type]) -> list[str
 
 
 @dataclasses.dataclass
+class Component:
+    """One child: how to start it, the running process, and its recent restarts."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    recent: list[float] = dataclasses.field(default_factory=list)  # monotonic restart times
+
+    def start(self) -> None:
+        # Own process group: a terminal Ctrl-C reaches only us, we stop the children in order, and
+        # a crashed component's leftovers (an explainer's workers) go with its group.
+        env = {**os.environ, RESTARTS_ENV: str(self.restarts)}
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, env=env)
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.kill_group()
+
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the component's group (a dead supervisor's orphaned workers)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@dataclasses.dataclass
 class System:
     """The running children and how to reach them."""
 
-    gateway: subprocess.Popen[bytes]
-    explainer: subprocess.Popen[bytes]
+    gateway: Component
+    explainer: Component
     gateway_settings: GatewaySettings
     explainer_settings: ExplainerSettings
     store_settings: StoreSettings
+
+    @property
+    def components(self) -> tuple[Component, Component]:
+        return (self.gateway, self.explainer)
 
     def urls(self) -> dict[str, str]:
         g, e = self.gateway_settings, self.explainer_settings
@@ -107,21 +164,66 @@ class System:
         return explainer_heartbeat_fresh(self.store_settings)
 
     def exited(self) -> str | None:
-        for name, proc in (("gateway", self.gateway), ("explainer", self.explainer)):
-            if proc.poll() is not None:
-                return f"{name} exited with code {proc.returncode}"
+        for c in self.components:
+            code = c.exit_code()
+            if code is not None:
+                return f"{c.name} exited with code {code}"
         return None
 
     def stop(self) -> None:
         """Gateway first (it flushes accepted jobs), then the explainer."""
-        for proc in (self.gateway, self.explainer):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        for c in self.components:
+            c.stop()
+
+
+class Watchdog:
+    """Restarts a component that crashed after the system was ready, with backoff.
+
+    Exit code 2 is a component's word for a permanent problem (configuration, a port, a
+    dependency): never restarted. More than ``MAX_RESTARTS`` crashes within ``RESTART_WINDOW_S``
+    means it keeps crashing: the system stops, naming it.
+    """
+
+    def __init__(self, system: System, stop: threading.Event) -> None:
+        self.system, self.stop = system, stop
+
+    def check(self) -> tuple[int, str] | None:
+        """None while all is well (restarting what crashed); else (exit code, the one line)."""
+        for c in self.system.components:
+            code = c.exit_code()
+            if code is None:
+                continue
+            if code == PERMANENT_EXIT:
+                return 2, f"{c.name} exited with code 2 (a permanent problem, not restarted); stopping"
+            now = time.monotonic()
+            c.recent = [t for t in c.recent if now - t < RESTART_WINDOW_S]
+            if len(c.recent) >= MAX_RESTARTS:
+                return 1, (
+                    f"{c.name} keeps crashing ({len(c.recent) + 1} exits within {RESTART_WINDOW_S:.0f}s, "
+                    f"last with code {code}); stopping"
+                )
+            self._restart(c, code)
+        return None
+
+    def _restart(self, c: Component, code: int) -> None:
+        backoff_s = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** len(c.recent))
+        c.kill_group()
+        c.restarts += 1
+        c.recent.append(time.monotonic())
+        log(f"{c.name} exited with code {code}; restart {c.restarts} in {backoff_s:.1f}s")
+        if not self.stop.wait(backoff_s):
+            c.start()
+
+
+def log(message: str) -> None:
+    print(f"hif serve: {message}", file=sys.stderr, flush=True)
+
+
+def hif_command() -> list[str]:
+    """``python -P -m hif.cli``: ``-P`` keeps the working folder off ``sys.path``, so a folder that
+    holds something named ``hif`` (``/tmp`` holds the default chaos folder ``/tmp/hif``) cannot
+    shadow the installed package in a child. ``PYTHONPATH`` still applies."""
+    return [sys.executable, "-P", "-m", "hif.cli"]
 
 
 def explainer_heartbeat_fresh(store_settings: StoreSettings) -> bool:
@@ -138,6 +240,18 @@ def explainer_heartbeat_fresh(store_settings: StoreSettings) -> bool:
     return signal_ is not None and not signal_.stale(time.time(), HEARTBEAT_FRESH_S)
 
 
+def check_ports(gateway: GatewaySettings, explainer: ExplainerSettings) -> None:
+    """Every port the children will listen on, checked here: a taken one is one line, exit 2."""
+    ensure_port_free("gateway", gateway.host, gateway.port, "--port")
+    ensure_port_free("gateway metrics", gateway.metrics_host, gateway.metrics_port, "--metrics-port")
+    ensure_port_free(
+        "explainer metrics",
+        explainer.explainer_host,
+        explainer.explainer_metrics_port,
+        "--explainer-metrics-port",
+    )
+
+
 def start(args: argparse.Namespace, stop: threading.Event) -> System | None:
     """Start both children and wait until both are ready; None when ``stop`` came first."""
     gateway_settings = build(GatewaySettings, cli=args, file=args.config)
@@ -145,16 +259,15 @@ def start(args: argparse.Namespace, stop: threading.Event) -> System | None:
     store_settings = build(StoreSettings, cli=args, file=args.config)
     for cls in (SimulatorSettings, SlaSettings, FeaturesetSettings):
         build(cls, cli=args, file=args.config)  # fail fast here, naming the key, not in a child
+    check_ports(gateway_settings, explainer_settings)
     store_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "hif.cli"]
-    # Own process groups: a terminal Ctrl-C reaches only us, and we stop the children in order.
-    explainer = subprocess.Popen(
-        [*cmd, "explainer", *forward_flags(args, EXPLAINER_SETTINGS)], start_new_session=True
+    cmd = hif_command()
+    explainer = Component("explainer", [*cmd, "explainer", *forward_flags(args, EXPLAINER_SETTINGS)])
+    gateway = Component(
+        "gateway", [*cmd, "gateway", *forward_flags(args, GATEWAY_SETTINGS), "--require-explainer"]
     )
-    gateway = subprocess.Popen(
-        [*cmd, "gateway", *forward_flags(args, GATEWAY_SETTINGS), "--require-explainer"],
-        start_new_session=True,
-    )
+    explainer.start()
+    gateway.start()
     system = System(gateway, explainer, gateway_settings, explainer_settings, store_settings)
     deadline = time.monotonic() + args.ready_timeout_s
     while not stop.wait(0.2):
@@ -181,11 +294,12 @@ def serve(args: argparse.Namespace) -> int:
     line = " ".join(f"{k}={v}" for k, v in system.urls().items())
     print(f"hif serve: ready {line} data-dir={system.store_settings.data_dir}", flush=True)
     code = 0
+    watchdog = Watchdog(system, stop)
     while not stop.wait(0.5):
-        problem = system.exited()
-        if problem:
-            print(f"hif: {problem}; stopping", file=sys.stderr, flush=True)
-            code = 1
+        ended = watchdog.check()
+        if ended:
+            code, line = ended
+            print(f"hif: {line}", file=sys.stderr, flush=True)
             break
     system.stop()
     print("hif serve: stopped", flush=True)

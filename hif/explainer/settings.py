@@ -60,6 +60,9 @@ class ExplainerSettings:
     visibility_timeout_s: float = option(
         30.0, help="lease time before a silent worker's job is handed out again"
     )
+    consumer_heartbeat_s: float = option(
+        1.0, help="how often a worker says it is alive; 3 missed beats release its leases to others"
+    )
     batch_max_tokens: int = option(2048, help="most (estimated) tokens in one extract forward pass")
     lease_max_jobs: int = option(8, help="most jobs one worker leases at a time")
     max_attempts: int = option(3, help="deliveries before a job that keeps killing workers is failed")
@@ -90,6 +93,7 @@ class ExplainerSettings:
             raise ConfigError("explainer_metrics_port", f"must be a port number 0..65535, got {port!r}")
         positive("torch_threads", self.torch_threads, allow_zero=True)
         positive("visibility_timeout_s", self.visibility_timeout_s)
+        positive("consumer_heartbeat_s", self.consumer_heartbeat_s)
         positive("batch_max_tokens", self.batch_max_tokens)
         positive("lease_max_jobs", self.lease_max_jobs)
         positive("max_attempts", self.max_attempts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from hif.asgi_server import serve
+from hif.config import ensure_port_free
 from hif.explainer.settings import FeaturesetSettings, SlaSettings
 from hif.gateway._http10 import httptools_protocol
 from hif.gateway.settings import GatewaySettings
@@ -33,15 +34,18 @@ def run_gateway(
     from hif.explainer.featureset import load_registry
     from hif.gateway.app import create_app
     from hif.gateway.auth import check_listen_policy
-    from hif.metrics import serve_metrics
+    from hif.metrics import restart_counter, serve_metrics
     from hif.store import open_stores
     from hif.store.redis_buckets import open_buckets
 
     check_listen_policy(settings)  # before anything opens: a refused start-up leaves nothing behind
+    ensure_port_free("gateway", settings.host, settings.port, "--port")
+    ensure_port_free("gateway metrics", settings.metrics_host, settings.metrics_port, "--metrics-port")
 
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
+    restart_counter(registry, "gateway")
     featureset_registry = load_registry(featuresets.featuresets)
     stores = open_stores(store)
     try:

@@ -93,6 +93,81 @@ return 1
 """
 )
 
+# A consumer's leases are released by moving their idle time to HORIZON: the next lease's
+# XAUTOCLAIM takes them over and raises their delivery counter, as after a lease deadline.
+# KEYS: stream, consumers hash. ARGV: group, consumer, HORIZON ms. Returns how many were released.
+_RELEASE_FN = """
+local function release(consumer)
+  local rows = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, consumer)
+  local n = 0
+  if type(rows) == 'table' and not rows.err then
+    for _, row in ipairs(rows) do
+      redis.call('XCLAIM', KEYS[1], ARGV[1], consumer, 0, row[1], 'IDLE', ARGV[3], 'JUSTID')
+      n = n + 1
+    end
+  end
+  redis.call('HDEL', KEYS[2], consumer)
+  return n
+end
+"""
+RELEASE = _RELEASE_FN + "return release(ARGV[2])\n"
+
+# KEYS: stream, consumers hash. ARGV: group, last-heard cutoff ms, HORIZON ms.
+# Releases every consumer whose last heartbeat is older than the cutoff; returns {name, n, ...}.
+RELEASE_SILENT = (
+    _RELEASE_FN
+    + """
+local out = {}
+local beats = redis.call('HGETALL', KEYS[2])
+for i = 1, #beats, 2 do
+  if tonumber(beats[i + 1]) < tonumber(ARGV[2]) then
+    table.insert(out, beats[i])
+    table.insert(out, release(beats[i]))
+  end
+end
+return out
+"""
+)
+
+# KEYS: stream. ARGV: group, HORIZON ms.
+# The work waiting for a worker: entries never delivered plus leases whose deadline passed (a live
+# lease is work in hand, not waiting). Returns {count, created_at of the oldest waiting or false}.
+WAITING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, false} end
+local len = redis.call('XLEN', KEYS[1])
+local group = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then group = info end
+end
+local firsts = {}
+local count = len
+if group == nil then
+  firsts = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+else
+  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[2], '-', '+', 1000)
+  count = math.max(0, len - tonumber(group['pending'])) + #expired
+  firsts = redis.call('XRANGE', KEYS[1], '(' .. group['last-delivered-id'], '+', 'COUNT', 1)
+  if #expired > 0 then
+    local e = redis.call('XRANGE', KEYS[1], expired[1][1], expired[1][1])
+    if #e > 0 then table.insert(firsts, e[1]) end
+  end
+end
+local oldest = nil
+for _, entry in ipairs(firsts) do
+  local f = entry[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'created_at' then
+      local t = tonumber(f[i + 1])
+      if oldest == nil or t < oldest then oldest = t end
+    end
+  end
+end
+if oldest == nil then return {count, false} end
+return {count, tostring(oldest)}
+"""
+
 # Per-state counts are derived from live data: each state has a sorted set of the trace ids in it,
 # scored by the time their hash expires (PEXPIREAT / PEXPIRETIME). COUNT_TRACES drops the members
 # whose hash Redis has already expired, so a count never includes a trace that a status read

@@ -15,8 +15,15 @@ Lifecycle of an explanation (the trace id is also the job id)::
              (and the worker acks their jobs without running them)
 
 A lease that is not acked within its visibility timeout is handed out again (a killed worker's
-job is retried). ``transition`` is compare-and-set so a late or duplicate worker never rewrites a
-terminal state, and ``ack`` is idempotent.
+job is retried). Sooner when the holder's death is known: its supervisor sees its own child die
+and calls ``JobQueue.release(consumer)``; every supervisor calls ``JobQueue.release_silent`` for
+consumers whose heartbeat (``JobQueue.heartbeat``, sent by each worker every
+``consumer_heartbeat_s``) has been silent for ``SILENT_BEATS`` intervals. Queue lag and depth
+count only waiting work (never delivered, or released, or past its lease deadline), so a dead
+worker's lease does not read as backlog.
+
+``transition`` is compare-and-set so a late or duplicate worker never rewrites a terminal state
+(a slow holder whose lease was taken over finishes at most once), and ``ack`` is idempotent.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ TERMINAL_STATES = frozenset(
 PENDING_STATES = frozenset({TraceState.QUEUED, TraceState.RUNNING})
 
 GRANULARITIES = ("sentence", "token")
+SILENT_BEATS = 3  # missed heartbeats after which a consumer counts as dead and its leases are released
 
 
 class BackpressureLevel(enum.IntEnum):
@@ -178,11 +186,23 @@ class JobQueue(Protocol):
     def extend(self, lease: Lease, visibility_timeout_s: float) -> Lease:
         """Push the lease deadline out (long-running job heartbeat)."""
 
+    def heartbeat(self, consumer: str) -> None:
+        """Record that ``consumer`` is alive (``lease`` records it too)."""
+
+    def release(self, consumer: str) -> int:
+        """Make every live lease of ``consumer`` (known dead) waiting again; returns how many.
+
+        The next delivery counts as a retry (its attempt is raised).
+        """
+
+    def release_silent(self, silence_s: float, now: float | None = None) -> dict[str, int]:
+        """:meth:`release` every consumer not heard from for ``silence_s``; {consumer: jobs released}."""
+
     def depth(self) -> int:
-        """Jobs not yet acked (queued + leased)."""
+        """Jobs waiting for a worker: not leased, released, or past their lease deadline."""
 
     def oldest_age_s(self, now: float | None = None) -> float:
-        """Age of the oldest unacked job: the queue lag. 0.0 when empty."""
+        """Age of the oldest waiting job (see :meth:`depth`): the queue lag. 0.0 when none waits."""
 
     def check(self) -> None:
         """Raise StoreError naming the store if it cannot be used (called once at start-up)."""

@@ -2,9 +2,12 @@
 
 Job queue: one Stream with one consumer group. A job is an entry (``XADD``); a lease is its
 delivery to a consumer (``XREADGROUP``); ``ack`` is ``XACK`` + ``XDEL``, so the stream holds exactly
-the unacked jobs and ``depth`` is ``XLEN``. A consumer that dies leaves its entries pending; once
-they have been idle for the visibility timeout the next ``lease`` takes them over with
-``XAUTOCLAIM``, which raises the entry's delivery counter (the lease's ``attempt``). Each lease
+the unacked jobs. ``depth`` and ``oldest_age_s`` count only the work waiting for a worker: entries
+never delivered, and leases whose deadline passed. A consumer that dies leaves its entries
+pending; once they have been idle for the visibility timeout, or once the consumer is released
+(its death seen by its supervisor, or its heartbeat in the ``consumers`` hash gone silent), the
+next ``lease`` takes them over with ``XAUTOCLAIM``, which raises the entry's delivery counter (the
+lease's ``attempt``). Each lease
 keeps its own deadline in the entry's idle time (see :mod:`hif.store._redis_lua`), and ``extend``
 moves it with ``XCLAIM ... IDLE ... JUSTID``.
 
@@ -71,6 +74,10 @@ class RedisJobQueue:
         self._reclaim = self._client.register_script(lua.RECLAIM)
         self._ack = self._client.register_script(lua.ACK_IF_HELD)
         self._extend = self._client.register_script(lua.EXTEND_IF_HELD)
+        self._release = self._client.register_script(lua.RELEASE)
+        self._release_silent = self._client.register_script(lua.RELEASE_SILENT)
+        self._waiting = self._client.register_script(lua.WAITING)
+        self._consumers = self._opts.key("consumers")
         self._group_ready = False
 
     def enqueue(self, jobs: Sequence[Job]) -> None:
@@ -97,6 +104,7 @@ class RedisJobQueue:
         give_up = time.monotonic() + block_s
         vt_s = visibility_timeout_s
         with translate("lease", self._opts, consumer=consumer):
+            self._client.hset(self._consumers, consumer, _ms(time.time()))
             while True:
                 leases, last_id = self._with_group(lambda: self._take(consumer, max_jobs, vt_s))
                 remaining_s = give_up - time.monotonic()
@@ -128,18 +136,41 @@ class RedisJobQueue:
             return lease  # lost the lease (re-delivered or acked): the caller's CAS decides
         return dataclasses.replace(lease, deadline=time.time() + visibility_timeout_s)
 
+    def heartbeat(self, consumer: str) -> None:
+        with translate("heartbeat", self._opts, consumer=consumer):
+            self._client.hset(self._consumers, consumer, _ms(time.time()))
+
+    def release(self, consumer: str) -> int:
+        with translate("release", self._opts, consumer=consumer):
+            return int(
+                self._release(
+                    keys=[self._stream, self._consumers],
+                    args=[self._opts.group, consumer, LEASE_HORIZON_MS],
+                )
+            )
+
+    def release_silent(self, silence_s: float, now: float | None = None) -> dict[str, int]:
+        cutoff_ms = _ms((time.time() if now is None else now) - silence_s)
+        with translate("release_silent", self._opts):
+            flat = self._release_silent(
+                keys=[self._stream, self._consumers], args=[self._opts.group, cutoff_ms, LEASE_HORIZON_MS]
+            )
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return {str(name): int(n) for name, n in pairs if int(n)}
+
     def depth(self) -> int:
-        with translate("depth", self._opts):
-            return int(self._client.xlen(self._stream))
+        return self._waiting_now()[0]
 
     def oldest_age_s(self, now: float | None = None) -> float:
-        with translate("oldest_age_s", self._opts):
-            first = self._client.xrange(self._stream, count=1)
-        if not first:
+        oldest = self._waiting_now()[1]
+        if oldest is None:
             return 0.0
-        entry_id, fields = first[0]
-        created = float(fields.get("created_at") or int(entry_id.split("-")[0]) / 1000)
-        return max(0.0, (time.time() if now is None else now) - created)
+        return max(0.0, (time.time() if now is None else now) - oldest)
+
+    def _waiting_now(self) -> tuple[int, float | None]:
+        with translate("waiting", self._opts):
+            count, oldest = self._waiting(keys=[self._stream], args=[self._opts.group, LEASE_HORIZON_MS])
+        return int(count), float(oldest) if oldest else None
 
     def check(self) -> None:
         _check(self._client, self._opts)

@@ -11,6 +11,9 @@ Several processes share the file (the gateway enqueues, N explainer processes le
 
 A lease is a random nonce and a deadline on the job row; a row whose deadline has passed is
 handed out again with its attempt count raised, which is how a killed worker's job is retried.
+Each consumer's last heartbeat is a row of ``consumers``: :meth:`SqliteJobQueue.release` and
+:meth:`SqliteJobQueue.release_silent` set a dead holder's deadlines to 0, so its jobs are waiting
+again at once instead of after the visibility timeout.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ CREATE TABLE IF NOT EXISTS traces (
 );
 CREATE INDEX IF NOT EXISTS traces_pending ON traces (state, expires_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consumers (consumer TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 """
 
 
@@ -183,6 +187,7 @@ class SqliteJobQueue:
         if not self._db.read("SELECT 1 FROM jobs WHERE deadline <= ? LIMIT 1", (now,)):
             return leases
         with self._db.tx() as conn:
+            _beat(conn, consumer, now)
             rows = conn.execute(
                 "SELECT trace_id, payload, attempts FROM jobs WHERE deadline <= ? ORDER BY seq LIMIT ?",
                 (now, max_jobs),
@@ -226,20 +231,59 @@ class SqliteJobQueue:
             deadline=deadline,
         )
 
+    def heartbeat(self, consumer: str) -> None:
+        with self._db.tx() as conn:
+            _beat(conn, consumer, time.time())
+
+    def release(self, consumer: str) -> int:
+        with self._db.tx() as conn:
+            return _release(conn, consumer, time.time())
+
+    def release_silent(self, silence_s: float, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        released: dict[str, int] = {}
+        # Called every supervisor tick: take the write lock only when someone has gone silent.
+        if not self._db.read("SELECT 1 FROM consumers WHERE seen_at < ? LIMIT 1", (now - silence_s,)):
+            return released
+        with self._db.tx() as conn:
+            rows = conn.execute("SELECT consumer FROM consumers WHERE seen_at < ?", (now - silence_s,))
+            for (consumer,) in rows.fetchall():
+                n = _release(conn, consumer, now)
+                if n:
+                    released[consumer] = n
+        return released
+
     def depth(self) -> int:
-        return int(self._db.read("SELECT COUNT(*) FROM jobs")[0][0])
+        return int(self._db.read("SELECT COUNT(*) FROM jobs WHERE deadline <= ?", (time.time(),))[0][0])
 
     def oldest_age_s(self, now: float | None = None) -> float:
-        oldest = self._db.read("SELECT MIN(created_at) FROM jobs")[0][0]
+        now = time.time() if now is None else now
+        oldest = self._db.read("SELECT MIN(created_at) FROM jobs WHERE deadline <= ?", (now,))[0][0]
         if oldest is None:
             return 0.0
-        return max(0.0, (time.time() if now is None else now) - float(oldest))
+        return max(0.0, now - float(oldest))
 
     def check(self) -> None:
         self._db.check()
 
     def close(self) -> None:
         self._db.close()
+
+
+def _beat(conn: sqlite3.Connection, consumer: str, now: float) -> None:
+    conn.execute("INSERT OR REPLACE INTO consumers (consumer, seen_at) VALUES (?, ?)", (consumer, now))
+
+
+def _release(conn: sqlite3.Connection, consumer: str, now: float) -> int:
+    """Make ``consumer``'s live leases waiting again; the attempt count stays, so the next
+    delivery is counted as a retry. Clearing ``lease_id`` turns a late ack of the old holder
+    into a no-op."""
+    cur = conn.execute(
+        "UPDATE jobs SET deadline=0, lease_id=NULL, consumer=NULL WHERE consumer=? AND deadline > ?",
+        (consumer, now),
+    )
+    conn.execute("DELETE FROM consumers WHERE consumer=?", (consumer,))
+    return int(cur.rowcount)
 
 
 class SqliteTraceStore:

@@ -6,11 +6,17 @@ write byte-identical graphs. Slowness, when a test needs jobs in flight, comes f
 file's ``slow-sae`` flag, which the real worker applies before decode.
 
     hif explainer --pipeline-loader tests.integration._fake_pipeline:load_pipeline ...
+
+``load_timed_pipeline`` is the same pipeline with a known cost per job: its decode takes
+``HIF_FAKE_JOB_S`` seconds (default 0.5), so a test can size a load as a share of one worker's
+capacity without the model's variable speed on a shared machine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,5 +57,19 @@ class FakePipeline:
         }
 
 
+class TimedPipeline(FakePipeline):
+    def __init__(self, info: FeaturesetInfo, job_s: float) -> None:
+        super().__init__(info)
+        self.job_s = job_s
+
+    def decode(self, extraction: Any, plan: Plan) -> Any:
+        time.sleep(self.job_s)  # the stand-in's model time: fixed, so capacity is 1 / job_s
+        return super().decode(extraction, plan)
+
+
 def load_pipeline(info: FeaturesetInfo, *, device: str = "cpu") -> FakePipeline:
     return FakePipeline(info)
+
+
+def load_timed_pipeline(info: FeaturesetInfo, *, device: str = "cpu") -> FakePipeline:
+    return TimedPipeline(info, float(os.environ.get("HIF_FAKE_JOB_S", "0.5")))

@@ -14,7 +14,7 @@ import redis
 from hif.chaos import Fault
 from hif.store.base import TraceState
 from tests.conftest import wait_until
-from tests.integration import _cluster, _services
+from tests.integration import _cluster, _services, _worker_kill
 from tests.integration._cluster import Cluster
 from tests.integration._services import MotoServer, RedisServer
 
@@ -24,6 +24,7 @@ moto_s3 = _services.moto_s3
 cluster_factory = _cluster.cluster_factory
 
 STREAM, GROUP = "{hif}:jobs", "explainers"
+TIMED_LOADER = "tests.integration._fake_pipeline:load_timed_pipeline"
 # Short leases so the dead explainer's jobs come back within seconds; budgets long enough that the
 # backpressure ladder never expires a job early (that would be a different test).
 EXPLAINER_FLAGS = (
@@ -97,3 +98,51 @@ def test_jobs_of_a_killed_explainer_complete_on_the_other(
     assert all(len(etags) == 1 for etags in by_key.values())  # duplicate writes, if any, were identical
     raw.close()
     s3.close()
+
+
+class ClusterTarget:
+    """Two single-worker explainers on Redis; a kill takes down the victim's whole explainer."""
+
+    def __init__(self, cluster: Cluster, explainers: list[Any], raw: redis.Redis) -> None:
+        self.gateway = cluster.gateway(*_worker_kill.SLA_FLAGS)
+        self.cluster, self.explainers, self.raw = cluster, explainers, raw
+
+    def send(self, i: int) -> tuple[str, str]:
+        status, body = self.gateway.chat(content=f"steady {i}")
+        assert status == 200, body
+        return str(body["explanation"]["trace_id"]), str(body["explanation"]["state"])
+
+    def holder(self) -> tuple[str, int] | None:
+        consumer = _victim_consumer(self.raw)
+        held = _held_by(self.raw, consumer) if consumer else []
+        return (held[0], int(consumer.split(":")[1])) if consumer and held else None
+
+    def kill(self, pid: int) -> None:
+        next(e for e in self.explainers if os.getpgid(pid) == e.pid).kill_group()
+
+    def final(self, trace_id: str) -> tuple[str, int] | None:
+        record = self.cluster.state.get(trace_id)
+        return (str(record.state), record.attempts) if record and record.state.terminal else None
+
+
+@pytest.mark.slow
+def test_a_killed_explainer_costs_no_capacity(
+    redis_server: RedisServer, moto_s3: MotoServer, cluster_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The survivor releases the silent consumer's lease after 3 missed beats (0.5 s each here)
+    and retries its job; the orphaned lease never reads as queue lag."""
+    monkeypatch.setenv("HIF_FAKE_JOB_S", str(_worker_kill.JOB_S))
+    monkeypatch.setenv("HIF_CONSUMER_HEARTBEAT_S", "0.5")
+    cluster: Cluster = cluster_factory(redis_server, moto_s3)
+    flags = ("--lease-max-jobs", "1", "--pipeline-loader", TIMED_LOADER, *_worker_kill.SLA_FLAGS)
+    explainers = cluster.explainers(2, *flags)
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        target = ClusterTarget(cluster, explainers, raw)
+        outcome = _worker_kill.run(target)
+    finally:
+        raw.close()
+    print(outcome.line())
+    assert outcome.shed == 0, outcome.line()
+    assert outcome.expired <= 1, outcome.line()
+    assert (outcome.victim_state, outcome.victim_attempts) == ("complete", 2), outcome.line()

@@ -94,6 +94,11 @@ def configure_torch(settings: ExplainerSettings) -> None:
     torch.set_num_threads(threads)
 
 
+def consumer_name(index: int, pid: int) -> str:
+    """A worker's name on the queue: host:pid:index (the supervisor names its dead children by it)."""
+    return f"{socket.gethostname()}:{pid}:{index}"
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
@@ -146,7 +151,7 @@ def run_worker_process(
             sla=sla,
             sink=QueueSink(events),
             chaos=ChaosReader(),
-            consumer=f"{socket.gethostname()}:{os.getpid()}:{index}",
+            consumer=consumer_name(index, os.getpid()),
         )
         log.info("worker %d ready (pid %d, device %s)", index, os.getpid(), settings.device)
         worker.run(stop)

@@ -1,9 +1,11 @@
 """``hif explainer``'s supervisor: worker processes, one metrics exposition, sweeper, backpressure.
 
 The supervisor never runs the model. It starts ``workers`` processes (``spawn``: torch and fork do
-not mix), restarts one that dies (its leased jobs come back after the visibility timeout), and
-every ``tick_s``:
+not mix), restarts one that dies (its leased jobs are released at once, so another worker retries
+them), and every ``tick_s``:
 
+- releases the leases of any consumer, on any host, whose heartbeat has been silent for
+  ``SILENT_BEATS`` x ``consumer_heartbeat_s`` (a whole explainer killed elsewhere);
 - applies the workers' metric events to the one registry served on ``:9090``;
 - moves traces past their TTL to ``expired`` (``TraceStore.expire_due``), so nothing stays queued;
 - computes the backpressure level from queue lag and depth (plus the ``rate-limit-spike`` chaos
@@ -30,18 +32,22 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hif.chaos import FLAGS, RATE_LIMIT_SPIKE, ChaosReader
+from hif.config import ensure_port_free
+from hif.errors import PortInUseError
 from hif.explainer.plan import SHED
 from hif.explainer.service.backpressure import LEVEL_NAMES, BackpressureController, Thresholds
 from hif.explainer.service.events import READY, Event, apply_event
+from hif.explainer.service.process import consumer_name
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
-from hif.metrics import ExplainerMetrics, WorkerProcessCollector, serve_metrics
+from hif.metrics import ExplainerMetrics, WorkerProcessCollector, restart_counter, serve_metrics
 from hif.store import Stores, open_stores
-from hif.store.base import BackpressureLevel, BackpressureSignal
+from hif.store.base import SILENT_BEATS, BackpressureLevel, BackpressureSignal
 from hif.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
+METRICS_FLAG = "--explainer-metrics-port"
 RESTART_BACKOFF_S = 1.0
 
 
@@ -75,6 +81,7 @@ class Supervisor:
         WorkerProcessCollector(
             lambda: [p.pid for p in list(self.procs.values()) if p.pid], self.metrics.registry
         )
+        self.restarts = restart_counter(self.metrics.registry, "explainer")
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
         self.chaos = ChaosReader()
         self._ctx = multiprocessing.get_context("spawn")
@@ -89,11 +96,8 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then stop the workers and withdraw the ready signal."""
+        self._serve_metrics()
         self.stores = open_stores(self.store_settings)
-        if self.settings.explainer_metrics_port:
-            serve_metrics(
-                self.settings.explainer_metrics_port, self.metrics.registry, self.settings.explainer_host
-            )
         for index in range(self.settings.workers):
             self._spawn(index)
         try:
@@ -101,6 +105,15 @@ class Supervisor:
                 self.tick()
         finally:
             self.shutdown()
+
+    def _serve_metrics(self) -> None:
+        host, port, flag = self.settings.explainer_host, self.settings.explainer_metrics_port, METRICS_FLAG
+        ensure_port_free("explainer metrics", host, port, flag)
+        if port:
+            try:
+                serve_metrics(port, self.metrics.registry, host)
+            except OSError as exc:  # taken between the check and the bind
+                raise PortInUseError("explainer metrics", host, port, flag, str(exc)) from exc
 
     def _spawn(self, index: int) -> None:
         proc = self._ctx.Process(
@@ -175,11 +188,27 @@ class Supervisor:
                     "explainer worker %d (pid %s) exited with %s; restarting", index, proc.pid, proc.exitcode
                 )
                 self.ready_workers.discard(index)
+                self._release_leases(index, proc.pid)
+                self.restarts.labels(component="explainer-worker").inc()
                 time.sleep(RESTART_BACKOFF_S if proc.exitcode not in (0, -9) else 0)  # no crash-loop spin
                 self._spawn(index)
 
+    def _release_leases(self, index: int, pid: int | None) -> None:
+        if self.stores is None or pid is None:
+            return
+        try:
+            released = self.stores.queue.release(consumer_name(index, pid))
+        except Exception as exc:  # the visibility timeout still hands the jobs out later
+            log.warning("could not release the leases of dead worker %d: %s", index, exc)
+            return
+        if released:
+            log.warning("released %d job(s) of dead worker %d for retry", released, index)
+
     def _sweep(self) -> None:
         assert self.stores is not None
+        silence_s = SILENT_BEATS * self.settings.consumer_heartbeat_s
+        for consumer, n in self.stores.queue.release_silent(silence_s).items():
+            log.warning("consumer %s silent for %.1fs: released %d job(s) for retry", consumer, silence_s, n)
         expired = self.stores.state.expire_due()
         if expired:
             self.metrics.jobs.labels(state="expired").inc(len(expired))

@@ -321,9 +321,14 @@ class Worker:
                     self._held[lease.job.trace_id] = extended
 
     def _heartbeat_loop(self, stop: threading.Event) -> None:
-        interval = max(0.05, self.settings.visibility_timeout_s / 4)
-        while not stop.wait(interval):
+        # Two beats on one thread: "alive" every consumer_heartbeat_s (others release our leases
+        # after SILENT_BEATS missed ones) and lease extensions (each due at half its timeout).
+        interval = max(0.05, min(self.settings.consumer_heartbeat_s, self.settings.visibility_timeout_s / 4))
+        while True:
             try:
+                self.queue.heartbeat(self.consumer)
                 self.heartbeat()
             except HifError as exc:
                 log.warning("lease heartbeat failed: %s", exc)
+            if stop.wait(interval):
+                return

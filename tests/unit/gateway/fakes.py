@@ -41,6 +41,14 @@ class FakeQueue:
     def extend(self, lease: Lease, visibility_timeout_s: float) -> Lease:
         return lease
 
+    def heartbeat(self, consumer: str) -> None: ...
+
+    def release(self, consumer: str) -> int:
+        return 0
+
+    def release_silent(self, silence_s: float, now: float | None = None) -> dict[str, int]:
+        return {}
+
     def depth(self) -> int:
         return len(self.jobs)
 

@@ -84,13 +84,50 @@ def test_fifo_lease_and_idempotent_ack(url: str) -> None:
     assert [le.job.trace_id for le in leases] == ["a", "b"]
     assert [le.attempt for le in leases] == [1, 1]
     assert leases[0].job == make_job("a", created_at=leases[0].job.created_at)
-    assert q.depth() == 3
+    assert q.depth() == 1  # leased jobs are in hand, not waiting
     q.ack(leases[0])
     q.ack(leases[0])
-    assert q.depth() == 2
+    assert q.depth() == 1
     other = open_queue(url)
     assert [le.job.trace_id for le in other.lease("w2", max_jobs=5, visibility_timeout_s=30)] == ["c"]
     assert q.lease("w3", max_jobs=5, visibility_timeout_s=30) == []
+
+
+def test_lag_and_depth_count_waiting_work_not_leases(url: str) -> None:
+    q = open_queue(url)
+    q.enqueue([make_job("old", created_at=time.time() - 20), make_job("new", created_at=time.time() - 2)])
+    assert q.depth() == 2 and 19 < q.oldest_age_s() < 25
+    q.lease("dead", max_jobs=1, visibility_timeout_s=30)  # takes "old", then never acks
+    assert q.depth() == 1 and 1 < q.oldest_age_s() < 5  # the orphaned lease is not backlog
+    q.lease("alive", max_jobs=1, visibility_timeout_s=30)
+    assert (q.depth(), q.oldest_age_s()) == (0, 0.0)
+
+
+def test_release_hands_a_dead_consumers_jobs_out_again_as_retries(url: str) -> None:
+    q = open_queue(url)
+    q.enqueue([make_job("a"), make_job("b")])
+    dead = q.lease("dead", max_jobs=2, visibility_timeout_s=30)
+    assert q.lease("other", max_jobs=2, visibility_timeout_s=30) == []
+    assert q.release("dead") == 2 and q.depth() == 2
+    again = q.lease("other", max_jobs=2, visibility_timeout_s=30)
+    assert sorted((le.job.trace_id, le.attempt) for le in again) == [("a", 2), ("b", 2)]
+    q.ack(dead[0])  # a late ack of the old holder leaves the retry alone
+    assert q.extend(again[0], 30) != again[0]
+    assert q.release("nobody") == 0
+
+
+def test_release_silent_spares_consumers_that_beat(url: str) -> None:
+    q = open_queue(url)
+    q.enqueue([make_job("a"), make_job("b")])
+    q.lease("quiet", max_jobs=1, visibility_timeout_s=30)
+    q.lease("beating", max_jobs=1, visibility_timeout_s=30)
+    time.sleep(0.3)  # the behaviour under test is a heartbeat going silent for a while
+    q.heartbeat("beating")
+    assert q.release_silent(0.2) == {"quiet": 1}
+    assert [(le.job.trace_id, le.attempt) for le in q.lease("x", max_jobs=5, visibility_timeout_s=30)] == [
+        ("a", 2)
+    ]
+    assert q.release_silent(0.2) == {}  # forgotten once released
 
 
 def test_enqueue_of_a_queued_trace_is_ignored(url: str) -> None:
@@ -109,7 +146,7 @@ def test_expired_lease_is_redelivered_and_stale_holder_cannot_ack(url: str) -> N
     second = q.lease("w2", max_jobs=1, visibility_timeout_s=30)[0]
     assert (second.job.trace_id, second.attempt, second.consumer) == ("a", 2, "w2")
     q.ack(first)
-    assert q.depth() == 1
+    assert q.depth() == 0 and q.extend(second, 30) != second  # still w2's
     assert q.extend(first, 30) == first  # lost: unchanged
     q.ack(second)
     assert q.depth() == 0
@@ -123,7 +160,7 @@ def test_same_consumer_re_lease_is_a_new_lease(url: str) -> None:
     second = q.lease("w", max_jobs=1, visibility_timeout_s=30)[0]
     assert second.attempt == 2
     q.ack(first)  # the older lease of the same consumer is stale too
-    assert q.depth() == 1
+    assert q.extend(second, 30) != second  # still held by its new lease
 
 
 def test_extend_pushes_the_deadline(url: str) -> None:

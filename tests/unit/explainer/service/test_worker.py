@@ -332,3 +332,31 @@ def test_stop_releases_unstarted_jobs_and_heartbeat_extends(rig: Rig) -> None:
     w.heartbeat()  # 0.2 s left < half of 2 s: extended to 2 s
     time.sleep(0.3)  # past the original lease deadline
     assert rig.queue.lease("third", max_jobs=1, visibility_timeout_s=5) == []
+
+
+class TakeoverPipeline(FakePipeline):
+    """While the slow worker decodes, its lease is released (it went silent) and a twin runs the job."""
+
+    def __init__(self, rig: Rig) -> None:
+        super().__init__()
+        self.rig, self.taken_over = rig, False
+
+    def decode(self, extraction: Any, plan: Plan) -> Any:
+        if not self.taken_over:
+            self.taken_over = True
+            assert self.rig.queue.release("slow") == 1
+            twin = self.rig.worker()
+            assert twin.run_once() == 1  # re-delivered as attempt 2, completed by the twin
+        return super().decode(extraction, plan)
+
+
+def test_a_slow_worker_whose_lease_was_taken_over_finishes_once(rig: Rig) -> None:
+    rig.pipeline = TakeoverPipeline(rig)
+    rig.submit("t")
+    slow = rig.worker()
+    slow.consumer = "slow"
+    assert slow.run_once() == 1
+    rec = rig.record("t")
+    assert (rec.state, rec.attempts) == (TraceState.COMPLETE, 2)
+    assert rig.value("explainer_jobs_total", state="complete") == 1  # completed once, not twice
+    assert rig.queue.lease("any", max_jobs=5, visibility_timeout_s=5) == []  # the job is gone
