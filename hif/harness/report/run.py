@@ -27,10 +27,12 @@ import orjson
 from hif import chaos
 from hif.config import chaos_control_path
 from hif.errors import HarnessError
+from hif.harness import prometheus
 from hif.harness.records import (
     CHAOS_EVENTS_FILE,
     CHAT_FILE,
     EXPLANATION_FILE,
+    METRICS_FILE,
     REPORT_JSON_FILE,
     REPORT_SCHEMA,
     SOAK_SUMMARY_FILE,
@@ -152,6 +154,13 @@ def build_report(
     kw = {"exact": exact, "bounds": plan.boundaries, "t0": plan.t0, "bucket_s": plan.bucket_s, "run": run}
     summaries = [s for d in dirs if (s := _read_json(d / SUMMARY_FILE))]
     head = build.headline(p, run)
+    scrapes = sorted(
+        (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
+    )
+    urls = metrics.now_urls(settings.metrics_url_gateway, settings.metrics_url_explainer, summaries)
+    chaos_windows = [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)]
+    for w in chaos_windows:
+        w["metrics"] = metrics.window_deltas(scrapes, float(w["start"]), float(w["end"] or run[1]))
     return {
         "schema": REPORT_SCHEMA,
         "generated_at": time.time(),
@@ -171,15 +180,12 @@ def build_report(
             "bucket_s": plan.bucket_s,
         },
         **head,
-        "metrics": {
-            "gateway": metrics.snapshot(settings.metrics_url_gateway, metrics.parse_gateway, fetch),
-            "explainer": metrics.snapshot(settings.metrics_url_explainer, metrics.parse_explainer, fetch),
-        },
+        "metrics": metrics.section(scrapes, urls, fetch),
         "chaos": {
             "snapshot": chaos_snapshot(settings.chaos_path),
             "source": (win.EVENTS if exact else win.RECORDS) if windows else None,
             "events": events,
-            "windows": [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)],
+            "windows": chaos_windows,
         },
         "slo": build.slo_table(summaries, head),
         "generator": [s.get("generator") for s in summaries if s.get("generator")],
