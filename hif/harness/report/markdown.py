@@ -197,10 +197,8 @@ def _window_deltas(d: Mapping[str, Any]) -> list[str]:
             )
         )
     head = ("chaos window", "backpressure by level", "job outcomes", "admissions", "scrapes span")
-    return [
-        "Server counters during each chaos window (deltas; edges at the nearest 5 s scrape):",
-        "",
-    ] + table(head, rows)
+    title = "Server counters during each chaos window (deltas; edges at the nearest 5 s scrape):"
+    return [title, "", *table(head, rows)]
 
 
 def _backpressure(d: Mapping[str, Any]) -> list[str]:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from hif.harness import prometheus
 from hif.harness.records import CHAT_FILE
 from hif.harness.report import run as report
-from hif.harness import prometheus
 from hif.harness.report.metrics import parse_explainer, parse_gateway, run_deltas, snapshot
 from hif.metrics import ExplainerMetrics, GatewayMetrics
 from tests.conftest import free_port

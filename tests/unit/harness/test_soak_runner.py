@@ -22,9 +22,9 @@ from hif.errors import HarnessError, PreflightError
 from hif.harness import LoadSettings, LoadSummary
 from hif.harness.load.summary import build_summary
 from hif.harness.load.tally import CHAT_SERVICE, SLA_SENTENCE, SLA_TOKEN, Tally
+from hif.harness.prometheus import default_metrics_urls
 from hif.harness.records import CHAT_FILE, SOAK_SUMMARY_FILE
 from hif.harness.soak import cli as soak_cli
-from hif.harness.prometheus import default_metrics_urls
 from hif.harness.soak import health
 from hif.harness.soak.drift import LEAK
 from hif.harness.soak.runner import SoakSettings, run_soak
