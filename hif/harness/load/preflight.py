@@ -61,7 +61,7 @@ def choose_featureset(body: Any, given: str | None, base_url: str) -> dict[str, 
     if given is None and isinstance(default, str) and default in served:
         choice["used"] = default
         choice["note"] = (
-            f"featureset {requested} (the default) is not served here{why}; using the server's default "
+            f"featureset {requested} (the default) is not served here; using the server's default "
             f"{default}; pass --features to choose"
         )
         return choice
