@@ -52,6 +52,8 @@ def _inputs(d: Mapping[str, Any]) -> list[str]:
         lines += [f"**Corrupt lines skipped:** {corrupt['chat']} chat, {corrupt['explanation']} explanation."]
         lines += [f"- `{e['file']}` at byte {e['byte_offset']}: {e['reason']}" for e in i["corrupt_examples"]]
         lines.append("")
+    for warning in i.get("warnings") or []:
+        lines += [f"**Warning:** {warning}.", ""]
     for g in d.get("generator") or []:
         if not g.get("valid", True):
             lines += [

@@ -171,6 +171,7 @@ def build_report(
             "corrupt_lines": p.corrupt,
             "corrupt_examples": p.examples,
             "summaries": len(summaries),
+            "warnings": settings_differences(dirs, summaries),
             "scan_seconds": round(time.perf_counter() - started, 3),
         },
         "run": {
@@ -192,6 +193,37 @@ def build_report(
         "series": series,
         "soak": _soak(dirs),
     }
+
+
+# Settings that differ between the shards of one run by design, or do not change what was measured.
+PER_SHARD_SETTINGS = frozenset(
+    {
+        "shard",
+        "results_dir",
+        "run_id",
+        "append",
+        "live",
+        "keep_files",
+        "seed",
+        "metrics_url_gateway",
+        "metrics_url_explainer",
+        "auth_token",
+    }
+)
+
+
+def settings_differences(dirs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning naming the settings that differ between merged folders: runs with different
+    settings merged into one report mix two experiments."""
+    if len(summaries) < 2:
+        return []
+    settings = [s.get("settings") or {} for s in summaries]
+    keys = sorted({k for st in settings for k in st} - PER_SHARD_SETTINGS)
+    differ = [k for k in keys if len({json.dumps(st.get(k), sort_keys=True) for st in settings}) > 1]
+    if not differ:
+        return []
+    parts = [f"{k} ({' vs '.join(json.dumps(st.get(k)) for st in settings)})" for k in differ]
+    return [f"merging runs with different settings: {'; '.join(parts)}"]
 
 
 def _soak(dirs: Sequence[Path]) -> dict[str, Any] | None:

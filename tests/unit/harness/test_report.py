@@ -267,6 +267,20 @@ def test_two_dirs_merge_exactly_like_one_combined_dir(tmp_path: Path) -> None:
     assert merged["chat"]["requests"] == 600
 
 
+def test_merging_runs_with_different_settings_warns_and_names_them(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, shard, attach in ((a, "1/2", 0.3), (b, "2/2", 0.3)):
+        write(d / CHAT_FILE, [chat(T0 + 1, 1.0, 200)])
+        settings = {"shard": shard, "attach_rate": attach, "concurrency": 10, "results_dir": str(d)}
+        (d / SUMMARY_FILE).write_text(json.dumps({"settings": settings}))
+    assert build(a, b, tmp=tmp_path)["inputs"]["warnings"] == []  # shards of one run
+    (b / SUMMARY_FILE).write_text(
+        json.dumps({"settings": {"shard": "2/2", "attach_rate": 0.9, "concurrency": 10}})
+    )
+    warnings = build(a, b, tmp=tmp_path)["inputs"]["warnings"]
+    assert warnings == ["merging runs with different settings: attach_rate (0.3 vs 0.9)"]
+
+
 def test_parallel_scan_over_byte_ranges_equals_serial(basic: Path) -> None:
     files = [(CHAT, basic / CHAT_FILE), (EXPLANATION, basic / EXPLANATION_FILE)]
     plan = Plan(t0=T0, bucket_s=1.0, boundaries=(T0 + 5, T0 + 15))
