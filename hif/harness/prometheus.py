@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import itertools
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -103,7 +102,7 @@ def scrape(
     line: dict[str, Any] = {"v": records.METRICS_SCHEMA, "ts": ts, "component": component, "url": url}
     try:
         samples = parse(fetch(url))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except Exception as exc:  # http.client's errors too: a scrape is evidence and never stops a run
         return {**line, "ok": False, "error": f"{type(exc).__name__}: {exc}", "samples": []}
     return {**line, "ok": True, "error": None, "samples": [[s.name, s.labels, s.value] for s in samples]}
 
