@@ -104,7 +104,9 @@ async def run_processes(
     ticks = ctx.SimpleQueue()
     n = settings.processes
     live = LiveView(
-        settings.live, title=f"hif load {run_id} ({n} processes, last {settings.bucket_seconds:g} s)"
+        settings.live,
+        title=f"hif load {run_id} ({n} processes, last {settings.bucket_seconds:g} s)",
+        duration_s=settings.duration_seconds,
     )
     merger = LiveMerger(n, run_id, live, on_tick)
     dirs = [settings.results_dir / f".proc-{k}" for k in range(1, n + 1)]
