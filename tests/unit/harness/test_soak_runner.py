@@ -322,3 +322,14 @@ def test_the_featureset_chosen_at_preflight_is_recorded_and_asked_for(tmp_path: 
     assert seen[0].features is None and seen[0].attach_rate > 0  # none given: the runner decides
     assert summary["featureset"]["used"] == "small-fs" and summary["features"] is None
     assert {c.features for c in load.calls} == {"small-fs"}
+
+
+def test_progress_lines_show_each_segments_results_not_its_plan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hif.harness.soak.runner")
+    soak(settings(tmp_path, hours=1 / 3), FakeLoad())
+    done = [r.getMessage() for r in caplog.records if " done: " in r.getMessage()]
+    assert len(done) == 2 and "{" not in "".join(done)
+    assert "chats at" in done[0] and "chat p95 100 ms" in done[0] and "SLO breaches:" in done[0]
+    assert all("{" not in r.getMessage() for r in caplog.records if "starts:" in r.getMessage())
