@@ -64,7 +64,7 @@ class LoadSummary:
         return list(self.data["buckets"])
 
 
-NO_SCRAPES = {"urls": {}, "file": None, "every_s": 0.0, "scrapes": 0, "errors": {}}
+NO_SCRAPES: dict[str, Any] = {"urls": {}, "file": None, "every_s": 0.0, "scrapes": 0, "errors": {}}
 
 # Called with each finished time bucket (the same dict as ``summary["buckets"][i]``).
 TickCallback = Callable[[dict[str, Any]], None]
