@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests._browser import Chromium
+
 
 def free_port() -> int:
     """A loopback port that was free a moment ago (the OS picks it via port 0)."""
@@ -52,3 +54,12 @@ def _stop_leftover_processes() -> Iterator[None]:
     from tests.integration._procs import stop_all
 
     stop_all()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Debian's chromium, headless (scripts/system-deps.sh installs it). Missing: the test skips,
+    naming the package, except under CI=true, where it fails."""
+    from tests.integration._procs import require_tool
+
+    return Chromium(require_tool("chromium", "chromium"))

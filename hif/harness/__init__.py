@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "ReportData": "hif.harness.records",
     "SoakSummaryData": "hif.harness.records",
     "Percentiles": "hif.harness.records",
+    "GoodputTargets": "hif.harness.goodput",
 }
 # the command-line entry points (``main(argv) -> exit code``), as the runbook's shims call them
 _MAINS: dict[str, str] = {
@@ -59,6 +60,7 @@ __all__ = [
     "EXIT_SLO_FAILED",
     "ChatRecord",
     "ExplanationRecord",
+    "GoodputTargets",
     "LoadSettings",
     "LoadSummary",
     "LoadSummaryData",
@@ -85,6 +87,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from hif.harness.chaos.cli import main as chaos_main
+    from hif.harness.goodput import GoodputTargets
     from hif.harness.load.cli import main as load_main
     from hif.harness.load.run import run_load, run_load_sync
     from hif.harness.load.settings import (

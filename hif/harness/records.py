@@ -30,8 +30,9 @@ Formats in brief:
   time bucket; tags ``chat.service``, ``chat.intended``, ``sla.sentence``, ``sla.token``,
   ``sla.bound``, ``poll``, ``gen.loop_lag``, ``gen.send_lag``.
 * ``summary.json``: :class:`LoadSummaryData`. ``soak_summary.json``: :class:`SoakSummaryData`.
-  ``report.json``: :class:`ReportData` (v2: percentile dicts ``{count, p50_ms, p95_ms, p99_ms,
-  max_ms}``; v1 wrote ``p50``/``p95``/``p99``/``max``, which :func:`upgrade_report` renames).
+  ``report.json``: :class:`ReportData` (v3 adds ``goodput`` and ``saturation``; v2: percentile
+  dicts ``{count, p50_ms, p95_ms, p99_ms, max_ms}``; v1 wrote
+  ``p50``/``p95``/``p99``/``max``, which :func:`upgrade_report` renames).
 * ``chaos_events.jsonl``: the chaos event log entries (:mod:`hif.chaos`) inside the run's window,
   plus the last one before it marked ``"before_window": true``.
 """
@@ -55,7 +56,8 @@ SUMMARY_SCHEMA: Final = "hif.summary.v3"
 METRICS_SCHEMA: Final = "hif.metrics.v1"
 SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
 SOAK_SCHEMAS: Final = ("hif.soak.v1", SOAK_SCHEMA)  # versions --resume and the report read
-REPORT_SCHEMA: Final = "hif.report.v2"
+REPORT_SCHEMA: Final = "hif.report.v3"  # v3 adds goodput and saturation; SLA series at terminal time
+REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 
 CHAT_FILE = "chat_results.jsonl"
@@ -301,7 +303,7 @@ class ReportExplanations(TypedDict, total=False):
 class ReportData(TypedDict):
     """report.json (v2). Only the parts a reader relies on are typed in depth."""
 
-    schema: Literal["hif.report.v2"]
+    schema: Literal["hif.report.v3"]
     generated_at: float
     inputs: dict[str, Any]
     run: dict[str, Any]
@@ -314,6 +316,10 @@ class ReportData(TypedDict):
     generator: list[Any]
     series: dict[str, Any]
     soak: dict[str, Any] | None
+    # v3 (absent in a report upgraded from v1/v2): hif.harness.goodput's figures for the whole run,
+    # and hif.harness.report.saturation's verdict
+    goodput: NotRequired[dict[str, Any]]
+    saturation: NotRequired[dict[str, Any]]
 
 
 # --- reading older versions -------------------------------------------------------------------
@@ -323,7 +329,10 @@ _V1_KEYS = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "max": "max_ms"}
 
 def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
     """A report.json of any supported version, in the current version's keys (v1 -> v2: every
-    percentile dict's ``p50``/``p95``/``p99``/``max`` become ``p50_ms``/.../``max_ms``)."""
+    percentile dict's ``p50``/``p95``/``p99``/``max`` become ``p50_ms``/.../``max_ms``; v2 -> v3
+    only adds keys, which a v2 file lacks and the views do without)."""
+    if data.get("schema") == REPORT_SCHEMA_V2:
+        return {**data, "schema": REPORT_SCHEMA}
     if data.get("schema") != REPORT_SCHEMA_V1:
         return data
     out = _rename_percentiles(data)

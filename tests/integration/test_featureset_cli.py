@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration._procs import hif_cmd
+
 
 def _hif(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hif.cli", "featureset", *args],
+        hif_cmd("featureset", *args),
         capture_output=True,
         text=True,
         timeout=timeout_s,

@@ -7,11 +7,11 @@ start-up is a process that exits 2 with one line on stderr.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,7 @@ import pytest
 from hif.gateway.keys import add_key
 from tests.conftest import free_port, wait_until
 from tests.integration._gateway_proc import CHAT, Proc, gateway, write_featuresets
+from tests.integration._procs import Process, hif_cmd, running
 
 REFUSE_TIMEOUT_S = 30
 
@@ -30,15 +31,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def log_of(tmp: Path, gw: Proc) -> str:
-    return (tmp / f"gateway-{gw.port}.log").read_text()
+    return gw.proc.log()
 
 
 def gateway_argv(tmp: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "hif.cli", "gateway", "--port", str(port), "--metrics-port", "0",
+    return hif_cmd(
+        "gateway", "--port", str(port), "--metrics-port", "0",
         "--data-dir", str(tmp / f"data-{port}"), "--featuresets", str(write_featuresets(tmp / "fs")),
         "--sim-ttft-ms", "0", "--sim-tokens-per-s", "0", *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def test_hashed_key_works_and_sighup_revokes_without_restart(tmp_path: Path) -> None:
@@ -49,14 +50,14 @@ def test_hashed_key_works_and_sighup_revokes_without_restart(tmp_path: Path) -> 
         text = keys.read_text()
         keys.write_text(text[: text.index("\n[keys.", 1)] + "\n")  # keep only the first entry
         assert kept not in text and revoked not in text  # only hashes on disk
-        gw.proc.send_signal(signal.SIGHUP)
+        gw.proc.signal(signal.SIGHUP)
         wait_until(
             lambda: gw.request("POST", "/v1/chat/completions", CHAT, bearer(revoked))[0] == 401, timeout_s=10
         )
         assert gw.request("POST", "/v1/chat/completions", CHAT, bearer(kept))[0] == 200
-        assert gw.proc.poll() is None
+        assert gw.proc.alive()
         keys.write_text("[[ not toml")  # a broken file keeps the keys in use
-        gw.proc.send_signal(signal.SIGHUP)
+        gw.proc.signal(signal.SIGHUP)
         wait_until(lambda: "keys file not reloaded" in log_of(tmp_path, gw), timeout_s=10)
         assert gw.request("POST", "/v1/chat/completions", CHAT, bearer(kept))[0] == 200
 
@@ -122,19 +123,13 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def tls_gateway(tmp: Path, cert: Path, key: Path, *extra: str) -> Iterator[int]:
+def tls_gateway(tmp: Path, cert: Path, key: Path, *extra: str) -> Iterator[tuple[int, Process]]:
     port = free_port()
-    log = open(tmp / "tls.log", "wb")  # noqa: SIM115  (the child writes to it until stopped)
     argv = gateway_argv(tmp, port, "--tls-cert", str(cert), "--tls-key", str(key), *extra)
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
     context = ssl.create_default_context(cafile=str(cert))
-    try:
-        wait_until(lambda: _https_ok(f"https://127.0.0.1:{port}/readyz", context), timeout_s=60)
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    ready = functools.partial(_https_ok, f"https://127.0.0.1:{port}/readyz", context)
+    with running(argv, name=f"tls-gateway-{port}", log_dir=tmp, ready=ready) as proc:
+        yield port, proc
 
 
 def _https_ok(url: str, context: ssl.SSLContext) -> bool:
@@ -151,7 +146,7 @@ def test_tls_serves_https_and_keys_off_loopback_without_tls_warn(
     cert, key = certificate
     keys = tmp_path / "keys.toml"
     token = add_key(keys, role="user", tenant="alpha")
-    with tls_gateway(tmp_path, cert, key, "--keys", str(keys), "--host", "0.0.0.0") as port:
+    with tls_gateway(tmp_path, cert, key, "--keys", str(keys), "--host", "0.0.0.0") as (port, proc):
         context = ssl.create_default_context(cafile=str(cert))
         request = urllib.request.Request(
             f"https://127.0.0.1:{port}/v1/featuresets", headers=bearer(token), method="GET"
@@ -160,6 +155,6 @@ def test_tls_serves_https_and_keys_off_loopback_without_tls_warn(
             assert resp.status == 200
         with pytest.raises(OSError):  # plain HTTP is not spoken on a TLS listener
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
-    assert "without TLS" not in (tmp_path / "tls.log").read_text()
+        assert "without TLS" not in proc.log()
     with gateway(tmp_path, "--keys", str(keys), "--host", "0.0.0.0") as gw:
         wait_until(lambda: "without TLS" in log_of(tmp_path, gw), timeout_s=10)

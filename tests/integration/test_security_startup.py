@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, http_ok, wait_until
+from tests.conftest import free_port
 from tests.integration import _services
+from tests.integration._procs import hif_cmd, http_ready, running
 from tests.integration._services import AWS_TEST_ENV, MotoServer
 
 moto_s3 = _services.moto_s3
@@ -30,7 +31,7 @@ def start_up(
         if component == "gateway"
         else ["--explainer-metrics-port", "0"]
     )
-    argv = [sys.executable, "-m", "hif.cli", component, *ports, "--data-dir", str(tmp / "data"), *flags]
+    argv = hif_cmd(component, *ports, "--data-dir", str(tmp / "data"), *flags)
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env={**os.environ, **(env or {})}
     )
@@ -68,21 +69,11 @@ def test_missing_bucket_exits_2(tmp_path: Path, moto_s3: MotoServer) -> None:
 def authenticating_s3(tmp_path: Path) -> Iterator[str]:
     """A moto S3 server that checks credentials (moto accepts any unless told otherwise)."""
     port = free_port()
-    log = open(tmp_path / "moto-auth.log", "wb")  # noqa: SIM115  (the child owns it)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-        start_new_session=True,
-    )
-    log.close()
-    try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/moto-api/"), timeout_s=20, interval_s=0.1)
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    ready = http_ready(f"http://127.0.0.1:{port}/moto-api/")
+    with running(cmd, name="moto-auth", log_dir=tmp_path, ready=ready, timeout_s=20, env=env):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_wrong_credentials_exit_2(tmp_path: Path, authenticating_s3: str) -> None:

@@ -6,6 +6,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hif.harness.report.saturation import first_lines
+
 
 def _ms(v: Any) -> str:
     return "-" if v is None else f"{v:,.1f}"
@@ -47,6 +49,7 @@ def _inputs(d: Mapping[str, Any]) -> list[str]:
         f"{run['duration_s']:.1f} s; {i['lines']['chat']:,} chat and {i['lines']['explanation']:,} "
         f"explanation records ({i['scan_seconds']:.1f} s to scan).",
         "",
+        *headline_lines(d),
     ]
     if corrupt["chat"] or corrupt["explanation"]:
         lines += [f"**Corrupt lines skipped:** {corrupt['chat']} chat, {corrupt['explanation']} explanation."]
@@ -61,6 +64,22 @@ def _inputs(d: Mapping[str, Any]) -> list[str]:
                 "",
             ]
     return lines
+
+
+def headline_lines(d: Mapping[str, Any]) -> list[str]:
+    """Saturation and goodput, first: they decide how every later figure reads."""
+    out = [*first_lines(d.get("saturation"), d["run"]["start_ts"])]
+    g = d.get("goodput")
+    if g:
+        t = g["targets"]
+        where = "the run's gates" if t["source"] == "gates" else "reference targets, not gated"
+        out.append(
+            f"**Goodput** {_num(g['goodput_rps'])} chats/s, "
+            f"{_pct(g['goodput_share'])} of {g['chats']:,} chats "
+            f"(succeeded within {t['chat_ms']:g} ms and, when explained, explanation complete within "
+            f"{t['sentence_ms']:g} ms sentence / {t['token_ms']:g} ms token; {where})."
+        )
+    return [line for x in out for line in (x, "")]
 
 
 def _gate_rows(gates: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
@@ -258,6 +277,7 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
         out += [f"No flag active now (`{snap['path']}`).", ""]
     if not ch["windows"]:
         return [*out, "No chaos window in this run.", ""]
+    start = d["run"]["start_ts"]
     how = (
         "the event log (exact to the record)"
         if ch["source"] == "event_log"
@@ -269,7 +289,6 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
         "",
     ]
     rows: list[tuple[Any, ...]] = []
-    start = d["run"]["start_ts"]
     for w in ch["windows"]:
         pre, dur, post = (w[k]["chat"] for k in ("pre", "during", "post"))
         rec = {True: _ms(w["recover_s"]), False: "not recovered", None: "-"}[w["recovered"]]
@@ -299,31 +318,63 @@ def _chaos(d: Mapping[str, Any]) -> list[str]:
         ),
         rows,
     )
+    return out + _lane_table(ch["windows"], start)
+
+
+def _three(w: Mapping[str, Any], lane: str, key: str, fmt: Any) -> str:
+    return " / ".join(fmt(w[part][lane].get(key)) for part in ("pre", "during", "post"))
+
+
+def _recover(r: Mapping[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    return {True: f"{_ms(r['s'])} s", False: "not recovered", None: "-"}[r["recovered"]]
+
+
+def _lane_table(windows: Sequence[Mapping[str, Any]], start: float) -> list[str]:
+    """The explanation lane in full, per window: every state's share, SLA p95 by granularity,
+    goodput, and time to recover per lane (an explainer fault recovers when this lane does)."""
+    out = [
+        "Explanation lane and goodput, pre / during / post each window. Shares are of the traces "
+        "offered in that part (by chat answer time); *masked*: the explainer was already saturated "
+        "before the window, so this lane's deltas say little.",
+        "",
+    ]
     rows = []
-    for w in ch["windows"]:
-        pre, dur, post = (w[k]["explanations"] for k in ("pre", "during", "post"))
+    for w in windows:
+        rec = w.get("recover") or {}
         rows.append(
             (
-                w["flag"],
+                f"{w['flag']} {_params(w['flag'], w['params'])}"
+                + (" **masked**" if w.get("explanations_masked") else ""),
                 f"+{w['start'] - start:.1f}",
-                f"{_ms(pre['sentence_p95_ms'])} / {_ms(dur['sentence_p95_ms'])} / "
-                f"{_ms(post['sentence_p95_ms'])}",
-                f"{_ms(pre['token_p95_ms'])} / {_ms(dur['token_p95_ms'])} / {_ms(post['token_p95_ms'])}",
-                f"{_pct(pre['expired_failed_rate'])} / {_pct(dur['expired_failed_rate'])} / "
-                f"{_pct(post['expired_failed_rate'])}",
+                _three(w, "explanations", "complete_rate", _pct),
+                _three(w, "explanations", "shed_rate", _pct),
+                _three(w, "explanations", "expired_rate", _pct),
+                _three(w, "explanations", "failed_rate", _pct),
+                _three(w, "explanations", "sentence_p95_ms", _ms),
+                _three(w, "explanations", "token_p95_ms", _ms),
+                _three(w, "chat", "goodput_share", _pct),
+                _recover(rec.get("chat")),
+                _recover(rec.get("explanations")),
             )
         )
-    out += table(
+    return out + table(
         (
             "flag",
             "start s",
-            "sentence p95 ms pre/during/post",
-            "token p95 ms pre/during/post",
-            "expired+failed pre/during/post",
+            "complete",
+            "shed",
+            "expired",
+            "failed",
+            "sentence p95 ms",
+            "token p95 ms",
+            "goodput share",
+            "chat recovers",
+            "explanations recover",
         ),
         rows,
     )
-    return out
 
 
 # the parameters that mean something for each flag (the file stores every field for every flag)

@@ -14,6 +14,7 @@ Every view (markdown, PNG charts) is rendered from the saved ``report.json``, as
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -28,6 +29,8 @@ from hif import chaos
 from hif.config import chaos_control_path
 from hif.errors import HarnessError
 from hif.harness import prometheus
+from hif.harness.goodput import DEFINITION as GOODPUT_DEFINITION
+from hif.harness.goodput import GoodputTargets
 from hif.harness.records import (
     CHAOS_EVENTS_FILE,
     CHAT_FILE,
@@ -39,7 +42,7 @@ from hif.harness.records import (
     SUMMARY_FILE,
     upgrade_report,
 )
-from hif.harness.report import metrics
+from hif.harness.report import metrics, saturation
 from hif.harness.report import sections as build
 from hif.harness.report import windows as win
 from hif.harness.report.scan import (
@@ -88,7 +91,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _plan(files: list[tuple[str, Path]], windows: list[win.Window]) -> tuple[Plan, dict[int, win.Parts]]:
+def _plan(
+    files: list[tuple[str, Path]], windows: list[win.Window], targets: GoodputTargets
+) -> tuple[Plan, dict[int, win.Parts]]:
     spans = [s for _, f in files if (s := peek_span(f))]
     first = min((s[0] for s in spans), default=0.0)
     last = max((s[1] for s in spans), default=first)
@@ -98,7 +103,8 @@ def _plan(files: list[tuple[str, Path]], windows: list[win.Window]) -> tuple[Pla
     # a window over before the first record (an event copied from before the run) says nothing
     windows[:] = [w for w in windows if w.end is None or w.end > first]
     parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], run) for i, w in enumerate(windows)}
-    return Plan(t0=t0, bucket_s=bucket_s, boundaries=win.boundaries(windows, run)), parts
+    plan = Plan(t0=t0, bucket_s=bucket_s, boundaries=win.boundaries(windows, run), goodput=targets)
+    return plan, parts
 
 
 def scan(
@@ -109,12 +115,25 @@ def scan(
     range_bytes: int = RANGE_BYTES,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> Partial:
-    """Aggregate every file; ranges run in ``jobs`` processes when the input is large."""
+    """Aggregate every file; ranges run in ``jobs`` processes when the input is large.
+
+    Explanation files go first: goodput joins each attached chat to its trace, so the chat scan
+    needs the keys of the good traces (``Plan.good_traces``)."""
+    explanation_files = [(k, f) for k, f in files if k == EXPLANATION]
+    chat_files = [(k, f) for k, f in files if k == CHAT]
+    total = _scan(explanation_files, plan, jobs, range_bytes, min_parallel_bytes)
+    chat_plan = dataclasses.replace(plan, good_traces=frozenset(total.good_traces))
+    return total.merge(_scan(chat_files, chat_plan, jobs, range_bytes, min_parallel_bytes))
+
+
+def _scan(
+    files: list[tuple[str, Path]], plan: Plan, jobs: int, range_bytes: int, min_parallel_bytes: int
+) -> Partial:
     tasks = [(kind, str(f), a, b, plan) for kind, f in files for a, b in line_ranges(f, range_bytes)]
     total = Partial()
     size = sum(f.stat().st_size for _, f in files)
     jobs = jobs or default_jobs()
-    if jobs <= 1 or size < min_parallel_bytes or len(tasks) == 1:
+    if jobs <= 1 or size < min_parallel_bytes or len(tasks) <= 1:
         for task in tasks:
             total.merge(_scan_task(task))
         return total
@@ -142,7 +161,11 @@ def build_report(
     files = _inputs(dirs)
     events = win.merge_events(chaos.read_events(d / CHAOS_EVENTS_FILE) for d in dirs)
     windows = win.windows_from_events(events)
-    plan, parts = _plan(files, windows)
+    summaries = [s for d in dirs if (s := _read_json(d / SUMMARY_FILE))]
+    targets = GoodputTargets.from_gates(
+        g for s in summaries for g in ((s.get("slo") or {}).get("gates") or []) if isinstance(g, dict)
+    )
+    plan, parts = _plan(files, windows, targets)
     p = scan(files, plan, settings.jobs)
     run = (p.t_min, p.t_max) if p.t_max >= p.t_min else (plan.t0, plan.t0)
     series = build.time_series(p, plan.t0, plan.bucket_s)
@@ -152,15 +175,21 @@ def build_report(
         wide = (plan.t0 - 1e12, plan.t0 + 1e12)
         parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], wide) for i, w in enumerate(windows)}
     kw = {"exact": exact, "bounds": plan.boundaries, "t0": plan.t0, "bucket_s": plan.bucket_s, "run": run}
-    summaries = [s for d in dirs if (s := _read_json(d / SUMMARY_FILE))]
     head = build.headline(p, run)
     scrapes = sorted(
         (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
     )
     urls = metrics.now_urls(settings.metrics_url_gateway, settings.metrics_url_explainer, summaries)
-    chaos_windows = [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)]
-    for w in chaos_windows:
+    window_reports = [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)]
+    for w in window_reports:
         w["metrics"] = metrics.window_deltas(scrapes, float(w["start"]), float(w["end"] or run[1]))
+    metrics_section = metrics.section(scrapes, urls, fetch)
+    run_info = {
+        "start_ts": run[0],
+        "end_ts": run[1],
+        "duration_s": max(run[1] - run[0], 0.0),
+        "bucket_s": plan.bucket_s,
+    }
     return {
         "schema": REPORT_SCHEMA,
         "generated_at": time.time(),
@@ -174,19 +203,23 @@ def build_report(
             "warnings": settings_differences(dirs, summaries),
             "scan_seconds": round(time.perf_counter() - started, 3),
         },
-        "run": {
-            "start_ts": run[0],
-            "end_ts": run[1],
-            "duration_s": max(run[1] - run[0], 0.0),
-            "bucket_s": plan.bucket_s,
-        },
+        "run": run_info,
         **head,
-        "metrics": metrics.section(scrapes, urls, fetch),
+        "goodput": {
+            "definition": GOODPUT_DEFINITION,
+            "targets": targets.to_json(),
+            "goodput": head["chat"]["goodput"],
+            "chats": head["chat"]["requests"],
+            "goodput_rps": head["chat"]["goodput_rps"],
+            "goodput_share": head["chat"]["goodput_share"],
+        },
+        "saturation": saturation.analyse(series, window_reports, run_info, metrics_section["explainer"]),
+        "metrics": metrics_section,
         "chaos": {
             "snapshot": chaos_snapshot(settings.chaos_path),
             "source": (win.EVENTS if exact else win.RECORDS) if windows else None,
             "events": events,
-            "windows": chaos_windows,
+            "windows": window_reports,
         },
         "slo": build.slo_table(summaries, head),
         "generator": [s.get("generator") for s in summaries if s.get("generator")],
@@ -244,7 +277,7 @@ def save_report(data: dict[str, Any], out_dir: Path) -> Path:
 
 
 def render_report(report_json: Path, *, charts: bool = True) -> Path:
-    """report.md (and PNG charts beside it) from a saved report.json."""
+    """report.md (and PNG charts beside it) and report.html from a saved report.json."""
     from hif.harness.report.markdown import render_markdown
 
     data = upgrade_report(json.loads(report_json.read_text()))
@@ -255,6 +288,9 @@ def render_report(report_json: Path, *, charts: bool = True) -> Path:
         chart_files = render_charts(data, report_json.parent)
     md = report_json.parent / "report.md"
     md.write_text(render_markdown(data, chart_files))
+    from hif.harness.report.html import render_html
+
+    render_html(data, report_json.parent)
     return md
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from hif.harness.goodput import GoodputTargets, trace_key
 from hif.harness.report.hist import quantize_us, to_us
 
 CHAT = "chat"
@@ -38,11 +39,15 @@ Cell = tuple[int, int]  # (time bucket, segment)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
-    """What every worker needs to place a record: bucket grid and chaos-window boundaries."""
+    """What every worker needs to place a record: bucket grid, chaos-window boundaries, and for the
+    chat files the goodput targets and the keys of the traces whose explanation was good (found by
+    scanning the explanation files first; see hif/harness/goodput.py)."""
 
     t0: float
     bucket_s: float
     boundaries: tuple[float, ...] = ()
+    goodput: GoodputTargets = GoodputTargets()
+    good_traces: frozenset[int] = frozenset()
 
 
 @dataclasses.dataclass(slots=True)
@@ -64,6 +69,7 @@ class Partial:
     tb_hist: dict[tuple[str, int, str], dict[int, int]] = dataclasses.field(default_factory=dict)
     bound_hist: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
     polls: int = 0
+    good_traces: set[int] = dataclasses.field(default_factory=set)  # explanation files only
 
     def merge(self, other: Partial) -> Partial:
         for kind in (CHAT, EXPLANATION):
@@ -77,6 +83,7 @@ class Partial:
         _add_hists(self.tb_hist, other.tb_hist)
         _add_hists(self.bound_hist, other.bound_hist)
         self.polls += other.polls
+        self.good_traces |= other.good_traces
         return self
 
 
@@ -131,12 +138,14 @@ NAN = float("nan")
 
 
 def _chat_rows(
-    lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None]
+    lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None], plan: Plan
 ) -> _Block:
-    """Columns of chat lines; the category is (status, error_class, explanation_state, chaos, late)."""
+    """Columns of chat lines; the category is (status, error_class, explanation_state, chaos, late,
+    good): ``good`` is hif.harness.goodput's definition, inlined because this loop runs per line."""
     block = _Block()
     ts_add, a_add, b_add, cat_add = block.ts.append, block.a.append, block.b.append, block.cat.append
     loads = orjson.loads
+    chat_ms, good_traces = plan.goodput.chat_ms, plan.good_traces
     for i, line in enumerate(lines):
         try:
             r = loads(line)
@@ -149,8 +158,13 @@ def _chat_rows(
             a, b, chaos = r.get("latency_ms"), r.get("intended_latency_ms"), r.get("chaos")
             a = NAN if a is None else float(a)  # no latency (no answer): NaN, masked out later
             b = NAN if b is None else float(b)
-            cat = (int(r["status"]), r.get("error_class"), r.get("explanation_state"),
-                   tuple(chaos) if chaos else (), r.get("late") is True)  # fmt: skip
+            status, error_class = int(r["status"]), r.get("error_class")
+            good = 200 <= status < 300 and error_class is None and a <= chat_ms
+            if good and r.get("attached"):
+                tid = r.get("trace_id")
+                good = tid is not None and trace_key(tid) in good_traces
+            cat = (status, error_class, r.get("explanation_state"),
+                   tuple(chaos) if chaos else (), r.get("late") is True, good)  # fmt: skip
             cid = intern.get(cat)
             if cid is None:
                 cid = intern[cat] = len(intern)
@@ -165,11 +179,17 @@ def _chat_rows(
 
 
 def _explanation_rows(
-    lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None]
+    lines: list[bytes],
+    intern: dict[tuple[Any, ...], int],
+    bad: Callable[[int, Exception], None],
+    plan: Plan,
+    good_traces: set[int],
 ) -> tuple[_Block, int]:
-    """Columns of explanation lines; the category is (state, granularity, chaos). Also the polls."""
+    """Columns of explanation lines; the category is (state, granularity, chaos). Also the polls,
+    and the keys of traces that were good (complete within their granularity's goodput target)."""
     block, polls = _Block(), 0
     loads = orjson.loads
+    targets = plan.goodput
     for i, line in enumerate(lines):
         try:
             r = loads(line)
@@ -180,6 +200,9 @@ def _explanation_rows(
             a = NAN if a is None else float(a)
             b = NAN if b is None else float(b)
             cat = (str(r["state"]), str(r.get("granularity") or "sentence"), tuple(chaos) if chaos else ())
+            tid = r.get("trace_id")
+            if tid is not None and cat[0] == "complete" and a <= targets.for_granularity(cat[1]):
+                good_traces.add(trace_key(tid))
             cid = intern.get(cat)
             if cid is None:
                 cid = intern[cat] = len(intern)
@@ -218,9 +241,9 @@ class _Scanner:
                 self._corrupt(lines, i, base_offset, exc)
 
         if self.kind == CHAT:
-            block = _chat_rows(lines, self.intern, bad)
+            block = _chat_rows(lines, self.intern, bad, self.plan)
         else:
-            block, polls = _explanation_rows(lines, self.intern, bad)
+            block, polls = _explanation_rows(lines, self.intern, bad, self.plan, self.out.good_traces)
             self.out.polls += polls
         self.out.lines[self.kind] += len(block.ts)
         if block.ts:
@@ -255,6 +278,12 @@ class _Scanner:
             self._hists(tb_i, seg_i, a, answered, "service")
             self._hists(tb_i, seg_i, b, answered, "intended")
             return
+        # the series places an SLA where the trace reached its terminal state (answer + sla_ms),
+        # so a slowdown shows when it happened, not at the earlier chat answer; chaos-window parts
+        # (segments) stay by answer time, like the counts they sit beside
+        done = ts + np.nan_to_num(a, nan=0.0) / 1000.0
+        tb_i = np.clip(np.floor((done - self.plan.t0) / self.plan.bucket_s), 1 - _TB_OFFSET, _TB_OFFSET - 1)
+        tb_i = tb_i.astype(np.int64)
         complete = np.asarray([c[0] == "complete" for c in cats], dtype=bool)[cat]
         names = sorted({c[1] for c in cats})
         gran = np.asarray([names.index(c[1]) for c in cats], dtype=np.int64)[cat]

@@ -7,16 +7,20 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from hif.harness import goodput as gp
 from hif.harness.load.settings import RUNBOOK_SLOS
 from hif.harness.load.summary import verdict
 from hif.harness.report.hist import SparseHist, to_latency_histogram
+from hif.harness.report.saturation import part_saturated
 from hif.harness.report.scan import CHAT, EXPLANATION, Partial
 from hif.harness.report.windows import Parts, Window
 
 DEFAULT_SLOS = RUNBOOK_SLOS  # the runbook's example targets: reference lines unless a run gated on them
 # Recovered: the chat p95 back within 10 % (or 5 ms) of pre and the error rate within one point,
-# for RECOVER_BUCKETS buckets in a row.
+# for RECOVER_BUCKETS buckets in a row. The explanation lane recovers when its complete share is
+# back within RECOVER_SHARE_SLACK of pre and each granularity's SLA p95 within 10 % (or 50 ms).
 RECOVER_P95_RATIO, RECOVER_P95_SLACK_MS, RECOVER_ERROR_SLACK, RECOVER_BUCKETS = 1.10, 5.0, 0.01, 3
+RECOVER_SHARE_SLACK, RECOVER_SLA_SLACK_MS = 0.05, 50.0
 
 CellPred = Callable[[int, int], bool]
 
@@ -43,14 +47,15 @@ def chat_stats(
     p: Partial, keep: CellPred, duration_s: float | None, hists: Callable[[str], SparseHist]
 ) -> dict[str, Any]:
     """Requests, status classes, rates and latency percentiles for the cells ``keep`` selects."""
-    n = ok = n4 = n5 = late = dropped = 0
+    n = ok = n4 = n5 = late = dropped = good = 0
     classes: dict[str, int] = {}
     admissions: dict[str, int] = {}
     for (tb, seg, cat), c in p.chat_counts.items():
         if not keep(tb, seg):
             continue
-        status, error_class, state, _chaos, is_late = cat
+        status, error_class, state, _chaos, is_late, is_good = cat
         n += c
+        good += c if is_good else 0
         ok += c if (200 <= status < 300 and error_class is None) else 0
         n4 += c if 400 <= status < 500 else 0
         n5 += c if 500 <= status < 600 else 0
@@ -74,10 +79,15 @@ def chat_stats(
         "admissions": dict(sorted(admissions.items())),
         "latency_ms": hists("service").summary(),
         "intended_latency_ms": hists("intended").summary(),
+        **gp.rates(good, n, duration_s or 0.0),
     }
 
 
-def explanation_stats(p: Partial, keep: CellPred, hists: Callable[[str], SparseHist]) -> dict[str, Any]:
+def explanation_stats(
+    p: Partial, keep: CellPred, hists: Callable[[str], SparseHist], duration_s: float | None = None
+) -> dict[str, Any]:
+    """Trace states and shares, SLA percentiles; ``offered_rps`` (traces the chats asked for) and
+    ``completed_rps`` (complete ones), by chat answer time, when ``duration_s`` is given."""
     states: dict[str, int] = {}
     by_gran: dict[str, int] = {}
     for (tb, seg, cat), c in p.expl_counts.items():
@@ -95,6 +105,11 @@ def explanation_stats(p: Partial, keep: CellPred, hists: Callable[[str], SparseH
         "by_granularity": dict(sorted(by_gran.items())),
         **pct,
         "expired_failed_rate": _rate(states.get("expired", 0) + states.get("failed", 0), total),
+        # what the explainer was asked to do (see hif/harness/report/saturation.py)
+        "offered_rps": _rate(
+            total - states.get("orphaned", 0) - states.get("rate_limited", 0), duration_s or 0.0
+        ),
+        "completed_rps": _rate(states.get("complete", 0), duration_s or 0.0),
         "sla_ms": {g: hists(g).summary() for g in sorted({"sentence", "token", *by_gran})},
     }
 
@@ -103,7 +118,9 @@ def headline(p: Partial, run: tuple[float, float]) -> dict[str, Any]:
     every: CellPred = lambda _tb, _seg: True  # noqa: E731
     duration = max(run[1] - run[0], 1e-9)
     chat = chat_stats(p, every, duration, lambda n: _hist(p.seg_hist, CHAT, n, lambda _k: True, 3))
-    expl = explanation_stats(p, every, lambda n: _hist(p.seg_hist, EXPLANATION, n, lambda _k: True, 3))
+    expl = explanation_stats(
+        p, every, lambda n: _hist(p.seg_hist, EXPLANATION, n, lambda _k: True, 3), duration
+    )
     expl["sla_bound_ms"] = {g: SparseHist(h).summary() for g, h in sorted(p.bound_hist.items())}
     expl["polls"] = p.polls
     return {"chat": chat, "explanations": expl, "histograms": _encoded(p)}
@@ -164,7 +181,7 @@ def part_stats(
         keep, figures, source, key_ok = (lambda tb, _seg: tbs(tb)), 2, p.tb_hist, tbs
     seconds = max(0.0, min(b, run[1]) - max(a, run[0]))
     chat = chat_stats(p, keep, seconds, lambda n: _hist(source, CHAT, n, key_ok, figures))
-    expl = explanation_stats(p, keep, lambda n: _hist(source, EXPLANATION, n, key_ok, figures))
+    expl = explanation_stats(p, keep, lambda n: _hist(source, EXPLANATION, n, key_ok, figures), seconds)
     return {
         "from": a,
         "to": b,
@@ -183,12 +200,28 @@ def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": c["latency_ms"]["p95_ms"],
         "intended_p95_ms": c["intended_latency_ms"]["p95_ms"],
         "admissions": c["admissions"],
+        "goodput_rps": c["goodput_rps"],
+        "goodput_share": c["goodput_share"],
     }
 
 
+LANE_SHARES = (
+    "complete_rate",
+    "shed_rate",
+    "rate_limited_rate",
+    "expired_rate",
+    "failed_rate",
+    "orphaned_rate",
+)
+
+
 def _brief_expl(e: dict[str, Any]) -> dict[str, Any]:
+    """The explanation lane in full: every state's share, offered vs completed, SLA p95s."""
     return {
         "traces": e["traces"],
+        **{k: e[k] for k in LANE_SHARES},
+        "offered_rps": e["offered_rps"],
+        "completed_rps": e["completed_rps"],
         "sentence_p95_ms": e["sla_ms"]["sentence"]["p95_ms"],
         "token_p95_ms": e["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": e["expired_failed_rate"],
@@ -202,16 +235,18 @@ def _delta(x: float | None, base: float | None) -> float | None:
 def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw: Any) -> dict[str, Any]:
     pre, during, post = (part_stats(p, iv, **kw) for iv in (pt.pre, pt.during, pt.post))
     run_start = kw["run"][0]
-    recovered, recover_s = recovery(series, pt.during[1] if w.end is not None else None, pre["chat"])
+    end = pt.during[1] if w.end is not None else None
+    recovered, recover_s = recovery(series, end, pre["chat"])
+    expl_recovered, expl_recover_s = explanation_recovery(series, end, pre["explanations"])
     deltas = {}
     for name, part in (("during", during), ("post", post)):
+        c, e, c0, e0 = part["chat"], part["explanations"], pre["chat"], pre["explanations"]
         deltas[name] = {
-            "chat_p95_ms": _delta(part["chat"]["p95_ms"], pre["chat"]["p95_ms"]),
-            "error_rate": _delta(part["chat"]["error_rate"], pre["chat"]["error_rate"]),
-            "sentence_p95_ms": _delta(
-                part["explanations"]["sentence_p95_ms"], pre["explanations"]["sentence_p95_ms"]
-            ),
-            "token_p95_ms": _delta(part["explanations"]["token_p95_ms"], pre["explanations"]["token_p95_ms"]),
+            "chat_p95_ms": _delta(c["p95_ms"], c0["p95_ms"]),
+            "error_rate": _delta(c["error_rate"], c0["error_rate"]),
+            "goodput_share": _delta(c["goodput_share"], c0["goodput_share"]),
+            **{k: _delta(e[k], e0[k]) for k in (*LANE_SHARES, "sentence_p95_ms", "token_p95_ms")},
+            "expired_failed_rate": _delta(e["expired_failed_rate"], e0["expired_failed_rate"]),
         }
     return {
         "flag": w.flag,
@@ -224,6 +259,12 @@ def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw
         "delta": deltas,
         "recovered": recovered,
         "recover_s": recover_s,
+        "recover": {
+            "chat": {"recovered": recovered, "s": recover_s},
+            "explanations": {"recovered": expl_recovered, "s": expl_recover_s},
+        },
+        # the explainer could not keep up before the fault: explanation-lane deltas say little
+        "explanations_masked": part_saturated(pre["explanations"]),
     }
 
 
@@ -251,9 +292,47 @@ def recovery(
     return False, None
 
 
+def explanation_recovery(
+    series: dict[str, Any], end: float | None, pre: Mapping[str, Any]
+) -> tuple[bool | None, float | None]:
+    """As :func:`recovery`, for the explanation lane: complete share back within
+    RECOVER_SHARE_SLACK of pre and each granularity's SLA p95 within 10 % (or 50 ms) of pre, for
+    RECOVER_BUCKETS buckets in a row. A bucket with no trace neither helps nor breaks the run."""
+    base_share = pre.get("complete_rate")
+    starts = series["t"]
+    first = bisect.bisect_left(starts, end - 1e-9) if end is not None else len(starts)
+    if base_share is None or first >= len(starts):
+        return None, None
+
+    def sla_ok(value: float | None, base: float | None) -> bool:
+        return (
+            value is None
+            or base is None
+            or value <= max(base * RECOVER_P95_RATIO, base + RECOVER_SLA_SLACK_MS)
+        )
+
+    ok = [
+        share is not None
+        and share >= base_share - RECOVER_SHARE_SLACK
+        and sla_ok(sp, pre.get("sentence_p95_ms"))
+        and sla_ok(tp, pre.get("token_p95_ms"))
+        for share, sp, tp in zip(
+            series["expl_complete_rate"], series["sentence_p95_ms"], series["token_p95_ms"], strict=True
+        )
+    ]
+    for i in range(first, len(starts)):
+        if all(ok[i : i + RECOVER_BUCKETS]):
+            return True, max(0.0, starts[i] - float(end or 0.0))
+    return False, None
+
+
 def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
     """One point per time bucket (2-significant-figure percentiles) for charts and recovery."""
-    tbs = sorted({tb for tb, _, _ in p.chat_counts} | {tb for tb, _, _ in p.expl_counts})
+    tbs = sorted(
+        {tb for tb, _, _ in p.chat_counts}
+        | {tb for tb, _, _ in p.expl_counts}
+        | {tb for kind, tb, _ in p.tb_hist if kind == EXPLANATION}  # SLAs sit at terminal time
+    )
     out: dict[str, Any] = {
         k: []
         for k in (
@@ -270,6 +349,10 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             "token_p95_ms",
             "expired_failed_rate",
             "traces",
+            "goodput_rps",
+            "expl_offered_rps",
+            "expl_completed_rps",
+            "expl_complete_rate",
         )
     }
     out["bucket_s"] = bucket_s
@@ -290,6 +373,10 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             ("token_p95_ms", e["sla_ms"]["token"]["p95_ms"]),
             ("expired_failed_rate", e["expired_failed_rate"]),
             ("traces", e["traces"]),
+            ("goodput_rps", c["goodput_rps"]),
+            ("expl_offered_rps", e["offered_rps"]),
+            ("expl_completed_rps", e["completed_rps"]),
+            ("expl_complete_rate", e["complete_rate"]),
         ):
             out[key].append(value)
         for state in c["admissions"]:
@@ -307,7 +394,7 @@ def _bucket_stats(p: Partial, tb: int, bucket_s: float) -> tuple[dict[str, Any],
         return k == tb
 
     chat = chat_stats(p, one, bucket_s, lambda n: _hist(p.tb_hist, CHAT, n, this, 2))
-    return chat, explanation_stats(p, one, lambda n: _hist(p.tb_hist, EXPLANATION, n, this, 2))
+    return chat, explanation_stats(p, one, lambda n: _hist(p.tb_hist, EXPLANATION, n, this, 2), bucket_s)
 
 
 def flag_buckets(p: Partial) -> dict[str, set[int]]:

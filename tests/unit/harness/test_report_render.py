@@ -149,3 +149,20 @@ def test_corrupt_control_file_is_reported_not_fatal(tmp_path: Path) -> None:
         [tmp_path], report.ReportSettings(results_dirs=(tmp_path,), chaos_path=control)
     )
     assert "not valid JSON" in data["chaos"]["snapshot"]["error"]
+
+
+def test_charts_do_not_mislead() -> None:
+    """One colour per flag and mode; no line across a gap; units a person reads."""
+    from hif.harness.report.charts import gapped, readable, shade_color, shade_label
+
+    hard = {"flag": "rate-limit-spike", "params": {"severity": "hard"}}
+    soft = {"flag": "rate-limit-spike", "params": {"severity": "soft"}}
+    fallback = {"flag": "fail-attribution", "params": {"mode": "fallback"}}
+    fail = {"flag": "fail-attribution", "params": {"mode": "fail"}}
+    assert shade_color(hard) != shade_color(soft) and shade_label(hard) != shade_label(soft)
+    assert shade_color(fallback) != shade_color(fail)
+    xs, ys = gapped([0.0, 1.0, 2.0, 10.0, 11.0], [5.0, None, 7.0, 8.0, 9.0], step=1.0)
+    assert xs == [0.0, 1.0, 2.0, 6.0, 10.0, 11.0]
+    assert [y != y for y in ys] == [False, True, False, True, False, False]  # NaN breaks the line
+    assert readable("gateway_rss_bytes") == ("gateway rss (MB)", 1e-6)
+    assert readable("chat_error_rate") == ("chat error (%)", 100.0)
