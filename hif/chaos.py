@@ -214,6 +214,23 @@ def event_log_path(control_path: Path) -> Path:
     return Path(override) if override else control_path.with_name("chaos_events.jsonl")
 
 
+HEARTBEAT_EVERY_S = 0.5  # how often an explainer's reader touches the heartbeat file, at most
+
+
+def heartbeat_path(control_path: Path) -> Path:
+    """The file an explainer's reader touches beside the control file each time it checks it, so
+    ``hif chaos`` can tell whether anyone is reading the file it writes."""
+    return control_path.with_name(control_path.name + ".heartbeat")
+
+
+def last_read_s(control_path: Path) -> float | None:
+    """Wall time an explainer last checked ``control_path`` (None: never, as far as the file says)."""
+    try:
+        return heartbeat_path(control_path).stat().st_mtime
+    except OSError:
+        return None
+
+
 def parse(data: str | bytes) -> ChaosState:
     """Parse control-file content into a validated state; never raises."""
     try:
@@ -308,9 +325,13 @@ class ChaosReader:
     case is *no chaos* plus one warning per change of the file.
     """
 
-    def __init__(self, path: Path | None = None, *, min_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, path: Path | None = None, *, min_interval_s: float = 0.1, heartbeat: bool = False
+    ) -> None:
         self.path = path or chaos_control_path()
         self._min_interval_s = min_interval_s
+        self._heartbeat = heartbeat  # the explainer's readers say they read; the load runner's do not
+        self._beat_at = 0.0
         self._checked_at = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._state = ChaosState()
@@ -319,6 +340,9 @@ class ChaosReader:
         mono = time.monotonic()
         if mono - self._checked_at >= self._min_interval_s:
             self._checked_at = mono
+            if self._heartbeat and mono - self._beat_at >= HEARTBEAT_EVERY_S:
+                self._beat_at = mono
+                self._beat()
             try:
                 self._refresh()
             except Exception:  # the last line of defence: chaos tooling must never stop a worker
@@ -328,6 +352,17 @@ class ChaosReader:
 
     def active(self, now: float | None = None) -> dict[str, Fault]:
         return self.state(now).active(now)
+
+    def _beat(self) -> None:
+        beat = heartbeat_path(self.path)
+        try:
+            os.utime(beat)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                beat.parent.mkdir(parents=True, exist_ok=True)
+                beat.touch()
+        except OSError:  # a read-only folder: no heartbeat, and chaos still works
+            pass
 
     def _refresh(self) -> None:
         try:

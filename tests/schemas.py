@@ -27,6 +27,7 @@ FILES: dict[str, tuple[str, bool]] = {
     records.SUMMARY_FILE: ("summary", False),
     records.SOAK_SUMMARY_FILE: ("soak_summary", False),
     records.REPORT_JSON_FILE: ("report", False),
+    records.METRICS_FILE: ("metrics_scrape", True),
 }
 
 

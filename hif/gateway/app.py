@@ -100,6 +100,7 @@ class GatewayApp:
         self._table: dict[str, tuple[str, Any]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/featuresets": ("GET", self._list_featuresets),
+            "/v1/models": ("GET", self._list_models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
             "/openapi.json": ("GET", self._openapi_json),
@@ -199,6 +200,12 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, out: Responder, who: Principal, _: str
     ) -> None:
         await out.json(200, self._featuresets)
+
+    async def _list_models(
+        self, scope: Scope, receive: Receive, out: Responder, who: Principal, _: str
+    ) -> None:
+        # OpenAI clients (GuideLLM, LangChain, Open WebUI) ask this first; the models are the upstream's.
+        await out.json(200, orjson.dumps(await self.upstream.models()))
 
     async def _openapi_json(
         self, scope: Scope, receive: Receive, out: Responder, who: Principal, _: str

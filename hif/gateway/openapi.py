@@ -14,6 +14,7 @@ from hif.gateway.schemas import (
     ErrorEnvelope,
     FeaturesetList,
     Health,
+    ModelList,
     TraceStatus,
 )
 
@@ -100,6 +101,14 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "summary": "the upstream's models (OpenAI format)",
+                "parameters": AUTH_HEADERS,
+                "responses": {"200": _json("ModelList", "the models"), **_errors(400, 401, 403, 502, 504)},
+            }
+        },
         "/v1/featuresets": {
             "get": {
                 "operationId": "listFeaturesets",
@@ -171,6 +180,7 @@ def openapi_document(version: str, featuresets: Sequence[str] = ()) -> dict[str,
         ChatCompletion,
         ErrorEnvelope,
         FeaturesetList,
+        ModelList,
         TraceStatus,
         Health,
     ]

@@ -144,6 +144,20 @@ class FeaturesetList(BaseModel):
     default: str
 
 
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int = 0
+    owned_by: str = ""
+
+
+class ModelList(BaseModel):
+    """OpenAI's ``GET /v1/models`` answer: the upstream's models."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = {}

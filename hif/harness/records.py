@@ -50,8 +50,12 @@ from typing import Any, Final, Literal, NotRequired, TypedDict
 
 CHAT_SCHEMA: Final = "hif.chat.v1"
 EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
-SUMMARY_SCHEMA: Final = "hif.summary.v2"  # v2 adds explanations.rate_limited_rate
-SOAK_SCHEMA: Final = "hif.soak.v1"
+# v2 adds explanations.rate_limited_rate; v3: slo.pass null when not gated, slo.reference, null
+# percentiles where there was no data, featureset (requested/used) and metrics (the scrapes)
+SUMMARY_SCHEMA: Final = "hif.summary.v3"
+METRICS_SCHEMA: Final = "hif.metrics.v1"
+SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
+SOAK_SCHEMAS: Final = ("hif.soak.v1", SOAK_SCHEMA)  # versions --resume and the report read
 REPORT_SCHEMA: Final = "hif.report.v3"  # v3 adds goodput and saturation; SLA series at terminal time
 REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
@@ -64,6 +68,7 @@ CHAOS_EVENTS_FILE = "chaos_events.jsonl"
 SOAK_SUMMARY_FILE = "soak_summary.json"
 REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
+METRICS_FILE = "metrics.jsonl"
 
 ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped")
 EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "rate_limited", "orphaned")
@@ -121,13 +126,13 @@ class Percentiles(TypedDict):
     """summary.json's latency summary (:meth:`hif.harness.stats.LatencyHistogram.summary`)."""
 
     count: int
-    mean_ms: float
-    max_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    p99_9_ms: float
+    mean_ms: float | None  # v3: null with no values (v2 wrote 0.0)
+    max_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    p99_9_ms: float | None
 
 
 class ReportPercentiles(TypedDict):
@@ -144,7 +149,48 @@ class ReportPercentiles(TypedDict):
 # "pass" is a Python keyword, hence the functional syntax. A gate's value and verdict are null when
 # the run produced nothing to judge (no token traces, say).
 SloGate = TypedDict("SloGate", {"name": str, "threshold": float, "value": float | None, "pass": bool | None})
-SloResult = TypedDict("SloResult", {"gates": list[SloGate], "pass": bool})
+# "pass" is null when no gate was given ("not gated"); "reference" holds the runbook's example
+# targets judged against this run, for reading only: they never set "pass" or the exit code.
+SloResult = TypedDict(
+    "SloResult",
+    {
+        "gates": list[SloGate],
+        "pass": bool | None,
+        "gated": NotRequired[bool],
+        "reference": NotRequired[list[SloGate]],
+    },
+)
+
+
+class FeaturesetChoice(TypedDict):
+    """Which featureset a run asked for and which it used (they differ only when none was given)."""
+
+    requested: str
+    given: bool
+    used: str
+    note: str | None
+
+
+class MetricsScrapes(TypedDict):
+    """The run's scrapes of the /metrics endpoints (lines in metrics.jsonl)."""
+
+    urls: dict[str, str]
+    file: str | None
+    every_s: float
+    scrapes: int
+    errors: dict[str, str]
+
+
+class MetricsScrape(TypedDict):
+    """One line of metrics.jsonl: one endpoint's samples at one moment (histogram buckets left out)."""
+
+    v: Literal["hif.metrics.v1"]
+    ts: float
+    component: str  # gateway | explainer
+    url: str
+    ok: bool
+    error: str | None
+    samples: list[list[Any]]  # [name, {label: value}, value]
 
 
 class SummaryChat(TypedDict):
@@ -198,7 +244,7 @@ class SummaryGenerator(TypedDict):
 class LoadSummaryData(TypedDict):
     """summary.json: one load run (or one shard, or one soak segment)."""
 
-    v: Literal["hif.summary.v1", "hif.summary.v2"]
+    v: Literal["hif.summary.v1", "hif.summary.v2", "hif.summary.v3"]
     run_id: str | None
     shard: str
     started_at: float
@@ -217,17 +263,20 @@ class LoadSummaryData(TypedDict):
     buckets: list[dict[str, Any]]
     exit_code: int
     processes: NotRequired[int]  # --processes N > 1
+    featureset: NotRequired[FeaturesetChoice | None]  # v3; null when nothing was attached
+    metrics: NotRequired[MetricsScrapes]  # v3
 
 
 class SoakSummaryData(TypedDict):
     """soak_summary.json: the soak's plan, one point per finished segment, and the drift verdicts."""
 
-    v: Literal["hif.soak.v1"]
+    v: Literal["hif.soak.v1", "hif.soak.v2"]
     status: Literal["running", "interrupted", "finished"]
     started_at: float
     updated_at: float
     base_url: str
-    features: str
+    features: str | None  # as given; null: none given (v2)
+    featureset: NotRequired[FeaturesetChoice]  # v2: what was asked for and used
     tenant_id: str | None
     plan: dict[str, Any]
     slo: dict[str, float]
@@ -307,6 +356,7 @@ SCHEMAS: dict[str, tuple[type, str]] = {
     "chat_record": (ChatRecord, CHAT_SCHEMA),
     "explanation_record": (ExplanationRecord, EXPLANATION_SCHEMA),
     "summary": (LoadSummaryData, SUMMARY_SCHEMA),
+    "metrics_scrape": (MetricsScrape, METRICS_SCHEMA),
     "soak_summary": (SoakSummaryData, SOAK_SCHEMA),
     "report": (ReportData, REPORT_SCHEMA),
 }

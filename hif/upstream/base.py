@@ -24,6 +24,10 @@ class Upstream(Protocol):
         """The ``chat.completion.chunk`` objects of a streamed completion, in order."""
         ...
 
+    async def models(self) -> dict[str, Any]:
+        """The models it answers for, as OpenAI's ``GET /v1/models`` list (``object: "list"``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -107,6 +107,20 @@ class OpenAIUpstream:
                     async for event in _sse_events(exchange):
                         yield event
 
+    async def models(self) -> dict[str, Any]:
+        """The upstream's own ``GET /models`` answer, passed through."""
+        with translate_errors(self.name):
+            async with asyncio.timeout(self._timeout_s):
+                async with await self._pool.request("GET", "/models", self._headers[1:], b"") as exchange:
+                    data = await exchange.response.read()
+                    status = exchange.status
+            if status != 200:
+                raise status_error(self.name, status, data)
+            answer = orjson.loads(data)
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            raise UpstreamProtocolError(f"upstream {self.name} model list has no data", upstream=self.name)
+        return answer
+
     async def aclose(self) -> None:
         await self._pool.aclose()
 

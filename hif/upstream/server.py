@@ -16,7 +16,7 @@ import orjson
 from hif.asgi_server import run_lifespan, serve
 from hif.errors import UpstreamError
 from hif.upstream.settings import SimulatorSettings, UpstreamSimSettings
-from hif.upstream.simulator import SIM_NAME, Simulator
+from hif.upstream.simulator import SIM_NAME, Simulator, model_list
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -44,8 +44,7 @@ class SimulatorApp:
             return
         path, method = scope["path"], scope["method"]
         if path == "/v1/models" and method == "GET":
-            body = {"object": "list", "data": [{"id": SIM_NAME, "object": "model", "owned_by": "hif"}]}
-            await _send(send, 200, orjson.dumps(body))
+            await _send(send, 200, orjson.dumps(model_list([SIM_NAME])))
         elif path == "/v1/chat/completions" and method == "POST":
             await self._chat(receive, send)
         elif path in ("/healthz", "/readyz"):

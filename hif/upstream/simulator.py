@@ -189,8 +189,19 @@ class Simulator:
             final["usage"] = _usage(plan)
         yield final
 
+    async def models(self) -> dict[str, Any]:
+        return model_list([SIM_NAME])
+
     async def aclose(self) -> None:
         return None
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    """OpenAI's model list for these names (the simulator's, and the upstream server's answer)."""
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "hif"} for n in names],
+    }
 
 
 def _raise_for(plan: SimPlan) -> None:

@@ -86,3 +86,15 @@ def test_rate_limit_spike_hard_sheds_and_soft_degrades(system: EmbeddedSystem) -
     system.wait_metric("backpressure_actions_total", 1, action="reduce-topk", level="soft")
     system.calm()
     wait_until(lambda: system.metric("backpressure_level") == 0, timeout_s=10)
+
+
+def test_the_injector_sees_the_explainer_read_its_write(
+    system: EmbeddedSystem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hif.harness.chaos.cli import main
+
+    path = str(system.chaos_path)
+    assert main(["--path", path, "--enable", "slow-sae", "--percent", "5", "--jitter-ms", "10"]) == 0
+    assert "chaos: an explainer read it" in capsys.readouterr().out
+    assert main(["--path", path, "--enable", "slow-sae", "--percent", "20", "--jitter-ms", "10"]) == 0
+    assert "replaces slow-sae (percent=5, jitter_ms=10)" in capsys.readouterr().out

@@ -73,7 +73,8 @@ def test_report_merges_real_shards_and_matches_their_summaries(
     assert chat["requests"] == sum(s["chat"]["requests"] for s in summaries) > 0
     assert chat["errors"] == sum(s["chat"]["errors"] for s in summaries)
     assert data["explanations"]["traces"] == sum(s["explanations"]["traces"] for s in summaries) > 0
-    assert data["slo"]["source"] == "defaults"  # the shards ran without --slo gates
+    assert data["slo"]["source"] == "not gated" and data["slo"]["pass"] is None  # no --slo gates
+    assert data["inputs"]["warnings"] == []  # two shards of one run
 
     (w,) = data["chaos"]["windows"]
     assert data["chaos"]["source"] == "event_log" and w["flag"] == "slow-sae"

@@ -83,7 +83,7 @@ class Supervisor:
         )
         self.restarts = restart_counter(self.metrics.registry, "explainer")
         self.controller = BackpressureController(Thresholds.from_settings(settings, sla))
-        self.chaos = ChaosReader()
+        self.chaos = ChaosReader(heartbeat=True)  # hif chaos reports whether an explainer reads its file
         self._ctx = multiprocessing.get_context("spawn")
         self.events: Any = self._ctx.Queue(maxsize=100_000)
         self.procs: dict[int, Any] = {}

@@ -130,6 +130,28 @@ def _dropped(change: chaos.Change) -> str:
     return f"; dropped {', '.join(change.dropped)}" if change.dropped else ""
 
 
+READ_WAIT_S = 2.0  # how long hif chaos waits to see an explainer read what it wrote
+READ_POLL_S = 0.1
+
+
+def read_by_explainer(path: Path, written_s: float, wait_s: float = READ_WAIT_S) -> str:
+    """Did an explainer check the control file since ``written_s``? Waits up to ``wait_s`` when one
+    has been reading it; a file no explainer ever read is said at once."""
+    deadline = time.monotonic() + wait_s
+    last = chaos.last_read_s(path)
+    while last is not None and last < written_s and time.monotonic() < deadline:
+        time.sleep(READ_POLL_S)  # waiting on another process's heartbeat, not standing in for work
+        last = chaos.last_read_s(path)
+    if last is None:
+        return f"no explainer has read {path} yet (is one running with CHAOS_CONTROL_PATH={path}?)"
+    if last >= written_s:
+        return f"an explainer read it {max(0.0, last - written_s):.1f} s after the write"
+    return (
+        f"no explainer read it within {wait_s:g} s (the last read was {time.time() - last:.0f} s ago: "
+        f"is the explainer still running with CHAOS_CONTROL_PATH={path}?)"
+    )
+
+
 def run(args: argparse.Namespace) -> str:
     """Apply what the arguments ask for; returns the line to print."""
     path = args.path or chaos_control_path()
@@ -142,13 +164,17 @@ def run(args: argparse.Namespace) -> str:
         raise HarnessError("--percent, --jitter-ms, --mode, --severity and --ttl-seconds go with --enable")
     if args.disable_all:
         chaos.apply_change(disable_all=True, path=path, now=now)
-        return f"chaos: all flags disabled ({path})"
-    if args.disable is not None:
+        line = f"chaos: all flags disabled ({path})"
+    elif args.disable is not None:
         change = chaos.apply_change(disable=args.disable, path=path, now=now)
-        return f"chaos: disabled {args.disable} ({path}){_dropped(change)}"
-    fault = fault_from_args(args, now)
-    change = chaos.apply_change(enable=fault, path=path, now=now)
-    return f"chaos: enabled {describe(fault, now)} ({path}){_dropped(change)}"
+        line = f"chaos: disabled {args.disable} ({path}){_dropped(change)}"
+    else:
+        fault = fault_from_args(args, now)
+        before = chaos.read_state(path, warn=False).active(now).get(fault.flag)
+        change = chaos.apply_change(enable=fault, path=path, now=now)
+        replaced = f"; replaces {describe(before, now)}" if before is not None else ""
+        line = f"chaos: enabled {describe(fault, now)} ({path}){replaced}{_dropped(change)}"
+    return f"{line}\nchaos: {read_by_explainer(path, now)}"
 
 
 def main(argv: list[str] | None = None) -> int:

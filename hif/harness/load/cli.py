@@ -1,7 +1,8 @@
 """``hif load`` / ``python -m tests.load.load_runner``: flags -> LoadSettings -> run_load -> exit code.
 
-Exit codes: 0 ok, 1 an SLO gate failed, 2 bad flags or pre-flight failed, 3 invalid run (the
-generator was the bottleneck). Ctrl-C stops the load, drains, flushes and still writes the summary.
+Exit codes: 0 ok (or not gated), 1 an SLO gate failed, 2 bad flags or pre-flight failed, 3 invalid
+run (the generator was the bottleneck), 130 interrupted: Ctrl-C (or SIGTERM) stops the load, drains,
+flushes and still writes the summary, then exits 130 as the soak does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from hif.harness.client import new_event_loop
 from hif.harness.load.run import run_load
 from hif.harness.load.settings import LoadSettings
 from hif.harness.load.summary import LoadSummary
+
+EXIT_INTERRUPTED = 130
 
 
 def parser(prog: str = "hif load") -> argparse.ArgumentParser:
@@ -67,9 +70,10 @@ def stdout_line(summary: LoadSummary) -> dict[str, Any]:
         "expired_failed_rate": expl["expired_failed_rate"],
         "orphaned_rate": expl["orphaned_rate"],
         "valid": d["generator"]["valid"],
-        "slo_pass": d["slo"]["pass"],
+        "slo_pass": d["slo"]["pass"],  # null: not gated (no --slo)
         "exit_code": d["exit_code"],
         "results_dir": d["settings"]["results_dir"],
+        "featureset": (d.get("featureset") or {}).get("used"),
     }
 
 
@@ -99,14 +103,28 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
         loop.close()
     for reason in summary.data["generator"]["reasons"]:
         print(f"hif: run invalid: {reason}", file=sys.stderr)
-    for gate in summary.data["slo"]["gates"]:
-        if gate["pass"] is None:
-            print(f"hif: SLO {gate['name']}: no data in this run", file=sys.stderr)
-        elif not gate["pass"]:
-            print(f"hif: SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}", file=sys.stderr)
+    for line in verdict_lines(summary.data["slo"]):
+        print(f"hif: {line}", file=sys.stderr)
     sys.stdout.write(orjson.dumps(stdout_line(summary)).decode() + "\n")
     sys.stdout.flush()
+    if summary.data["stopped_by"] == "stop":
+        return EXIT_INTERRUPTED
     return summary.exit_code
+
+
+def verdict_lines(slo: Mapping[str, Any]) -> list[str]:
+    """What the run's gates said, one line each; a run without gates says it was not gated."""
+    if not slo["gates"]:
+        return [
+            "not gated (no --slo given): the runbook's example targets are in summary.json, for reference"
+        ]
+    out = []
+    for gate in slo["gates"]:
+        if gate["pass"] is None:
+            out.append(f"SLO {gate['name']}: no data in this run")
+        elif not gate["pass"]:
+            out.append(f"SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}")
+    return out
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -26,7 +27,7 @@ from hif.harness.load.lane import Lane, Worker
 from hif.harness.load.live import LiveView
 from hif.harness.load.pacing import TokenBucket, arrivals
 from hif.harness.load.polling import Poller
-from hif.harness.load.preflight import preflight
+from hif.harness.load.preflight import check_run
 from hif.harness.load.requests import ChatRequests
 from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
 from hif.harness.load.settings import LoadSettings, local_share
@@ -43,6 +44,7 @@ from hif.harness.load.tally import (
     Bucket,
     Tally,
 )
+from hif.harness.prometheus import Scraper
 from hif.harness.records import ChatRecord, ErrorClass, ExplanationRecord, Granularity
 from hif.harness.stats import Interval, IntervalRecorder
 
@@ -75,6 +77,7 @@ class Engine:
         self._max_requests = self.share.max_requests
         self.stopped_by = "duration"
         self.load_ended_s: float | None = None  # wall time the load stopped (polls may drain on)
+        self.featureset: dict[str, Any] | None = None
 
     def client(self) -> HttpClient:
         return HttpClient(self.s.base_url, timeout_s=self.s.timeout_seconds, headers=self.requests.headers)
@@ -84,7 +87,7 @@ class Engine:
         """Open the result files, fix the clocks and start the tallies (``run`` does this after
         its pre-flight; bench/hotpath.py does it to drive the lane over a fake transport)."""
         s = self.s
-        self.files = ResultFiles(s.results_dir, append=s.append)
+        self.files = ResultFiles(s.results_dir, append=s.append, keep=s.keep_files)
         self.started_s = time.time()
         self.offset_s = self.started_s - time.monotonic()  # wall = monotonic + offset
         self.run_id = s.run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started_s))
@@ -100,18 +103,24 @@ class Engine:
         self.poller = Poller(
             s.poll_policy(), self, self.client, self.share.workers if s.attach_rate > 0 else 0
         )
-        self.live = LiveView(s.live, title=f"hif load {self.run_id} (last {s.bucket_seconds:g} s)")
+        self.live = LiveView(
+            s.live,
+            title=f"hif load {self.run_id} (last {s.bucket_seconds:g} s)",
+            duration_s=s.duration_seconds,
+        )
         self.chaos_flags = sorted(self._chaos.active())
         self._line = self._line_template()
 
     async def run(self) -> LoadSummary:
         s = self.s
-        probe = self.client()
-        try:
-            await preflight(probe, base_url=s.base_url, features=s.features if s.attach_rate > 0 else None)
-        finally:
-            await probe.close()
+        self.featureset = await check_run(s)
+        if self.featureset and self.featureset["used"] != self.requests.s.features:
+            self.requests = ChatRequests(
+                dataclasses.replace(s.request_mix(), features=self.featureset["used"])
+            )
         self.begin()
+        scraper = Scraper(s.metrics_urls(), s.results_dir / records.METRICS_FILE)
+        await scraper.start()
         self._ticker_task = asyncio.ensure_future(self._ticker())
         try:
             await self._offer_load()
@@ -127,12 +136,15 @@ class Engine:
             self._close_bucket(ended_s, final=True)
             self.live.close()
             self.files.close()
+            await scraper.stop()
         copy_chaos_events(s.results_dir, self.started_s, ended_s)
         meta = {
             "run_id": self.run_id,
             "stopped_by": self.stopped_by,
             "share": self.share,
             "load_ended_s": self.load_ended_s or ended_s,
+            "featureset": self.featureset,
+            "metrics": scraper.describe(),
         }
         summary = build_summary(self.tally, s, started_s=self.started_s, ended_s=ended_s, meta=meta)
         write_summary(s.results_dir, summary)

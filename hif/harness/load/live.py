@@ -14,9 +14,20 @@ from typing import Any
 PLAIN_EVERY_S = 5.0
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}ms"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(max(seconds, 0.0)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 class LiveView:
-    def __init__(self, mode: str, *, title: str) -> None:
+    def __init__(self, mode: str, *, title: str, duration_s: float | None = None) -> None:
         self.title = title
+        self.duration_s = duration_s
+        self._t0 = time.monotonic()
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
         self.mode = mode
@@ -29,17 +40,28 @@ class LiveView:
             self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
             self._live.start()
 
+    def _time(self) -> dict[str, str]:
+        elapsed = time.monotonic() - self._t0
+        out = {"elapsed": _clock(elapsed)}
+        if self.duration_s is not None:
+            left = self.duration_s - elapsed
+            out["remaining"] = _clock(left) if left > 0 else "draining"
+        return out
+
     def _fields(self, view: dict[str, Any], polls_in_flight: int, chaos: Sequence[str]) -> dict[str, str]:
+        error_rate = view["error_rate"] or 0.0
         return {
+            **self._time(),
             "req/s": f"{view['rps']:.0f}",
-            "p50 ms": f"{view['p50_ms']:.1f}",
-            "p95 ms": f"{view['p95_ms']:.1f}",
-            "intended p99 ms": f"{view['intended_p99_ms']:.1f}",
-            "errors": f"{view['errors']} ({view['error_rate']:.1%})",
+            "chat p50": _ms(view["p50_ms"]),
+            "chat p95": _ms(view["p95_ms"]),
+            "chat intended p99": _ms(view["intended_p99_ms"]),
+            "errors": f"{view['errors']} ({error_rate:.1%})",
             "polls in flight": str(polls_in_flight),
             "traces done": str(view["traces"]),
-            "sla p95 s/t ms": f"{view['sentence_p95_ms']:.0f}/{view['token_p95_ms']:.0f}",
-            "loop lag p99 ms": f"{view['loop_lag_p99_ms']:.1f}",
+            "sentence p95": _ms(view["sentence_p95_ms"]),
+            "token p95": _ms(view["token_p95_ms"]),
+            "loop lag p99": _ms(view["loop_lag_p99_ms"]),
             "chaos": ",".join(chaos) or "-",
         }
 

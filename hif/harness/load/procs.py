@@ -27,14 +27,15 @@ import orjson
 
 from hif.errors import HarnessError
 from hif.harness import records
-from hif.harness.client import HttpClient, new_event_loop
+from hif.harness.client import new_event_loop
 from hif.harness.load.engine import Engine
 from hif.harness.load.live import LiveView
-from hif.harness.load.preflight import preflight
+from hif.harness.load.preflight import check_run
 from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
-from hif.harness.load.settings import LoadSettings, local_share
+from hif.harness.load.settings import METRICS_OFF, LoadSettings, local_share
 from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
 from hif.harness.load.tally import Bucket, Tally
+from hif.harness.prometheus import Scraper
 
 TALLY_FILE = "tally.json"
 JOIN_GRACE_S = 30.0
@@ -51,6 +52,8 @@ def child_settings(settings: LoadSettings, k: int, directory: Path, run_id: str)
         results_dir=directory,
         append=False,
         live="off",  # the parent shows the merged view
+        metrics_url_gateway=METRICS_OFF,  # and scrapes /metrics, once for the run
+        metrics_url_explainer=METRICS_OFF,
         run_id=run_id,
     )
 
@@ -87,16 +90,12 @@ def _child(settings: LoadSettings, t0_s: float, k: int, ticks: Any) -> None:
 async def run_processes(
     settings: LoadSettings, *, stop: asyncio.Event | None, on_tick: TickCallback | None
 ) -> LoadSummary:
-    probe = HttpClient(settings.base_url, timeout_s=settings.timeout_seconds)
-    try:
-        await preflight(
-            probe,
-            base_url=settings.base_url,
-            features=settings.features if settings.attach_rate > 0 else None,
-        )
-    finally:
-        await probe.close()
-    files = ResultFiles(settings.results_dir, append=settings.append)
+    featureset = await check_run(settings)
+    if featureset:  # the children ask for what the parent chose, and say nothing more about it
+        settings = dataclasses.replace(settings, features=featureset["used"])
+    files = ResultFiles(settings.results_dir, append=settings.append, keep=settings.keep_files)
+    scraper = Scraper(settings.metrics_urls(), settings.results_dir / records.METRICS_FILE)
+    await scraper.start()
     t0_s = time.time()
     run_id = settings.run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0_s))
     ctx = multiprocessing.get_context("spawn")
@@ -105,7 +104,9 @@ async def run_processes(
     ticks = ctx.SimpleQueue()
     n = settings.processes
     live = LiveView(
-        settings.live, title=f"hif load {run_id} ({n} processes, last {settings.bucket_seconds:g} s)"
+        settings.live,
+        title=f"hif load {run_id} ({n} processes, last {settings.bucket_seconds:g} s)",
+        duration_s=settings.duration_seconds,
     )
     merger = LiveMerger(n, run_id, live, on_tick)
     dirs = [settings.results_dir / f".proc-{k}" for k in range(1, n + 1)]
@@ -129,8 +130,10 @@ async def run_processes(
         _drain(ticks, merger)
         merger.flush()
         live.close()
+        await scraper.stop()
+    meta = {"featureset": featureset, "metrics": scraper.describe()}
     try:
-        return _merge(dataclasses.replace(settings, run_id=run_id), files, dirs, t0_s, merger)
+        return _merge(dataclasses.replace(settings, run_id=run_id), files, dirs, t0_s, merger, meta)
     finally:
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
@@ -222,7 +225,12 @@ async def _wait(procs: list[Any], stop: asyncio.Event | None, settings: LoadSett
 
 
 def _merge(
-    settings: LoadSettings, files: ResultFiles, dirs: list[Path], t0_s: float, merger: LiveMerger
+    settings: LoadSettings,
+    files: ResultFiles,
+    dirs: list[Path],
+    t0_s: float,
+    merger: LiveMerger,
+    extra: dict[str, Any],
 ) -> LoadSummary:
     tally = Tally(t0_s, settings.bucket_seconds)
     starts, ends, load_ends, stopped = [], [], [], "duration"
@@ -248,6 +256,7 @@ def _merge(
         "stopped_by": stopped,
         "share": local_share(settings),
         "load_ended_s": max(load_ends),
+        **extra,
     }
     summary = build_summary(tally, settings, started_s=started_s, ended_s=ended_s, meta=meta)
     summary["processes"] = len(dirs)

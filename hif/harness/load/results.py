@@ -20,12 +20,38 @@ from hif.harness import records
 from hif.harness.stats import LOG_HEADER, Interval, write_intervals
 
 BUFFER_BYTES = 1 << 20
+# Files an earlier run may have left that this run does not rewrite at its start: a fresh run
+# removes them, so a report of this folder never mixes in another run (a folder holds one run).
+STALE_FILES = (
+    records.CHAOS_EVENTS_FILE,
+    records.METRICS_FILE,
+    records.SUMMARY_FILE,
+    records.SOAK_SUMMARY_FILE,
+    records.REPORT_JSON_FILE,
+    records.REPORT_MD_FILE,
+    "report.html",
+)
+STALE_PATTERNS = ("chart_*.png",)
+
+
+def clear_stale(results_dir: Path, *, keep: Iterable[str] = ()) -> list[str]:
+    """Remove an earlier run's files from ``results_dir``; returns the names removed."""
+    kept = set(keep)
+    paths = [results_dir / n for n in STALE_FILES] + [p for g in STALE_PATTERNS for p in results_dir.glob(g)]
+    removed = []
+    for path in paths:
+        if path.name in kept:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 class ResultFiles:
     """The open result files of one run in ``results_dir`` (truncated, or appended to)."""
 
-    def __init__(self, results_dir: Path, *, append: bool) -> None:
+    def __init__(self, results_dir: Path, *, append: bool, keep: Iterable[str] = ()) -> None:
         self.dir = results_dir
         results_dir.mkdir(parents=True, exist_ok=True)
         mode = "a" if append else "w"
@@ -39,8 +65,7 @@ class ResultFiles:
         if fresh:
             self.hlog.write(LOG_HEADER)
         if not append:
-            with contextlib.suppress(FileNotFoundError):
-                (results_dir / records.CHAOS_EVENTS_FILE).unlink()
+            clear_stale(results_dir, keep=keep)
 
     def _open(self, name: str, mode: str) -> IO[str]:
         return open(self.dir / name, mode, buffering=BUFFER_BYTES, encoding="utf-8")

@@ -18,12 +18,23 @@ from typing import Any
 from hif.config import option, positive
 from hif.errors import ConfigError
 from hif.harness.load.pacing import parse_shard, share
+from hif.harness.prometheus import default_metrics_urls
 
 GRANULARITIES = ("sentence", "token", "mix")
 ARRIVALS = ("constant", "poisson")
 LIVE_MODES = ("auto", "rich", "plain", "off")
 SLO_NAMES = ("chat_p95_ms", "error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate")
 DEFAULT_RESULTS_DIR = Path("tests/load/results")
+RUNBOOK_FEATURES = "sae-gpt4-2m"  # what a run asks for when no featureset is given (see preflight.py)
+# The runbook's example targets: gates only when given with --slo, else reference lines.
+RUNBOOK_SLOS = {
+    "chat_p95_ms": 500.0,
+    "error_rate": 0.01,
+    "sentence_p95_ms": 1500.0,
+    "token_p95_ms": 3500.0,
+    "expired_failed_rate": 0.05,
+}
+METRICS_OFF = "off"  # --metrics-url-gateway off: do not scrape that endpoint
 MIX_TOKEN_SHARE = 0.2  # --granularity mix: 80% sentence / 20% token, drawn per request
 
 EXIT_OK, EXIT_SLO_FAILED, EXIT_PREFLIGHT, EXIT_INVALID = 0, 1, 2, 3
@@ -44,6 +55,14 @@ def parse_slos(items: typing.Iterable[str]) -> dict[str, float]:
     return out
 
 
+def metrics_urls(base_url: str, gateway: str | None, explainer: str | None) -> dict[str, str]:
+    """``{"gateway": url, "explainer": url}``: given URLs, else the runbook's ports on the target's host;
+    ``off`` leaves one out."""
+    default_gateway, default_explainer = default_metrics_urls(base_url)
+    urls = {"gateway": gateway or default_gateway, "explainer": explainer or default_explainer}
+    return {k: v for k, v in urls.items() if v != METRICS_OFF}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoadSettings:
     """One load run. Every ``option`` is a CLI flag (``--base-url``), ``HIF_*`` env var and file key."""
@@ -57,7 +76,11 @@ class LoadSettings:
     granularity: str = option(
         "sentence", help="explanation granularity; mix = 80%% sentence / 20%% token", choices=GRANULARITIES
     )
-    features: str = option("sae-gpt4-2m", help="featureset requested for explanations")
+    features: str | None = option(
+        None,
+        help=f"featureset requested for explanations (none given: {RUNBOOK_FEATURES}, or the server's "
+        "default where that is not served)",
+    )
     timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
     auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
     tenant_id: str | None = option(None, help="send x-tenant-id: TID")
@@ -82,9 +105,17 @@ class LoadSettings:
     live: str = option(
         "auto", help="live view: auto (rich on a TTY), rich, plain (stderr lines), off", choices=LIVE_MODES
     )
+    metrics_url_gateway: str | None = option(
+        None, help="gateway /metrics scraped every 5 s into metrics.jsonl (default: base-url host :9091; off)"
+    )
+    metrics_url_explainer: str | None = option(
+        None, help="explainer /metrics scraped every 5 s (default: base-url host :9090; off)"
+    )
     append: bool = option(False, help="append to result files instead of truncating them (soak segments)")
     run_id: str = option("", help="label stored with every record of this run (default: start time)")
     slo: tuple[str, ...] = ()  # NAME=VALUE gates; repeatable on the CLI, so not a plain option
+    # Files of the folder a fresh run leaves in place (the soak keeps its soak_summary.json).
+    keep_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive("concurrency", self.concurrency)
@@ -129,7 +160,7 @@ class LoadSettings:
             tenant_id=self.tenant_id,
             model=self.model,
             max_tokens=self.max_tokens,
-            features=self.features,
+            features=self.features or RUNBOOK_FEATURES,
             attach_rate=self.attach_rate,
             granularity=self.granularity,
             seed=self.seed,
@@ -145,11 +176,18 @@ class LoadSettings:
             shard=self.shard,
         )
 
+    def metrics_urls(self) -> dict[str, str]:
+        """Endpoints this process scrapes: none on shards after the first (one scrape per run)."""
+        if self.shard_index[0] != 1:
+            return {}
+        return metrics_urls(self.base_url, self.metrics_url_gateway, self.metrics_url_explainer)
+
     def public(self) -> dict[str, Any]:
         """Settings as stored in summary.json (the token is never written to disk)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["results_dir"] = str(self.results_dir)
         data["slo"] = list(self.slo)
+        data["keep_files"] = list(self.keep_files)
         if data.get("auth_token"):
             data["auth_token"] = "***"
         return data

@@ -10,6 +10,7 @@ from hif.harness.load.settings import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_SLO_FAILED,
+    RUNBOOK_SLOS,
     LoadSettings,
     Share,
     local_share,
@@ -53,13 +54,17 @@ class LoadSummary:
         return bool(self.data["generator"]["valid"])
 
     @property
-    def slo_passed(self) -> bool:
-        return bool(self.data["slo"]["pass"])
+    def slo_passed(self) -> bool | None:
+        """None when the run was not gated (no ``--slo``)."""
+        verdict = self.data["slo"]["pass"]
+        return None if verdict is None else bool(verdict)
 
     @property
     def buckets(self) -> list[dict[str, Any]]:
         return list(self.data["buckets"])
 
+
+NO_SCRAPES: dict[str, Any] = {"urls": {}, "file": None, "every_s": 0.0, "scrapes": 0, "errors": {}}
 
 # Called with each finished time bucket (the same dict as ``summary["buckets"][i]``).
 TickCallback = Callable[[dict[str, Any]], None]
@@ -75,7 +80,7 @@ def build_summary(
     expl = _explanations(tally, settings)
     gen = _generator(tally, settings, chat, duration_s, meta.get("share") or local_share(settings))
     slo = _gates(settings.slos, chat, expl)
-    exit_code = EXIT_INVALID if not gen["valid"] else (EXIT_OK if slo["pass"] else EXIT_SLO_FAILED)
+    exit_code = EXIT_INVALID if not gen["valid"] else (EXIT_SLO_FAILED if slo["pass"] is False else EXIT_OK)
     return {
         "v": SUMMARY_SCHEMA,
         "run_id": meta.get("run_id"),
@@ -95,7 +100,17 @@ def build_summary(
         "histograms": {t: h.encode() for t, h in sorted(tally.hists.items()) if h.count},
         "buckets": [b.view() for _, b in sorted(tally.buckets.items())],
         "exit_code": exit_code,
+        "featureset": meta.get("featureset"),
+        "metrics": meta.get("metrics") or NO_SCRAPES,
     }
+
+
+def percentiles(h: Any) -> dict[str, Any]:
+    """A histogram's summary; every figure null when it holds no values (a 0.0 would read as fast)."""
+    out = h.summary()
+    if not out["count"]:
+        out = {k: (v if k == "count" else None) for k, v in out.items()}
+    return out
 
 
 def _chat(t: Tally, duration_s: float) -> dict[str, Any]:
@@ -117,8 +132,8 @@ def _chat(t: Tally, duration_s: float) -> dict[str, Any]:
         "by_error_class": by_class,
         "late": c["late"],
         "dropped": c["class:dropped"],
-        "latency_ms": t.hist(CHAT_SERVICE).summary(),
-        "intended_latency_ms": t.hist(CHAT_INTENDED).summary(),
+        "latency_ms": percentiles(t.hist(CHAT_SERVICE)),
+        "intended_latency_ms": percentiles(t.hist(CHAT_INTENDED)),
     }
 
 
@@ -133,12 +148,12 @@ def _explanations(t: Tally, s: LoadSettings) -> dict[str, Any]:
         "by_state": by_state,
         **{f"{st}_rate": _rate(n, traces) for st, n in by_state.items()},
         "expired_failed_rate": _rate(by_state["expired"] + by_state["failed"], traces),
-        "sla_ms": {"sentence": t.hist(SLA_SENTENCE).summary(), "token": t.hist(SLA_TOKEN).summary()},
-        "sla_bound_ms": t.hist(SLA_BOUND).summary(),
+        "sla_ms": {"sentence": percentiles(t.hist(SLA_SENTENCE)), "token": percentiles(t.hist(SLA_TOKEN))},
+        "sla_bound_ms": percentiles(t.hist(SLA_BOUND)),
         "polling": {
             "requests": polls,
             "errors": c["poll_errors"],
-            "latency_ms": t.hist(POLL).summary(),
+            "latency_ms": percentiles(t.hist(POLL)),
             "initial_ms": s.poll_initial_ms,
             "max_ms": s.poll_max_ms,
             "deadline_s": s.poll_deadline_seconds,
@@ -173,8 +188,8 @@ def _generator(
         "target_rps": target,
         "achieved_rps": achieved,
         "workers": share.workers,
-        "loop_lag_ms": loop_lag.summary(),
-        "send_lag_ms": send_lag.summary(),
+        "loop_lag_ms": percentiles(loop_lag),
+        "send_lag_ms": percentiles(send_lag),
     }
 
 
@@ -185,7 +200,10 @@ def _gate(name: str, limit: float, value: float | None) -> dict[str, Any]:
 
 def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -> dict[str, Any]:
     """Gate values, or None where the run produced no data (no token traces, say): a gate with
-    nothing to judge neither passes nor fails, as in the report, instead of passing on a 0.0."""
+    nothing to judge neither passes nor fails, as in the report, instead of passing on a 0.0.
+
+    With no gates the verdict is None ("not gated"), never a pass; the runbook's example targets
+    are judged as ``reference`` lines, which set neither the verdict nor the exit code."""
     sla = expl["sla_ms"]
     values: dict[str, float | None] = {
         "chat_p95_ms": chat["latency_ms"]["p95_ms"] if chat["latency_ms"]["count"] else None,
@@ -195,4 +213,12 @@ def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -
         "expired_failed_rate": expl["expired_failed_rate"] if expl["traces"] else None,
     }
     gates = [_gate(name, limit, values[name]) for name, limit in slos.items()]
-    return {"gates": gates, "pass": all(g["pass"] is not False for g in gates)}
+    reference = [_gate(name, limit, values[name]) for name, limit in RUNBOOK_SLOS.items()]
+    return {"gates": gates, "pass": verdict(gates), "gated": bool(gates), "reference": reference}
+
+
+def verdict(gates: list[dict[str, Any]]) -> bool | None:
+    """None when not gated, False when a gate failed, else True (a gate without data does not fail)."""
+    if not gates:
+        return None
+    return all(g["pass"] is not False for g in gates)

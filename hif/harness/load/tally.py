@@ -81,13 +81,13 @@ class Bucket:
             "http_5xx": _sum_status(c, 5),
             "errors": requests - c["ok"],
             "error_rate": _rate(requests - c["ok"], requests),
-            "p50_ms": round(service.percentile(50), 3),
-            "p95_ms": round(service.percentile(95), 3),
-            "p99_ms": round(service.percentile(99), 3),
-            "intended_p95_ms": round(intended.percentile(95), 3),
-            "intended_p99_ms": round(intended.percentile(99), 3),
-            "sentence_p95_ms": round(self.hist(SLA_SENTENCE).percentile(95), 3),
-            "token_p95_ms": round(self.hist(SLA_TOKEN).percentile(95), 3),
+            "p50_ms": _pct(service, 50),
+            "p95_ms": _pct(service, 95),
+            "p99_ms": _pct(service, 99),
+            "intended_p95_ms": _pct(intended, 95),
+            "intended_p99_ms": _pct(intended, 99),
+            "sentence_p95_ms": _pct(self.hist(SLA_SENTENCE), 95),
+            "token_p95_ms": _pct(self.hist(SLA_TOKEN), 95),
             "traces": c["traces"],
             "complete": c["state:complete"],
             "expired": c["state:expired"],
@@ -96,8 +96,13 @@ class Bucket:
             "shed": c["state:shed"],
             "rate_limited": c["state:rate_limited"],
             "polls": c["polls"],
-            "loop_lag_p99_ms": round(self.hist(LOOP_LAG).percentile(99), 3),
+            "loop_lag_p99_ms": _pct(self.hist(LOOP_LAG), 99),
         }
+
+
+def _pct(h: LatencyHistogram, p: float) -> float | None:
+    """A bucket's percentile, None when it holds no values (a 0.0 would read as fast)."""
+    return round(h.percentile(p), 3) if h.count else None
 
 
 class Tally:

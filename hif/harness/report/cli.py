@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from hif.config import add_options, build
 from hif.errors import HarnessError, HifError
+from hif.harness.load.settings import DEFAULT_RESULTS_DIR
 from hif.harness.records import REPORT_JSON_FILE, REPORT_MD_FILE
 from hif.harness.report.run import run_report
 from hif.harness.report.settings import ReportSettings
@@ -38,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         action="extend",
-        required=True,
-        help="one or more results dirs (shards are merged exactly)",
+        default=None,
+        help=f"one or more results dirs (shards are merged exactly; default: {DEFAULT_RESULTS_DIR}, "
+        "where the load runner writes)",
     )
     add_options(p, ReportSettings)
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [report])")
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ReportSettings:
     """Flags > ``HIF_*`` env (``os.environ`` unless given) > ``--config`` file > defaults."""
     settings = build(ReportSettings, cli=args, env=env, file=args.config)
-    return dataclasses.replace(settings, results_dirs=tuple(args.results_dirs))
+    return dataclasses.replace(settings, results_dirs=tuple(args.results_dirs or (DEFAULT_RESULTS_DIR,)))
 
 
 def one_line(data: dict[str, Any], out_dir: Path) -> str:
@@ -64,7 +66,8 @@ def one_line(data: dict[str, Any], out_dir: Path) -> str:
             "error_rate": chat["error_rate"],
             "sentence_p95_ms": expl["sla_ms"]["sentence"]["p95_ms"],
             "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
-            "slo_pass": data["slo"]["pass"],
+            "slo_pass": data["slo"]["pass"],  # null: not gated
+            "warnings": data["inputs"].get("warnings", []),
             "corrupt_lines": sum(data["inputs"]["corrupt_lines"].values()),
             "chaos_windows": len(data["chaos"]["windows"]),
         }
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
+    for warning in data["inputs"].get("warnings", []):
+        print(f"hif: warning: {warning}", file=sys.stderr)
     print(one_line(data, settings.out_dir or settings.results_dirs[0]))
     return 0
 

@@ -55,6 +55,8 @@ def _inputs(d: Mapping[str, Any]) -> list[str]:
         lines += [f"**Corrupt lines skipped:** {corrupt['chat']} chat, {corrupt['explanation']} explanation."]
         lines += [f"- `{e['file']}` at byte {e['byte_offset']}: {e['reason']}" for e in i["corrupt_examples"]]
         lines.append("")
+    for warning in i.get("warnings") or []:
+        lines += [f"**Warning:** {warning}.", ""]
     for g in d.get("generator") or []:
         if not g.get("valid", True):
             lines += [
@@ -80,22 +82,38 @@ def headline_lines(d: Mapping[str, Any]) -> list[str]:
     return [line for x in out for line in (x, "")]
 
 
-def _slo(d: Mapping[str, Any]) -> list[str]:
-    slo = d["slo"]
+def _gate_rows(gates: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
-    for g in slo["gates"]:
+    for g in gates:
         rate = "rate" in g["name"]
         value = _pct(g["value"]) if rate else _ms(g["value"])
         limit = _pct(g["threshold"]) if rate else _ms(g["threshold"])
         verdict = {True: "pass", False: "**FAIL**", None: "no data"}[g["pass"]]
         rows.append((g["name"], limit, value, verdict))
+    return rows
+
+
+def _slo(d: Mapping[str, Any]) -> list[str]:
+    slo = d["slo"]
+    if slo.get("pass") is None and not slo["gates"]:
+        rows = [(*r[:3], f"({r[3]}, not gated)") for r in _gate_rows(slo.get("reference") or [])]
+        return [
+            "## SLOs",
+            "",
+            "Verdict: **not gated**: no `--slo` was given, so no gate decided the runner's exit code "
+            "and summary.json's `slo.pass` is null.",
+            "",
+            "For reference only, the runbook's example targets against this run; they decide nothing:",
+            "",
+            *table(("reference target", "target", "measured", "would be"), rows),
+        ]
     verdict = "all gates pass" if slo["pass"] else "**a gate failed**"
     return [
         "## SLOs",
         "",
-        f"Targets from {slo['source']}; {verdict}.",
+        f"Gates from {slo['source']}; verdict: {verdict}.",
         "",
-        *table(("gate", "target", "measured", "result"), rows),
+        *table(("gate", "target", "measured", "result"), _gate_rows(slo["gates"])),
     ]
 
 
@@ -156,40 +174,92 @@ def _explanations(d: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _counts(values: Mapping[str, float] | None) -> str:
+    if values is None:
+        return "-"
+    return ", ".join(f"{k or '-'} {_num(v)}" for k, v in sorted(values.items()) if v) or "none"
+
+
+def _run_deltas(run: Mapping[str, Any]) -> list[str]:
+    if not run.get("ok"):
+        return [f"This run's server counters: not seen ({run.get('why')}).", ""]
+    span = run["to"] - run["from"]
+    out = [
+        f"This run's server counters (increase between scrapes at {_when(run['from'])} and "
+        f"{_when(run['to'])}, {span:,.0f} s; a counter reset counts from zero, as Prometheus' increase()):",
+        "",
+    ]
+    rows = [
+        ("backpressure actions by level", _counts(run.get("backpressure_by_level"))),
+        ("backpressure actions by level/action", _counts(run.get("backpressure_actions"))),
+        ("explainer jobs by outcome", _counts(run.get("jobs"))),
+        ("gateway explanation admissions", _counts(run.get("admissions"))),
+    ]
+    return out + table(("during this run", "count"), rows)
+
+
+def _window_deltas(d: Mapping[str, Any]) -> list[str]:
+    windows = d["chaos"]["windows"]
+    if not windows:
+        return []
+    rows = []
+    for w in windows:
+        m = w.get("metrics") or {}
+        if not m.get("ok"):
+            rows.append((w["flag"], f"not seen ({m.get('why', 'no scrapes')})", "", "", ""))
+            continue
+        rows.append(
+            (
+                w["flag"],
+                _counts(m.get("backpressure_by_level")),
+                _counts(m.get("jobs")),
+                _counts(m.get("admissions")),
+                f"{m['to'] - m['from']:,.0f} s",
+            )
+        )
+    head = ("chaos window", "backpressure by level", "job outcomes", "admissions", "scrapes span")
+    title = "Server counters during each chaos window (deltas; edges at the nearest 5 s scrape):"
+    return [title, "", *table(head, rows)]
+
+
 def _backpressure(d: Mapping[str, Any]) -> list[str]:
     m = d["metrics"]
     out = ["## Backpressure", ""]
+    out += _run_deltas(m.get("run") or {"ok": False, "why": "this report.json predates per-run deltas"})
+    out += _window_deltas(d)
     ex, gw = m["explainer"], m["gateway"]
     if ex["ok"]:
         lc = ex["level_counts"]
         out += [
-            f"Explainer (`{ex['url']}`): level now {_num(ex['backpressure_level'])}; actions at soft "
+            f"Explainer (`{ex['url']}`), **now** (read when this report was made; lifetime totals, "
+            f"not this run's): level {_num(ex['backpressure_level'])}; actions at soft "
             f"{_num(lc['soft'])}, at hard {_num(lc['hard'])}.",
             "",
         ]
         if ex["backpressure_actions"]:
             out += table(
-                ("action", "level", "count"),
+                ("action", "level", "count now"),
                 [(a["action"], a["level"], _num(a["count"])) for a in ex["backpressure_actions"]],
             )
         if ex["jobs"]:
-            out += table(("job state", "count"), [(k, _num(v)) for k, v in sorted(ex["jobs"].items())])
+            out += table(("job state", "count now"), [(k, _num(v)) for k, v in sorted(ex["jobs"].items())])
     else:
         out += [
-            f"Explainer metrics: not available ({ex['error']}{', ' + ex['url'] if ex['url'] else ''}).",
+            f"Explainer metrics now: not read ({ex['error']}{', ' + ex['url'] if ex['url'] else ''}).",
             "",
         ]
     if gw["ok"]:
-        out += [f"Gateway (`{gw['url']}`): level seen {_num(gw['backpressure_level'])}.", ""]
+        out += [f"Gateway (`{gw['url']}`), **now**: level seen {_num(gw['backpressure_level'])}.", ""]
         if gw["admissions"]:
             out += table(
-                ("admission outcome", "count"), [(k, _num(v)) for k, v in sorted(gw["admissions"].items())]
+                ("admission outcome", "count now"),
+                [(k, _num(v)) for k, v in sorted(gw["admissions"].items())],
             )
     else:
-        out += [f"Gateway metrics: not available ({gw['error']}{', ' + gw['url'] if gw['url'] else ''}).", ""]
+        out += [f"Gateway metrics now: not read ({gw['error']}{', ' + gw['url'] if gw['url'] else ''}).", ""]
     adm = d["chat"]["admissions"]
     if adm:
-        out += ["Explanation state in the chat answers (from the records):", ""]
+        out += ["Explanation state in this run's chat answers (from the records):", ""]
         out += table(("state", "chats"), sorted(adm.items()))
     return out
 

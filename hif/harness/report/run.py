@@ -28,12 +28,14 @@ import orjson
 from hif import chaos
 from hif.config import chaos_control_path
 from hif.errors import HarnessError
+from hif.harness import prometheus
 from hif.harness.goodput import DEFINITION as GOODPUT_DEFINITION
 from hif.harness.goodput import GoodputTargets
 from hif.harness.records import (
     CHAOS_EVENTS_FILE,
     CHAT_FILE,
     EXPLANATION_FILE,
+    METRICS_FILE,
     REPORT_JSON_FILE,
     REPORT_SCHEMA,
     SOAK_SUMMARY_FILE,
@@ -174,8 +176,14 @@ def build_report(
         parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], wide) for i, w in enumerate(windows)}
     kw = {"exact": exact, "bounds": plan.boundaries, "t0": plan.t0, "bucket_s": plan.bucket_s, "run": run}
     head = build.headline(p, run)
+    scrapes = sorted(
+        (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
+    )
+    urls = metrics.now_urls(settings.metrics_url_gateway, settings.metrics_url_explainer, summaries)
     window_reports = [build.window_report(p, w, parts[i], series, **kw) for i, w in enumerate(windows)]
-    explainer = metrics.snapshot(settings.metrics_url_explainer, metrics.parse_explainer, fetch)
+    for w in window_reports:
+        w["metrics"] = metrics.window_deltas(scrapes, float(w["start"]), float(w["end"] or run[1]))
+    metrics_section = metrics.section(scrapes, urls, fetch)
     run_info = {
         "start_ts": run[0],
         "end_ts": run[1],
@@ -192,6 +200,7 @@ def build_report(
             "corrupt_lines": p.corrupt,
             "corrupt_examples": p.examples,
             "summaries": len(summaries),
+            "warnings": settings_differences(dirs, summaries),
             "scan_seconds": round(time.perf_counter() - started, 3),
         },
         "run": run_info,
@@ -204,11 +213,8 @@ def build_report(
             "goodput_rps": head["chat"]["goodput_rps"],
             "goodput_share": head["chat"]["goodput_share"],
         },
-        "saturation": saturation.analyse(series, window_reports, run_info, explainer),
-        "metrics": {
-            "gateway": metrics.snapshot(settings.metrics_url_gateway, metrics.parse_gateway, fetch),
-            "explainer": explainer,
-        },
+        "saturation": saturation.analyse(series, window_reports, run_info, metrics_section["explainer"]),
+        "metrics": metrics_section,
         "chaos": {
             "snapshot": chaos_snapshot(settings.chaos_path),
             "source": (win.EVENTS if exact else win.RECORDS) if windows else None,
@@ -220,6 +226,37 @@ def build_report(
         "series": series,
         "soak": _soak(dirs),
     }
+
+
+# Settings that differ between the shards of one run by design, or do not change what was measured.
+PER_SHARD_SETTINGS = frozenset(
+    {
+        "shard",
+        "results_dir",
+        "run_id",
+        "append",
+        "live",
+        "keep_files",
+        "seed",
+        "metrics_url_gateway",
+        "metrics_url_explainer",
+        "auth_token",
+    }
+)
+
+
+def settings_differences(dirs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning naming the settings that differ between merged folders: runs with different
+    settings merged into one report mix two experiments."""
+    if len(summaries) < 2:
+        return []
+    settings = [s.get("settings") or {} for s in summaries]
+    keys = sorted({k for st in settings for k in st} - PER_SHARD_SETTINGS)
+    differ = [k for k in keys if len({json.dumps(st.get(k), sort_keys=True) for st in settings}) > 1]
+    if not differ:
+        return []
+    parts = [f"{k} ({' vs '.join(json.dumps(st.get(k)) for st in settings)})" for k in differ]
+    return [f"merging runs with different settings: {'; '.join(parts)}"]
 
 
 def _soak(dirs: Sequence[Path]) -> dict[str, Any] | None:

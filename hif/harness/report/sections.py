@@ -8,18 +8,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hif.harness import goodput as gp
+from hif.harness.load.settings import RUNBOOK_SLOS
+from hif.harness.load.summary import verdict
 from hif.harness.report.hist import SparseHist, to_latency_histogram
 from hif.harness.report.saturation import part_saturated
 from hif.harness.report.scan import CHAT, EXPLANATION, Partial
 from hif.harness.report.windows import Parts, Window
 
-DEFAULT_SLOS = {
-    "chat_p95_ms": 500.0,
-    "error_rate": 0.01,
-    "sentence_p95_ms": 1500.0,
-    "token_p95_ms": 3500.0,
-    "expired_failed_rate": 0.05,
-}
+DEFAULT_SLOS = RUNBOOK_SLOS  # the runbook's example targets: reference lines unless a run gated on them
 # Recovered: the chat p95 back within 10 % (or 5 ms) of pre and the error rate within one point,
 # for RECOVER_BUCKETS buckets in a row. The explanation lane recovers when its complete share is
 # back within RECOVER_SHARE_SLACK of pre and each granularity's SLA p95 within 10 % (or 50 ms).
@@ -414,7 +410,10 @@ def flag_buckets(p: Partial) -> dict[str, set[int]]:
 
 
 def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -> dict[str, Any]:
-    """Gates from summary.json (``slo.gates[].threshold``) else the defaults; values from the records."""
+    """The run's gates (``slo.gates[].threshold`` in summary.json) judged on the records.
+
+    No gates: the verdict is None ("not gated"), as in summary.json and the runner's exit code, and
+    the runbook's example targets are judged as ``reference`` lines that decide nothing."""
     targets: dict[str, float] = {}
     for s in summaries:
         for g in (s.get("slo") or {}).get("gates") or []:
@@ -424,8 +423,6 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
                 and isinstance(g.get("threshold"), int | float)
             ):
                 targets[str(g["name"])] = float(g["threshold"])
-    source = "summary.json" if targets else "defaults"
-    targets = targets or dict(DEFAULT_SLOS)
     chat, expl = head["chat"], head["explanations"]
     values = {
         "chat_p95_ms": chat["latency_ms"]["p95_ms"],
@@ -434,8 +431,23 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
-    gates = [
-        {"name": n, "threshold": t, "value": values[n], "pass": None if values[n] is None else values[n] <= t}
-        for n, t in targets.items()
-    ]
-    return {"source": source, "gates": gates, "pass": all(g["pass"] is not False for g in gates)}
+
+    def judge(items: Mapping[str, float]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": n,
+                "threshold": t,
+                "value": values[n],
+                "pass": None if values[n] is None else values[n] <= t,
+            }
+            for n, t in items.items()
+        ]
+
+    gates = judge(targets)
+    return {
+        "source": "summary.json" if targets else "not gated",
+        "gated": bool(gates),
+        "gates": gates,
+        "pass": verdict(gates),
+        "reference": judge(DEFAULT_SLOS),
+    }

@@ -83,6 +83,6 @@ def load(path: Path) -> dict[str, Any]:
         raise HarnessError(f"--resume: no {path.name} in {path.parent} (nothing to resume)") from exc
     except ValueError as exc:
         raise HarnessError(f"--resume: {path} is not valid JSON: {exc}") from exc
-    if not isinstance(summary, dict) or summary.get("v") != "hif.soak.v1" or "plan" not in summary:
-        raise HarnessError(f"--resume: {path} is not a soak summary (schema hif.soak.v1)")
+    if not isinstance(summary, dict) or summary.get("v") not in records.SOAK_SCHEMAS or "plan" not in summary:
+        raise HarnessError(f"--resume: {path} is not a soak summary (schema {records.SOAK_SCHEMA})")
     return summary

@@ -1,20 +1,16 @@
 """Server health at each soak segment, read from the gateway's and the explainer's /metrics.
 
-Parsed with prometheus_client's own text parser. An endpoint that cannot be read is recorded as
-``{"ok": false, "error": ...}`` for that segment and the soak goes on: health is evidence, not a gate.
+Parsed with the harness' one Prometheus parser (:mod:`hif.harness.prometheus`). An endpoint that
+cannot be read is recorded as ``{"ok": false, "error": ...}`` for that segment and the soak goes on:
+health is evidence, not a gate.
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client.parser import text_string_to_metric_families
-
-Fetch = Callable[[str], str]
+from hif.harness.prometheus import Fetch, fetch_text, parse
 
 # sample name -> (summary key, how samples of several series/processes combine)
 HEALTH_SAMPLES: dict[str, tuple[str, str]] = {
@@ -33,44 +29,30 @@ HEALTH_SAMPLES: dict[str, tuple[str, str]] = {
 LABELLED_COUNTERS = {"backpressure_actions_total": ("action", "level"), "explainer_jobs_total": ("state",)}
 
 
-def fetch_text(url: str, timeout_s: float = 3.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return bytes(resp.read()).decode("utf-8", "replace")
-
-
-def default_metrics_urls(base_url: str) -> tuple[str, str]:
-    """The runbook's endpoints on the target's host: gateway :9091, explainer :9090."""
-    host = urlsplit(base_url).hostname or "localhost"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"http://{host}:9091/metrics", f"http://{host}:9090/metrics"
-
-
 def parse_health(text: str) -> dict[str, Any]:
     """The health figures in one exposition text; keys absent from the text are left out."""
     values: dict[str, float] = {}
     counters: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in HEALTH_SAMPLES:
-                key, how = HEALTH_SAMPLES[sample.name]
-                old = values.get(key)
-                values[key] = (
-                    sample.value
-                    if old is None
-                    else (old + sample.value if how == "sum" else max(old, sample.value))
-                )
-            elif sample.name in LABELLED_COUNTERS:
-                label = "/".join(sample.labels.get(n, "") for n in LABELLED_COUNTERS[sample.name])
-                bucket = counters.setdefault(sample.name.removesuffix("_total"), {})
-                bucket[label] = bucket.get(label, 0.0) + sample.value
+    for sample in parse(text):
+        if sample.name in HEALTH_SAMPLES:
+            key, how = HEALTH_SAMPLES[sample.name]
+            old = values.get(key)
+            values[key] = (
+                sample.value
+                if old is None
+                else (old + sample.value if how == "sum" else max(old, sample.value))
+            )
+        elif sample.name in LABELLED_COUNTERS:
+            label = "/".join(sample.labels.get(n, "") for n in LABELLED_COUNTERS[sample.name])
+            bucket = counters.setdefault(sample.name.removesuffix("_total"), {})
+            bucket[label] = bucket.get(label, 0.0) + sample.value
     return {**values, **counters}
 
 
 def scrape_one(url: str, fetch: Fetch = fetch_text) -> dict[str, Any]:
     try:
         return {"ok": True, "url": url, **parse_health(fetch(url))}
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # URLError is an OSError
         return {"ok": False, "url": url, "error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -12,7 +12,7 @@ short by SIGINT or a crash is run again from its start, never counted twice).
 >>> summary = run_soak_sync(settings)                                          # doctest: +SKIP
 >>> summary["drift"]["overall"], len(summary["segments"])                      # doctest: +SKIP
 
-``soak_summary.json`` (schema ``hif.soak.v1``) holds ``plan`` (profile, hours, segment length,
+``soak_summary.json`` (schema ``hif.soak.v2``) holds ``plan`` (profile, hours, segment length,
 scale), ``slo`` (the thresholds), ``segments`` (one object per finished segment: its plan, ``chat``,
 ``explanations``, ``health`` of gateway and explainer, ``slo_breaches``, and ``buckets``: the
 load runner's finer time buckets with their own ``slo_breaches``), ``series`` (parallel arrays,
@@ -33,28 +33,32 @@ from typing import Any
 
 from hif.config import option
 from hif.errors import ConfigError
+from hif.harness.load.preflight import check_run
+from hif.harness.load.results import clear_stale
 from hif.harness.load.run import run_load
-from hif.harness.load.settings import DEFAULT_RESULTS_DIR, LoadSettings, parse_slos
+from hif.harness.load.settings import (
+    DEFAULT_RESULTS_DIR,
+    RUNBOOK_FEATURES,
+    RUNBOOK_SLOS,
+    LoadSettings,
+    metrics_urls,
+    parse_slos,
+)
 from hif.harness.load.summary import LoadSummary
 from hif.harness.records import SOAK_SCHEMA
 from hif.harness.soak import checkpoint
 from hif.harness.soak.drift import analyse
-from hif.harness.soak.health import Fetch, default_metrics_urls, fetch_text, scrape
+from hif.harness.soak.health import Fetch, fetch_text, scrape
 from hif.harness.soak.plan import PROFILES, Schedule, SegmentPlan
 from hif.harness.soak.point import SERIES, segment_point, series_of
 
 log = logging.getLogger(__name__)
 
 # The runbook's SLOs (section 5), in the load runner's gate names; --slo NAME=VALUE overrides.
-DEFAULT_SLOS = {
-    "chat_p95_ms": 500.0,
-    "error_rate": 0.01,
-    "sentence_p95_ms": 1500.0,
-    "token_p95_ms": 3500.0,
-    "expired_failed_rate": 0.05,
-}
+DEFAULT_SLOS = dict(RUNBOOK_SLOS)
 
 LoadFn = Callable[..., Awaitable[LoadSummary]]
+CheckFn = Callable[[LoadSettings], Awaitable[dict[str, Any] | None]]  # the load runner's check_run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,7 +73,11 @@ class SoakSettings:
     segment_minutes: float = option(10.0, help="segment length in minutes (fractions allowed)")
     spike_minutes: float | None = option(None, help="spiky: minutes per high/low phase (default: a segment)")
     concurrency_scale: float = option(1.0, help="scale the profile's concurrency and rate limits")
-    features: str = option("sae-gpt4-2m", help="featureset requested for explanations")
+    features: str | None = option(
+        None,
+        help=f"featureset requested for explanations (none given: {RUNBOOK_FEATURES}, or the server's "
+        "default where that is not served)",
+    )
     timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
     auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
     tenant_id: str | None = option(None, help="send x-tenant-id: TID")
@@ -107,20 +115,18 @@ class SoakSettings:
         return {**DEFAULT_SLOS, **parse_slos(self.slo)}
 
     def metrics_urls(self) -> dict[str, str]:
-        gateway, explainer = default_metrics_urls(self.base_url)
-        return {
-            "gateway": self.metrics_url_gateway or gateway,
-            "explainer": self.metrics_url_explainer or explainer,
-        }
+        return metrics_urls(self.base_url, self.metrics_url_gateway, self.metrics_url_explainer)
 
-    def load_settings(self, plan: SegmentPlan, *, append: bool, bucket_s: float) -> LoadSettings:
+    def load_settings(
+        self, plan: SegmentPlan, *, append: bool, bucket_s: float, features: str | None = None
+    ) -> LoadSettings:
         return LoadSettings(
             base_url=self.base_url,
             concurrency=plan.concurrency,
             duration_seconds=plan.duration_s,
             attach_rate=plan.attach_rate,
             granularity=plan.granularity,
-            features=self.features,
+            features=features or self.features,
             timeout_seconds=self.timeout_seconds,
             auth_token=self.auth_token,
             tenant_id=self.tenant_id,
@@ -134,7 +140,36 @@ class SoakSettings:
             append=append,
             run_id=f"soak-{plan.number:04d}",
             seed=plan.index,
+            metrics_url_gateway=self.metrics_url_gateway,
+            metrics_url_explainer=self.metrics_url_explainer,
+            keep_files=(checkpoint.SOAK_SUMMARY_FILE,),
         )
+
+
+def describe_plan(plan: SegmentPlan) -> str:
+    return (
+        f"{plan.concurrency} workers, attach {plan.attach_rate:g} ({plan.granularity}), "
+        f"{plan.duration_s:g} s" + (f", {plan.rps_limit:g} req/s cap" if plan.rps_limit else "")
+    )
+
+
+def _fmt_ms(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.0f} ms"
+
+
+def describe_result(point: dict[str, Any]) -> str:
+    """One segment's results as a person reads them (the progress line after each segment)."""
+    chat, expl = point["chat"], point["explanations"]
+    err = chat.get("error_rate")
+    ef = expl.get("expired_failed_rate")
+    breaches = ", ".join(point.get("slo_breaches") or []) or "none"
+    return (
+        f"{chat.get('requests', 0)} chats at {chat.get('rps') or 0:.0f} req/s, "
+        f"chat p95 {_fmt_ms(chat.get('p95_ms'))}, "
+        f"errors {0.0 if err is None else err:.2%}; {expl.get('traces', 0)} explanations, sentence p95 "
+        f"{_fmt_ms(expl.get('sentence_p95_ms'))}, token p95 {_fmt_ms(expl.get('token_p95_ms'))}, "
+        f"expired+failed {0.0 if ef is None else ef:.2%}; SLO breaches: {breaches}"
+    )
 
 
 def bucket_seconds(segment_s: float) -> float:
@@ -152,9 +187,12 @@ class Soak:
         load: LoadFn = run_load,
         fetch: Fetch = fetch_text,
         clock: Callable[[], float] = time.time,
+        check: CheckFn = check_run,
     ) -> None:
         self.settings, self.load, self.fetch, self.clock = settings, load, fetch, clock
+        self.check = check
         self.path = settings.results_dir / checkpoint.SOAK_SUMMARY_FILE
+        self.featureset: dict[str, Any] | None = None  # set by preflight()
         self.summary = self._start_or_resume()
         self.schedule = Schedule(
             profile=PROFILES[self.summary["plan"]["profile"]],
@@ -192,6 +230,16 @@ class Soak:
             "checkpoint": checkpoint.sizes(s.results_dir, fresh=True),
         }
 
+    async def preflight(self) -> None:
+        """Check the target (and choose the featureset) once, before soak_summary.json is written:
+        a soak that cannot start leaves no summary behind."""
+        plans = self.pending()
+        if not plans:
+            return
+        attach = max(p.attach_rate for p in plans)
+        first = self.settings.load_settings(plans[0], append=True, bucket_s=1.0)
+        self.featureset = await self.check(dataclasses.replace(first, attach_rate=attach))
+
     def pending(self) -> list[SegmentPlan]:
         done = len(self.summary["segments"])
         return self.schedule.segments()[done:]
@@ -214,13 +262,15 @@ class Soak:
         """One segment; True when it ran to its end (and was recorded), False when stopped."""
         fresh = not self.summary["segments"] and not self.summary["resumes"]
         bucket_s = bucket_seconds(self.schedule.segment_s)
-        load_settings = self.settings.load_settings(plan, append=not fresh, bucket_s=bucket_s)
-        log.info("soak segment %d/%d: %s", plan.number, self.schedule.count(), plan.to_json())
+        used = self.featureset["used"] if self.featureset else None
+        load_settings = self.settings.load_settings(plan, append=not fresh, bucket_s=bucket_s, features=used)
+        log.info("soak segment %d/%d starts: %s", plan.number, self.schedule.count(), describe_plan(plan))
         result = await self.load(load_settings, stop=stop)
         if stop.is_set():
             return False
         health = await asyncio.to_thread(self._health)
         point = segment_point(plan, result.data, health, self.summary["slo"])
+        log.info("soak segment %d/%d done: %s", plan.number, self.schedule.count(), describe_result(point))
         self.summary["segments"].append(point)
         self.summary["checkpoint"] = checkpoint.sizes(self.settings.results_dir)
         self.save("running")
@@ -228,6 +278,11 @@ class Soak:
 
     async def run(self, stop: asyncio.Event | None = None) -> dict[str, Any]:
         stop = stop or asyncio.Event()
+        await self.preflight()
+        if self.featureset:
+            self.summary["featureset"] = self.featureset
+        if not self.settings.resume:
+            clear_stale(self.settings.results_dir)
         if self.summary["baseline_health"] is None:
             self.summary["baseline_health"] = await asyncio.to_thread(self._health)
         self.save("running")
@@ -245,17 +300,19 @@ async def run_soak(
     stop: asyncio.Event | None = None,
     load: LoadFn = run_load,
     fetch: Fetch = fetch_text,
+    check: CheckFn = check_run,
 ) -> dict[str, Any]:
     """Run (or ``--resume``) a soak until its last segment or ``stop``; returns soak_summary.json's data.
 
     A segment that raises (the target vanished, pre-flight failed) leaves the checkpoint at the
     last finished segment, marks the soak ``interrupted`` and re-raises.
     """
-    soak = Soak(settings, load=load, fetch=fetch)
+    soak = Soak(settings, load=load, fetch=fetch, check=check)
     try:
         return await soak.run(stop)
     except (Exception, asyncio.CancelledError):
-        soak.save("interrupted")
+        if soak.path.exists():  # a soak that failed its pre-flight has no summary to mark
+            soak.save("interrupted")
         raise
 
 

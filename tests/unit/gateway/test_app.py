@@ -271,6 +271,9 @@ class ScriptedUpstream:
             await asyncio.sleep(0)
         raise self.fail_with
 
+    async def models(self) -> dict[str, Any]:
+        raise self.fail_with
+
     async def aclose(self) -> None: ...
 
 
@@ -317,7 +320,29 @@ async def test_openapi_document_lists_routes() -> None:
     assert {
         "/v1/chat/completions",
         "/v1/featuresets",
+        "/v1/models",
         "/v1/traces/{trace_id}/status",
         "/v1/traces/{trace_id}/graph",
     } <= set(doc["paths"])
     assert "ChatRequest" in doc["components"]["schemas"]
+    assert doc["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ModelList"
+    }
+
+
+@async_test
+async def test_models_lists_the_upstream_models_in_openai_format() -> None:
+    app, _ = make()
+    await started(app)
+    reply = await call(app, "GET", "/v1/models")
+    assert reply.status == 200
+    assert reply.json() == {
+        "object": "list",
+        "data": [{"id": "sim", "object": "model", "created": 0, "owned_by": "hif"}],
+    }
+    await app.shutdown()
+    down, _ = make(upstream=ScriptedUpstream(UpstreamUnavailableError("down")))
+    await started(down)
+    reply = await call(down, "GET", "/v1/models")
+    assert reply.status == 502 and reply.json()["error"]["message"]  # the OpenAI error envelope
+    await down.shutdown()

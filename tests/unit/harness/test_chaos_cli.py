@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,43 @@ def test_concurrent_writers_never_lose_or_tear_an_update(control: Path) -> None:
     events = chaos.read_events(control.with_name("chaos_events.jsonl"))
     assert len(events) == rounds * len(chaos.FLAGS)
     assert not list(control.parent.glob(".*.tmp"))
+
+
+def test_reenabling_a_flag_names_the_setting_it_replaces(
+    control: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--enable", "slow-sae", "--percent", "50", "--jitter-ms", "150"]) == 0
+    first = capsys.readouterr().out
+    assert "replaces" not in first and f"no explainer has read {control} yet" in first
+    assert main(["--enable", "slow-sae", "--percent", "80", "--jitter-ms", "400"]) == 0
+    out = capsys.readouterr().out
+    assert "enabled slow-sae (percent=80, jitter_ms=400)" in out
+    assert "replaces slow-sae (percent=50, jitter_ms=150)" in out
+
+
+def _explainer_reading(path: Path, stop: Any) -> None:
+    reader = chaos.ChaosReader(path, min_interval_s=0.05, heartbeat=True)
+    while not stop.is_set():
+        reader.active()
+        time.sleep(0.05)
+
+
+def test_the_injector_says_whether_an_explainer_read_its_write(
+    control: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    reader = ctx.Process(target=_explainer_reading, args=(control, stop))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while chaos.last_read_s(control) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main(["--enable", "drop-s3", "--percent", "10"]) == 0
+        assert "chaos: an explainer read it" in capsys.readouterr().out
+    finally:
+        stop.set()
+        reader.join(10)
+    assert main(["--disable", "drop-s3"]) == 0
+    out = capsys.readouterr().out
+    assert "no explainer read it within 2 s" in out and "last read was" in out

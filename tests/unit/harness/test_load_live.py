@@ -35,6 +35,16 @@ def test_plain_lines_go_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1
     assert "req/s=1234" in lines[0] and "polls_in_flight=3" in lines[0] and "chaos=slow-sae" in lines[0]
+    assert "sentence_p95=800.0ms" in lines[0] and "token_p95=2100.0ms" in lines[0]
+    assert "elapsed=0s" in lines[0] and "sla_p95" not in lines[0]
+
+
+def test_plain_line_shows_time_left_and_no_data_as_a_dash(capsys: pytest.CaptureFixture[str]) -> None:
+    live = LiveView("plain", title="hif load r1", duration_s=600)
+    live.update({**VIEW, "token_p95_ms": None}, **CONTEXT)
+    line = capsys.readouterr().err
+    assert "remaining=9m59s" in line or "remaining=10m00s" in line
+    assert "token_p95=-" in line
 
 
 def test_rich_panel_and_off(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +54,7 @@ def test_rich_panel_and_off(capsys: pytest.CaptureFixture[str]) -> None:
     LiveView("off", title="hif load r1").update(VIEW, **CONTEXT)
     out, err = capsys.readouterr()
     assert out == ""
-    assert "loop lag p99 ms" in err and "2100" in err
+    assert "loop lag p99" in err and "2100.0ms" in err and "token p95" in err
 
 
 def test_auto_is_plain_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:

@@ -219,3 +219,18 @@ def test_tally_merges_exactly_through_json() -> None:
     assert merged.hist(CHAT_SERVICE).count == 40
     assert merged.buckets[0].counts["requests"] == 40
     assert merged.hist(CHAT_SERVICE).percentile(50) == pytest.approx(20.0, rel=1e-3)
+
+
+def test_only_the_first_shard_and_the_parent_process_scrape_metrics(tmp_path: Path) -> None:
+    from hif.harness.load.procs import child_settings
+
+    s = LoadSettings(base_url="http://gw.example:8080", processes=2)
+    assert s.metrics_urls() == {
+        "gateway": "http://gw.example:9091/metrics",
+        "explainer": "http://gw.example:9090/metrics",
+    }
+    assert child_settings(s, 1, tmp_path, "r").metrics_urls() == {}  # the parent scrapes for them
+    assert LoadSettings(shard="2/3").metrics_urls() == {}
+    assert LoadSettings(metrics_url_explainer="off").metrics_urls() == {
+        "gateway": "http://localhost:9091/metrics"
+    }

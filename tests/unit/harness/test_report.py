@@ -153,9 +153,11 @@ def test_corrupt_lines_are_counted_and_skipped(basic: Path) -> None:
 
 def test_slo_table_defaults_and_summary_gates(basic: Path) -> None:
     data = build(basic)
-    gates = {g["name"]: g for g in data["slo"]["gates"]}
-    assert data["slo"]["source"] == "defaults" and gates["chat_p95_ms"]["threshold"] == 500.0
-    assert gates["error_rate"]["pass"] is False and data["slo"]["pass"] is False
+    # No gates given: not gated (null), and the runbook's targets are reference lines only.
+    assert data["slo"]["source"] == "not gated" and data["slo"]["gates"] == []
+    assert data["slo"]["pass"] is None and data["slo"]["gated"] is False
+    ref = {g["name"]: g for g in data["slo"]["reference"]}
+    assert ref["chat_p95_ms"]["threshold"] == 500.0 and ref["error_rate"]["pass"] is False
     (basic / SUMMARY_FILE).write_text(
         json.dumps(
             {
@@ -167,7 +169,7 @@ def test_slo_table_defaults_and_summary_gates(basic: Path) -> None:
         )
     )
     data = build(basic)
-    assert data["slo"]["source"] == "summary.json"
+    assert data["slo"]["source"] == "summary.json" and data["slo"]["pass"] is False
     assert data["slo"]["gates"] == [{"name": "chat_p95_ms", "threshold": 1.5, "value": 1.9, "pass": False}]
 
 
@@ -263,6 +265,20 @@ def test_two_dirs_merge_exactly_like_one_combined_dir(tmp_path: Path) -> None:
         assert merged[key] == one[key], key
     assert merged["chaos"]["windows"] == one["chaos"]["windows"]
     assert merged["chat"]["requests"] == 600
+
+
+def test_merging_runs_with_different_settings_warns_and_names_them(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, shard, attach in ((a, "1/2", 0.3), (b, "2/2", 0.3)):
+        write(d / CHAT_FILE, [chat(T0 + 1, 1.0, 200)])
+        settings = {"shard": shard, "attach_rate": attach, "concurrency": 10, "results_dir": str(d)}
+        (d / SUMMARY_FILE).write_text(json.dumps({"settings": settings}))
+    assert build(a, b, tmp=tmp_path)["inputs"]["warnings"] == []  # shards of one run
+    (b / SUMMARY_FILE).write_text(
+        json.dumps({"settings": {"shard": "2/2", "attach_rate": 0.9, "concurrency": 10}})
+    )
+    warnings = build(a, b, tmp=tmp_path)["inputs"]["warnings"]
+    assert warnings == ["merging runs with different settings: attach_rate (0.3 vs 0.9)"]
 
 
 def test_parallel_scan_over_byte_ranges_equals_serial(basic: Path) -> None:

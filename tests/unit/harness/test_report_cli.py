@@ -54,7 +54,6 @@ def test_cli_writes_files_and_prints_one_json_line(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "the following arguments are required: --results-dir"),
         (["--results-dir", "/nonexistent/dir"], "results dir /nonexistent/dir does not exist"),
         (["--results-dir", ".", "--jobs", "-1"], "jobs: must be >= 0"),
     ],
@@ -65,6 +64,14 @@ def test_bad_input_is_one_line_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("hif: ") and message in err and err.count("\n") == 1
+
+
+def test_results_dir_defaults_to_where_the_runner_writes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2
+    assert "results dir tests/load/results does not exist" in capsys.readouterr().err
 
 
 def _run(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

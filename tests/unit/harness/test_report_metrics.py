@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from hif.harness import prometheus
 from hif.harness.records import CHAT_FILE
 from hif.harness.report import run as report
-from hif.harness.report.metrics import parse_explainer, parse_gateway, snapshot
+from hif.harness.report.metrics import parse_explainer, parse_gateway, run_deltas, snapshot
 from hif.metrics import ExplainerMetrics, GatewayMetrics
 from tests.conftest import free_port
 
@@ -101,10 +103,60 @@ def test_report_completes_with_metrics_from_a_fake_fetch_and_a_dead_url(tmp_path
     )
     data = report.run_report(dead, fetch)
     assert data["metrics"]["explainer"]["ok"] is False
-    assert "Explainer metrics: not available (URLError" in (tmp_path / "report.md").read_text()
+    assert "Explainer metrics now: not read (URLError" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("level", ["soft", "1"])
 def test_level_names_accept_numbers(level: str) -> None:
     text = f'backpressure_actions_total{{action="a",level="{level}"}} 2.0\n'
     assert parse_explainer(text)["level_counts"]["soft"] == 2.0
+
+
+def _scrape_line(ts: float, component: str, text: str) -> dict[str, Any]:
+    return prometheus.scrape(component, f"http://{component}/metrics", lambda _u: text, now=ts)
+
+
+def test_increase_survives_a_counter_reset() -> None:
+    assert prometheus.increase([5.0, 9.0, 9.0, 12.0]) == 7.0
+    assert prometheus.increase([100.0, 104.0, 3.0, 10.0]) == 4.0 + 3.0 + 7.0  # restarted after 104
+    assert prometheus.increase([7.0]) == 0.0
+
+
+def test_run_deltas_count_this_run_only_and_per_window() -> None:
+    def ex(shed: float, complete: float) -> str:
+        return (
+            f'backpressure_actions_total{{action="shed",level="hard"}} {shed}\n'
+            f'explainer_jobs_total{{state="complete"}} {complete}\n'
+        )
+
+    def gw(admitted: float) -> str:
+        return (
+            f'gateway_explanation_admissions_total{{outcome="admitted",granularity="sentence"}} {admitted}\n'
+        )
+
+    # 14851 sheds from an earlier run are on the counter before this run starts; the explainer
+    # restarts between t=10 and t=15 (its counters back near zero).
+    lines = [
+        _scrape_line(0.0, "explainer", ex(14851, 6000)),
+        _scrape_line(5.0, "explainer", ex(14851, 6010)),
+        _scrape_line(10.0, "explainer", ex(14853, 6020)),
+        _scrape_line(15.0, "explainer", ex(1, 4)),
+        _scrape_line(20.0, "explainer", ex(1, 9)),
+        *(_scrape_line(t, "gateway", gw(100 + 3 * t)) for t in (0.0, 5.0, 10.0, 15.0, 20.0)),
+    ]
+    run = run_deltas(lines)
+    assert run["ok"] and run["backpressure_by_level"] == {"hard": 3.0}
+    assert run["jobs"] == {"complete": 20.0 + 4.0 + 5.0}
+    assert run["admissions"] == {"admitted": 60.0}
+    window = run_deltas(lines, start=5.0, end=10.0)
+    assert window["backpressure_by_level"] == {"hard": 2.0} and window["jobs"] == {"complete": 10.0}
+    gone = run_deltas([x for x in lines if x["component"] == "gateway"])
+    assert not gone["ok"] and "explainer" in gone["why"] and gone["admissions"] == {"admitted": 60.0}
+
+
+def test_an_unreadable_scrape_is_logged_with_its_reason() -> None:
+    def refuse(url: str) -> str:
+        raise urllib.error.URLError("connection refused")
+
+    line = prometheus.scrape("gateway", "http://gw/metrics", refuse, now=1.0)
+    assert line["ok"] is False and "connection refused" in line["error"] and line["samples"] == []

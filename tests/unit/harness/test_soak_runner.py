@@ -11,17 +11,18 @@ import asyncio
 import copy
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from hif.errors import HarnessError
+from hif.errors import HarnessError, PreflightError
 from hif.harness import LoadSettings, LoadSummary
 from hif.harness.load.summary import build_summary
 from hif.harness.load.tally import CHAT_SERVICE, SLA_SENTENCE, SLA_TOKEN, Tally
+from hif.harness.prometheus import default_metrics_urls
 from hif.harness.records import CHAT_FILE, SOAK_SUMMARY_FILE
 from hif.harness.soak import cli as soak_cli
 from hif.harness.soak import health
@@ -137,8 +138,18 @@ def settings(tmp_path: Path, **kw: Any) -> SoakSettings:
     return SoakSettings(**{**base, **kw})
 
 
-def soak(s: SoakSettings, load: FakeLoad, fetch: Callable[[str], str] | None = None) -> dict[str, Any]:
-    return asyncio.run(run_soak(s, load=load, fetch=fetch or FakeMetrics()))
+async def no_check(settings: LoadSettings) -> dict[str, Any] | None:
+    """The pre-flight of a soak against no server: nothing to check, the featureset as given."""
+    return None
+
+
+def soak(
+    s: SoakSettings,
+    load: FakeLoad,
+    fetch: Callable[[str], str] | None = None,
+    check: Callable[[LoadSettings], Awaitable[dict[str, Any] | None]] = no_check,
+) -> dict[str, Any]:
+    return asyncio.run(run_soak(s, load=load, fetch=fetch or FakeMetrics(), check=check))
 
 
 def run_ids(tmp_path: Path) -> list[str]:
@@ -269,7 +280,7 @@ def test_health_parses_real_exposition_text() -> None:
 
 
 def test_metrics_urls_default_to_the_base_url_host() -> None:
-    assert health.default_metrics_urls("http://10.0.0.5:8080") == (
+    assert default_metrics_urls("http://10.0.0.5:8080") == (
         "http://10.0.0.5:9091/metrics",
         "http://10.0.0.5:9090/metrics",
     )
@@ -288,3 +299,37 @@ def test_cli_turns_bad_input_into_one_line_and_exit_code_2(
     assert "hours: must be > 0" in capsys.readouterr().err
     assert soak_cli.main(["--slo", "p42=1"]) == 2
     assert "slo:" in capsys.readouterr().err
+
+
+def test_a_soak_that_fails_its_preflight_writes_no_summary(tmp_path: Path) -> None:
+    async def refuse(settings: LoadSettings) -> dict[str, Any] | None:
+        raise PreflightError("featureset 'x' is not served; pass one of them with --features")
+
+    with pytest.raises(PreflightError):
+        soak(settings(tmp_path, features="x"), FakeLoad(), check=refuse)
+    assert not (tmp_path / "soak_summary.json").exists()
+
+
+def test_the_featureset_chosen_at_preflight_is_recorded_and_asked_for(tmp_path: Path) -> None:
+    seen: list[LoadSettings] = []
+
+    async def fallback(s: LoadSettings) -> dict[str, Any] | None:
+        seen.append(s)
+        return {"requested": "sae-gpt4-2m", "given": False, "used": "small-fs", "note": "..."}
+
+    load = FakeLoad()
+    summary = soak(settings(tmp_path, hours=1 / 3), load, check=fallback)
+    assert seen[0].features is None and seen[0].attach_rate > 0  # none given: the runner decides
+    assert summary["featureset"]["used"] == "small-fs" and summary["features"] is None
+    assert {c.features for c in load.calls} == {"small-fs"}
+
+
+def test_progress_lines_show_each_segments_results_not_its_plan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="hif.harness.soak.runner")
+    soak(settings(tmp_path, hours=1 / 3), FakeLoad())
+    done = [r.getMessage() for r in caplog.records if " done: " in r.getMessage()]
+    assert len(done) == 2 and "{" not in "".join(done)
+    assert "chats at" in done[0] and "chat p95 100 ms" in done[0] and "SLO breaches:" in done[0]
+    assert all("{" not in r.getMessage() for r in caplog.records if "starts:" in r.getMessage())

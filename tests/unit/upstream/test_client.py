@@ -185,3 +185,22 @@ async def test_stale_keepalive_connection_is_retried_on_a_fresh_one() -> None:
         await up.complete(BODY)
         await up.aclose()
     assert server.connections == 2
+
+
+@async_test
+async def test_models_passes_the_upstreams_list_through() -> None:
+    models = {
+        "object": "list",
+        "data": [{"id": "llama-3", "object": "model", "created": 1, "owned_by": "me"}],
+    }
+    requests: list[tuple[bytes, bytes]] = []
+    async with Server(json_server(200, models, requests)) as url:
+        up = OpenAIUpstream(url, api_key="sk-up")
+        assert await up.models() == models
+        await up.aclose()
+    assert requests[0][0].startswith(b"GET /v1/models HTTP/1.1") and b"Bearer sk-up" in requests[0][0]
+    async with Server(json_server(200, {"no": "data"})) as url:
+        up = OpenAIUpstream(url)
+        with pytest.raises(UpstreamProtocolError, match="model list"):
+            await up.models()
+        await up.aclose()
