@@ -187,7 +187,9 @@ class Handler:
     def _run(self, task: Task, extraction: Any) -> None:
         decoded = self._timed(task, "decode", self.stages.decode, task, extraction)
         attributed = self._timed(task, "attribution", self._attribution, task, decoded)
-        graph = task.pipeline.graph(task.job, decoded, attributed, task.plan)
+        # The graph names every rung the status names, the attribution fallback included.
+        plan = dataclasses.replace(task.plan, degraded=task.degraded)
+        graph = task.pipeline.graph(task.job, decoded, attributed, plan)
         check_deadline(task)
         self._timed(task, "persist", self._persist, task, graph)
 

@@ -9,6 +9,7 @@ import torch
 from hif.errors import AttributionError
 from hif.explainer.core.attribution import gradient_layer, target_specs, target_values
 from hif.explainer.plan import GRADIENT, HEURISTIC
+from tests.graph_formats import check_community_format
 
 PROMPT = "how do i use the file ?"
 COMPLETION = "open returns a file object . close the file when done ."
@@ -82,8 +83,18 @@ def test_full_pipeline_produces_valid_graphs(tiny_pipeline, make_job, graph_sche
         jsonschema.validate(graph, graph_schema)
         assert graph["granularity"] == granularity and graph["attribution_method"] == GRADIENT
         logits = [n for n in graph["nodes"] if n["feature_type"] == "logit"]
-        assert logits and all(n["layer"] == "Lgt" for n in logits)
+        check_community_format(graph)
+        # circuit-tracer names the target layer n_layers + 1 (2 blocks here)
+        assert logits and all(n["layer"] == "3" for n in logits)
         assert any(link["target"] == logits[0]["node_id"] for link in graph["links"])
+        for node, target in zip(logits, attribution.targets, strict=True):
+            assert node["token_prob"] == pytest.approx(target.prob, abs=1e-6)
+        if granularity == "token":  # a produced token: its id, read at the position before it
+            first = attribution.targets[0]
+            assert logits[0]["feature"] == first.token and logits[0]["ctx_idx"] == first.ctx_idx - 1
+            logits_out = tiny_pipeline.subject.run_replaced(torch.tensor([decoding.tokens]), {})
+            expect = float(logits_out[first.ctx_idx - 1].softmax(-1)[first.token])
+            assert first.prob == pytest.approx(expect, rel=1e-4)
 
 
 def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +109,9 @@ def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job, graph_sc
     assert result.node_scores.abs().sum() > 0
     graph = tiny_pipeline.graph(job, decoding, result, plan)
     jsonschema.validate(graph, graph_schema)
+    check_community_format(graph)
     assert graph["attribution_method"] == HEURISTIC
+    assert all(t.prob is not None and 0.0 < t.prob < 1.0 for t in result.targets)  # read out, not blank
 
 
 def test_heuristic_is_activation_times_cosine(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
