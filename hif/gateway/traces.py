@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from hif.errors import GoneError, NotFoundError, StoreError
+from hif.explainer import graphfile
 from hif.explainer.featureset import Registry
 from hif.gateway._asgi import Responder
 from hif.gateway.auth import READ, Principal
@@ -49,7 +50,7 @@ class TraceHandler:
         data = await self.interceptor.run_read(lambda: self.blobs.get(key)) if key else None
         if not isinstance(data, bytes):
             raise StoreError(f"graph of complete trace {trace_id} is missing from the blob store")
-        await out.json(200, data)
+        await out.json(200, graphfile.decode(data))
 
 
 def featureset_list(registry: Registry) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class SAEPipeline:
             layers=info.layers,
             max_nodes=info.max_nodes,
             max_edges=info.max_edges,
+            max_bytes=info.max_graph_bytes,
         )
 
     # --- extract -------------------------------------------------------------------------------

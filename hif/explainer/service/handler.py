@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from hif.errors import AttributionError, BlobWriteError, JobExpiredError
+from hif.explainer import graphfile
 from hif.explainer.plan import GRADIENT, HEURISTIC, Pipeline, Plan
 from hif.explainer.service.backpressure import apply_ladder, cannot_meet_budget
 from hif.explainer.service.events import MetricsSink
@@ -209,7 +208,7 @@ class Handler:
         return result
 
     def _persist(self, task: Task, graph: dict[str, Any]) -> None:
-        key, data = graph_key(task.job.trace_id), orjson.dumps(graph)
+        key, data = graph_key(task.job.trace_id), graphfile.encode(graph, max_bytes=task.plan.max_bytes)
         retries = self.settings.persist_retries
         for attempt in range(retries + 1):
             try:
