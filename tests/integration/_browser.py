@@ -42,9 +42,13 @@ class Page:
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             self.errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
         elif method == "Runtime.exceptionThrown":
-            self.errors.append(str(params["exceptionDetails"].get("text")))
+            details = params["exceptionDetails"]
+            self.errors.append(
+                f"{details.get('text')} {(details.get('exception') or {}).get('description', '')}"
+            )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-            self.errors.append(f"{params['entry']['source']}: {params['entry']['text']}")
+            entry = params["entry"]
+            self.errors.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}".rstrip())
         elif method == "Network.responseReceived" and params.get("type") == "Document":
             self.status = int(params["response"]["status"])
         self._events.append(msg)
