@@ -194,6 +194,13 @@ def _assemble(
         if mine:
             scores[mine] = _node_scores(feat_tok, decoding.codes[layer].indices, group, d_sae[layer], keys)
         errors[layer] = _error_scores(err_tok, group, n_ctx)
+        if decoding.granularity != "token":
+            # Latents outside a sentence's top_k are no node: their effect joins that sentence's
+            # error node, so what links into a target stays the layer's whole effect.
+            shown = torch.zeros_like(errors[layer])
+            if mine:
+                shown.index_add_(0, torch.tensor([decoding.nodes[i].ctx_idx for i in mine]), scores[mine])
+            errors[layer] += _error_scores(feat_tok.sum(-1), group, n_ctx) - shown
     return Attribution(method, targets, scores, errors)
 
 

@@ -142,7 +142,8 @@ def _error_nodes(decoding: Decoding, attribution: Attribution) -> list[tuple[int
                 "reverse_ctx_idx": 0,
                 "activation": None,
                 "influence": None,
-                "clerp": f"SAE reconstruction error, layer {layer}",
+                "clerp": f"SAE reconstruction error, layer {layer}"
+                + ("" if decoding.granularity == "token" else " (and latents outside the sentence's top k)"),
                 "hif_effect": _r(total),
                 "hif_method": attribution.method,  # "heuristic" marks a fallback-scored node
             }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jsonschema
 import pytest
 import torch
@@ -152,3 +154,42 @@ def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job
     [extraction] = pipeline.extract([job], [plan])
     decoding = pipeline.decode(extraction, plan)
     assert pipeline.attribute(decoding, plan).feature_edges == []
+
+
+@pytest.mark.parametrize("granularity", ["token", "sentence"])
+def test_two_layer_links_into_a_target_sum_to_the_known_direct_effect(tiny_lm, make_job, granularity) -> None:  # type: ignore[no-untyped-def]
+    """No double counting: what links into a target is the upper layer's direct effect, whose sum has a
+    closed form independent of the SAE, (x_1 - b_dec) . d target / d x_1 from a plain backward pass;
+    the lower layer reaches the targets only through the upper one (its links go to layer-1 nodes)."""
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.featureset import load_registry
+
+    pipeline = load_pipeline(load_registry(tiny_lm.registry).get("tiny-gpt2-res01"), device="cpu", threads=1)
+    job = make_job(PROMPT, COMPLETION, granularity)
+    plan = dataclasses.replace(pipeline.default_plan(granularity), max_nodes=100_000, max_edges=1_000_000)
+    [extraction] = pipeline.extract([job], [plan])
+    decoding = pipeline.decode(extraction, plan)
+    attribution = pipeline.attribute(decoding, plan)
+    graph = pipeline.graph(job, decoding, attribution, plan)
+    layer_of = {n["node_id"]: n["layer"] for n in graph["nodes"]}
+    targets = [n["node_id"] for n in graph["nodes"] if n["feature_type"] == "logit"]
+    assert all(layer_of[link["source"]] == "1" for link in graph["links"] if link["target"] in targets)
+    assert all(layer_of[link["target"]] == "1" for link in graph["links"] if layer_of[link["source"]] == "0")
+
+    leaf: dict[str, torch.Tensor] = {}
+
+    def capture(x: torch.Tensor) -> torch.Tensor:
+        leaf["x"] = x.detach().requires_grad_()
+        return leaf["x"]
+
+    ids = torch.tensor([decoding.tokens])
+    with torch.enable_grad():
+        out = pipeline.subject.run_replaced(ids, {1: capture})
+        values = target_values(out[0] if out.dim() == 3 else out, attribution.targets, decoding, "causal-lm")
+        content = decoding.content[:, None]
+        for node_id, value in zip(targets, values, strict=True):
+            (grad,) = torch.autograd.grad(value, [leaf["x"]], retain_graph=True)
+            with torch.no_grad():
+                expect = float((((leaf["x"] - pipeline.saes[1].b_dec) * grad) * content).sum())
+            got = sum(link["weight"] for link in graph["links"] if link["target"] == node_id)
+            assert got == pytest.approx(expect, rel=1e-3, abs=1e-4)

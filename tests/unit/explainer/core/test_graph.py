@@ -9,6 +9,7 @@ import orjson
 import pytest
 import torch
 
+from hif.explainer import graphfile
 from hif.explainer.core import graph as graph_module
 from hif.explainer.plan import CAP_NODES, GRADIENT, HEURISTIC, REDUCE_TOPK
 from tests.graph_formats import check_community_format
@@ -219,6 +220,6 @@ def test_degraded_in_the_graph_is_what_the_handler_records(tiny_pipeline, make_j
     )
     [extraction] = handler.extract([task])
     ending = handler.explain(task, extraction)
-    graph = orjson.loads(blobs.data[ending.fields["graph_key"]])
+    graph = orjson.loads(graphfile.decode(blobs.data[ending.fields["graph_key"]]))
     assert list(task.degraded) == [REDUCE_TOPK, handler_module.ATTRIBUTION_FALLBACK]
     assert graph["degraded"] == list(task.degraded) and graph["attribution_method"] == HEURISTIC
