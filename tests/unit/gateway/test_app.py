@@ -264,6 +264,7 @@ async def test_graph_states() -> None:
     await started(app)
     reply = await call(app, "POST", "/v1/chat/completions", {**CHAT, "explain": {}})
     trace_id = reply.json()["explanation"]["trace_id"]
+    assert reply.json()["explanation"]["view_url"].startswith(f"/v1/traces/{trace_id}/view?token=")
     graph_url = f"/v1/traces/{trace_id}/graph"
     assert (await call(app, "GET", graph_url)).status == 202
     await app.interceptor.stop(1)  # flushes the buffer into the fake store
