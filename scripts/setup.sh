@@ -13,4 +13,8 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} torch==2.13.0
 "${PIP[@]}" -e '.[all,dev]'
+# Test-only copy of circuit-tracer's frontend (graph Model, viewer assets), outside the venv. Not
+# fatal here: without it only the graph-format tests skip (and fail under CI=true, naming the script).
+PYTHON=.venv/bin/python bash scripts/circuit-tracer-frontend.sh \
+    || echo "setup: circuit-tracer frontend not fetched (run scripts/circuit-tracer-frontend.sh)" >&2
 echo "setup: .venv ready ($(.venv/bin/python -c 'import hif, torch; print("hif", hif.__version__, "torch", torch.__version__)'))"

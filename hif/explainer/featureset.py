@@ -31,6 +31,7 @@ class FeaturesetInfo:
     sae_path: Path | None
     max_nodes: int = 200
     max_edges: int = 2000
+    max_graph_bytes: int = 2_000_000
     available: bool = True
     reason: str | None = None
 
@@ -123,6 +124,7 @@ def _entry(name: str, spec: dict[str, Any], base: Path) -> FeaturesetInfo:
             sae_path=sae_path,
             max_nodes=int(spec.get("max_nodes", 200)),
             max_edges=int(spec.get("max_edges", 2000)),
+            max_graph_bytes=int(spec.get("max_graph_bytes", 2_000_000)),
             available=available,
             reason=reason,
         )

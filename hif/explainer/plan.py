@@ -47,6 +47,7 @@ class Plan:
     attribution: str = GRADIENT  # GRADIENT | HEURISTIC
     max_nodes: int = 200
     max_edges: int = 2000
+    max_bytes: int = 2_000_000  # the stored graph's JSON, before compression
     degraded: tuple[str, ...] = ()  # ladder rungs applied, in order
 
     def degrade(self, rung: str, **changes: Any) -> Plan:

@@ -84,6 +84,11 @@ class Responder:
         await self.start(status, [JSON_TYPE, length, *(headers or ())])
         await self.body(payload)
 
+    async def html(self, status: int, page: bytes, headers: Headers) -> None:
+        """A page; ``headers`` carry its content type and security policy."""
+        await self.start(status, [(b"content-length", str(len(page)).encode()), *headers])
+        await self.body(page)
+
     async def error(self, exc: BaseException) -> None:
         status, envelope, headers = render_error(exc)
         await self.json(status, envelope, headers)

@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import time
 from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote
 
 import orjson
 from prometheus_client import CollectorRegistry
 
 import hif
 from hif.errors import NotFoundError, RequestError
+from hif.explainer.features import FeatureCards
 from hif.explainer.featureset import Registry, load_registry
 from hif.explainer.settings import SlaSettings
 from hif.gateway._asgi import ClientGone, Receive, Responder, Scope, Send, header
@@ -35,6 +38,7 @@ from hif.gateway.limits import LocalBuckets, RateLimiter, TokenBuckets
 from hif.gateway.openapi import openapi_document
 from hif.gateway.settings import GatewaySettings
 from hif.gateway.traces import TraceHandler, featureset_list
+from hif.gateway.viewlinks import ViewLinks
 from hif.metrics import GatewayMetrics, TenantLabels
 from hif.store.base import BlobStore, JobQueue, TraceStore
 from hif.upstream import OpenAIUpstream, Simulator, Upstream
@@ -45,6 +49,9 @@ READY_CACHE_S = 1.0
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 PUBLIC_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json"})
 HEAD_ROUTES = frozenset({"/healthz", "/readyz"})  # probes (load balancers) may ask with HEAD
+VIEW_ROUTE = "/v1/traces/{id}/view"
+FEATURE_ROUTE = "/v1/featuresets/{name}/features/{layer}/{index}"
+FEATURE_PATH = re.compile(r"^/v1/featuresets/([^/]{1,128})/features/([0-9]{1,4})/([0-9]{1,9})$")
 PUBLIC = Principal(role="reader", tenant="none", bound=True)  # probes and docs need no key
 
 
@@ -82,6 +89,9 @@ class GatewayApp:
         self.settings, self.stores, self.keys = settings, stores, keys
         self.upstream, self.interceptor, self.metrics, self.tenants = upstream, interceptor, metrics, tenants
         self.limiter = limiter
+        links = ViewLinks(
+            settings.view_secret.encode() if settings.view_secret else None, ttl_s=settings.view_link_ttl_s
+        )
         self.chat = ChatHandler(
             upstream=upstream,
             interceptor=interceptor,
@@ -89,8 +99,11 @@ class GatewayApp:
             metrics=metrics,
             max_body_bytes=settings.max_body_bytes,
             limiter=limiter,
+            links=links,
         )
-        self.traces = TraceHandler(interceptor=interceptor, blobs=stores.blobs)
+        self.traces = TraceHandler(
+            interceptor=interceptor, blobs=stores.blobs, links=links, cards=FeatureCards(registry)
+        )
         self._featuresets = orjson.dumps(featureset_list(registry))
         self._openapi = orjson.dumps(openapi_document(hif.__version__, registry.available_names()))
         self._started = self._stopping = False
@@ -122,7 +135,7 @@ class GatewayApp:
         self.metrics.in_flight.inc()
         try:
             route, handler, arg = self._route(scope["method"], scope["path"])
-            who = PUBLIC if route in PUBLIC_ROUTES else self._who(scope)
+            who = PUBLIC if route in PUBLIC_ROUTES or _by_link(route, scope) else self._who(scope)
             tenant = self.tenants.label(who.tenant) if who is not PUBLIC else "none"
             await handler(scope, receive, out, who, arg)
         except ClientGone:
@@ -167,13 +180,18 @@ class GatewayApp:
     # --- routing ---------------------------------------------------------------------------------
 
     def _route(self, method: str, path: str) -> tuple[str, Any, str]:
-        route, arg = path, ""
+        route: str = path
+        arg: Any = ""
         entry = self._table.get(path)
         if entry is None and path.startswith("/v1/traces/"):
             trace_id, _, leaf = path[len("/v1/traces/") :].partition("/")
-            if leaf in ("status", "graph") and trace_id:
+            handlers = {"status": self._trace_status, "graph": self._trace_graph, "view": self._trace_view}
+            if leaf in handlers and trace_id:
                 route, arg = f"/v1/traces/{{id}}/{leaf}", trace_id
-                entry = ("GET", self._trace_status if leaf == "status" else self._trace_graph)
+                entry = ("GET", handlers[leaf])
+        elif entry is None and (match := FEATURE_PATH.match(path)):
+            route, arg = FEATURE_ROUTE, match.groups()
+            entry = ("GET", self._feature)
         if entry is None:
             raise NotFoundError(f"no route {path}", code="route_not_found")
         allowed, handler = entry
@@ -195,6 +213,17 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, out: Responder, who: Principal, trace_id: str
     ) -> None:
         await self.traces.graph(trace_id, out, who)
+
+    async def _trace_view(
+        self, scope: Scope, receive: Receive, out: Responder, who: Principal, trace_id: str
+    ) -> None:
+        await self.traces.view(trace_id, query(scope).get("token"), out)
+
+    async def _feature(
+        self, scope: Scope, receive: Receive, out: Responder, who: Principal, arg: tuple[str, str, str]
+    ) -> None:
+        name, layer, index = arg
+        await self.traces.feature((unquote(name), int(layer), int(index)), query(scope), out, who)
 
     async def _list_featuresets(
         self, scope: Scope, receive: Receive, out: Responder, who: Principal, _: str
@@ -357,3 +386,14 @@ def open_upstream(settings: GatewaySettings, sim: SimulatorSettings) -> Upstream
         connect_timeout_s=settings.upstream_connect_timeout_s,
         max_connections=settings.upstream_max_connections,
     )
+
+
+def query(scope: Scope) -> dict[str, str]:
+    """The query string's parameters, the first value of each."""
+    raw = scope.get("query_string") or b""
+    return {k: v[0] for k, v in parse_qs(raw.decode("latin-1"), keep_blank_values=True).items()}
+
+
+def _by_link(route: str, scope: Scope) -> bool:
+    """Viewer pages open with a signed link's token instead of a key (the handler checks it)."""
+    return route == VIEW_ROUTE or (route == FEATURE_ROUTE and "token" in query(scope))

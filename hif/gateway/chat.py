@@ -38,6 +38,7 @@ from hif.gateway.auth import CHAT, Principal
 from hif.gateway.interceptor import Interceptor, new_trace_id
 from hif.gateway.limits import RateLimiter
 from hif.gateway.schemas import INTEGER_FIELDS, ChatRequest, parse_chat
+from hif.gateway.viewlinks import ViewLinks
 from hif.metrics import GatewayMetrics
 from hif.upstream.base import Upstream, chunk_text, completion_text, prompt_text
 
@@ -68,8 +69,10 @@ class ChatHandler:
         metrics: GatewayMetrics,
         max_body_bytes: int,
         limiter: RateLimiter | None = None,
+        links: ViewLinks | None = None,
     ) -> None:
         self.upstream, self.interceptor, self.registry = upstream, interceptor, registry
+        self.links = links or ViewLinks(None, ttl_s=900.0)
         self.metrics, self.max_body_bytes, self.limiter = metrics, max_body_bytes, limiter
         self._upstream_children: dict[str, Any] = {}
 
@@ -198,6 +201,7 @@ class ChatHandler:
             "features": record.features_resolved,
             "status_url": f"/v1/traces/{trace_id}/status",
             "graph_url": f"/v1/traces/{trace_id}/graph",
+            "view_url": self.links.url(trace_id, record.tenant),
         }
         if record.reason:
             result["reason"] = record.reason

@@ -12,6 +12,7 @@ from hif.gateway.schemas import (
     ChatCompletion,
     ChatRequest,
     ErrorEnvelope,
+    FeatureCard,
     FeaturesetList,
     Health,
     ModelList,
@@ -62,6 +63,80 @@ SSE_EVENT = {
     },
     "required": ["data"],
 }
+
+
+TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "the signed, short-lived token of the explanation's `view_url`",
+}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+FEATURE_PARAMS = [
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,128}$"},
+    },
+    {
+        "name": "layer",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 9999},
+    },
+    {
+        "name": "index",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+    },
+    {
+        "name": "trace",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{1,128}$"},
+        "description": "with `token`: the trace whose viewer link opens this page (HTML instead of JSON)",
+    },
+    {**TOKEN, "required": False},
+    *AUTH_HEADERS,
+]
+
+
+def _viewer_paths() -> dict[str, Any]:
+    return {
+        "/v1/traces/{trace_id}/view": {
+            "get": {
+                "operationId": "viewTrace",
+                "summary": "the graph viewer page; opened by the explanation's signed `view_url`, no key",
+                "security": [],
+                "parameters": [TRACE_ID, TOKEN],
+                "responses": {
+                    "200": {
+                        "description": "the viewer page (strict Content-Security-Policy)",
+                        "content": HTML,
+                    },
+                    "202": {"description": "not finished yet: a page that reloads itself", "content": HTML},
+                    **_errors(403, 404, 410, 503),
+                },
+            }
+        },
+        "/v1/featuresets/{name}/features/{layer}/{index}": {
+            "get": {
+                "operationId": "getFeature",
+                "summary": "one latent: label, label score, top activating contexts, activation histogram",
+                "parameters": FEATURE_PARAMS,
+                "responses": {
+                    "200": {
+                        "description": "the feature card: JSON with a key, the page with `trace` and `token`",
+                        "content": {"application/json": {"schema": _ref("FeatureCard")}, **HTML},
+                    },
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            }
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -181,6 +256,7 @@ def openapi_document(version: str, featuresets: Sequence[str] = ()) -> dict[str,
         ErrorEnvelope,
         FeaturesetList,
         ModelList,
+        FeatureCard,
         TraceStatus,
         Health,
     ]
@@ -196,7 +272,7 @@ def openapi_document(version: str, featuresets: Sequence[str] = ()) -> dict[str,
             "version": version,
             "description": "OpenAI-compatible chat with an interpretability sidecar",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_viewer_paths()},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

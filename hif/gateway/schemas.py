@@ -92,6 +92,7 @@ class Explanation(BaseModel):
     features: str
     status_url: str
     graph_url: str
+    view_url: str  # the viewer page, signed for this trace's tenant and short-lived: no bearer needed
     reason: str | None = None
 
 
@@ -156,6 +157,30 @@ class ModelList(BaseModel):
 
     object: Literal["list"]
     data: list[Model]
+
+
+class FeatureContext(BaseModel):
+    before: str
+    token: str  # the activating token
+    after: str
+
+
+class FeatureHistogram(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    counts: list[int]
+    edges: list[float]
+
+
+class FeatureCard(BaseModel):
+    object: Literal["feature"]
+    featureset: str
+    layer: int
+    index: int
+    label: str | None
+    label_score: float | None  # null: the label was not scored on held-out text
+    max_activation: float | None
+    contexts: list[FeatureContext]
+    histogram: FeatureHistogram | None
 
 
 class Health(BaseModel):

@@ -51,6 +51,12 @@ class GatewaySettings:
     max_connections: int = option(8192, help="open client connections; more are closed on accept")
     max_tenant_labels: int = option(20, help="distinct tenant metric labels before `other`")
     log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+    view_secret: str | None = option(
+        None,
+        help="secret that signs viewer links (HIF_VIEW_SECRET); unset: a random one per process, so "
+        "set one shared value when several gateways serve the same traces",
+    )
+    view_link_ttl_s: float = option(900.0, help="how long a signed viewer link (view_url) opens its page")
     require_explainer: bool = option(
         False, help="/readyz also waits for a fresh explainer heartbeat (set by `hif serve`)"
     )
@@ -69,6 +75,7 @@ class GatewaySettings:
         positive("backpressure_refresh_s", self.backpressure_refresh_s)
         positive("backpressure_stale_s", self.backpressure_stale_s)
         positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        positive("view_link_ttl_s", self.view_link_ttl_s)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert", "--tls-cert and --tls-key go together")
         for key in ("tls_cert", "tls_key"):
@@ -94,4 +101,6 @@ class GatewaySettings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.upstream_api_key:
             values["upstream_api_key"] = "***"
+        if self.view_secret:
+            values["view_secret"] = "***"
         return "GatewaySettings(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"

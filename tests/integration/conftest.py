@@ -30,7 +30,8 @@ import pytest
 from hif.chaos import Fault, apply_change
 from hif.explainer.featureset import load_registry
 from tests.conftest import free_port
-from tests.integration._procs import Process, hif_cmd, start
+from tests.integration._browser import Browser
+from tests.integration._procs import Process, hif_cmd, require_tool, start
 
 READY_TIMEOUT_S = 240.0
 TERMINAL = ("complete", "failed", "expired", "shed", "rate_limited")
@@ -181,3 +182,11 @@ def embedded_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     """One ``hif serve`` shared by a test module (one worker, relaxed SLA)."""
     with start_system(tmp_path_factory.mktemp("serve"), "--workers", "1", *RELAXED_SLA) as system:
         yield system
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One headless Chromium (Debian's `chromium`) for every browser test of the session."""
+    chromium = require_tool("chromium", "chromium")
+    with Browser.launch(chromium, tmp_path_factory.mktemp("chromium")) as running:
+        yield running

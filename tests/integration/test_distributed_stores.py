@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hif.config import add_options, build
+from hif.explainer import graphfile
 from hif.store import open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal, TraceState
 from hif.store.redis import RedisJobQueue, RedisTraceStore
@@ -76,7 +77,7 @@ def test_gateway_and_explainer_share_redis_and_s3(
         status, graph = gateway.request(f"/v1/traces/{trace_id}/graph")
         assert status == 200 and graph["metadata"]["trace_id"] == trace_id
         stored = cluster.blobs().get(str(record.graph_key))
-        assert stored is not None and json.loads(stored) == graph  # the graph lives in S3
+        assert stored is not None and json.loads(graphfile.decode(stored)) == graph  # in S3, gzipped
     assert cluster.queue.depth() == 0 and cluster.state.counts()["complete"] == 3
 
 

@@ -46,6 +46,14 @@ def test_fail_attribution_fallback_runs_the_heuristic(system: EmbeddedSystem) ->
     body = system.wait_terminal(system.chat(granularity="token")["explanation"]["trace_id"])
     assert body["state"] == "complete" and body["attribution"] == "heuristic", body
     assert "attribution-fallback" in body["degraded"]
+    # the graph says what the status says, and marks what the heuristic scored
+    status, graph = system.request("GET", f"/v1/traces/{body['trace_id']}/graph")
+    assert (
+        status == 200 and graph["degraded"] == body["degraded"] and graph["attribution_method"] == "heuristic"
+    )
+    scored = [n for n in graph["nodes"] if n["feature_type"] in ("sae", "sae reconstruction error")]
+    assert scored and all(n["hif_method"] == "heuristic" for n in scored)
+    assert graph["metadata"]["scores"]["comparable_to_gradient"] is False
     system.wait_metric("chaos_injections_total", before + 1, flag="fail-attribution")
 
 

@@ -38,6 +38,7 @@ class Target:
     positions: tuple[int, ...]  # token positions whose state defines it
     token: int | None = None  # produced token id (causal LM)
     value: float = 0.0
+    prob: float | None = None  # causal LM: the target token's probability (mean over a sentence's tokens)
 
 
 @dataclasses.dataclass(slots=True)
@@ -95,6 +96,30 @@ def target_values(
         pos = torch.tensor(t.positions, device=out.device)
         values.append(out[pos - 1, ids[pos]].mean())
     return values
+
+
+def target_probs(out: torch.Tensor, targets: list[Target], decoding: Decoding) -> list[float]:
+    """Causal LM: each target's token probability under teacher forcing (a sentence's mean)."""
+    probs = out.detach().float().softmax(-1)
+    ids = decoding.tokens
+    found = []
+    for t in targets:
+        if t.token is None and len(t.positions) == 1 and t.positions[0] >= len(ids):
+            found.append(float(probs[-1].max()))  # the model's own next-token choice
+            continue
+        pos = [p for p in t.positions if 1 <= p < len(ids)]
+        found.append(float(sum(probs[p - 1, ids[p]] for p in pos) / len(pos)) if pos else 0.0)
+    return found
+
+
+def readout(subject: SubjectModel, decoding: Decoding, targets: list[Target]) -> list[Target]:
+    """The targets with their values (and causal-LM probabilities) from one plain forward pass."""
+    ids = torch.tensor([decoding.tokens], device=subject.device)
+    with torch.inference_mode():
+        out = subject.run_replaced(ids, {})
+        values = [float(v) for v in target_values(out, targets, decoding, subject.kind)]
+        probs = target_probs(out, targets, decoding) if subject.kind != ENCODER else [None] * len(targets)
+    return [dataclasses.replace(t, value=v, prob=p) for t, v, p in zip(targets, values, probs, strict=True)]
 
 
 # --- aggregation -------------------------------------------------------------------------------
@@ -169,6 +194,13 @@ def _assemble(
         if mine:
             scores[mine] = _node_scores(feat_tok, decoding.codes[layer].indices, group, d_sae[layer], keys)
         errors[layer] = _error_scores(err_tok, group, n_ctx)
+        if decoding.granularity != "token":
+            # Latents outside a sentence's top_k are no node: their effect joins that sentence's
+            # error node, so what links into a target stays the layer's whole effect.
+            shown = torch.zeros_like(errors[layer])
+            if mine:
+                shown.index_add_(0, torch.tensor([decoding.nodes[i].ctx_idx for i in mine]), scores[mine])
+            errors[layer] += _error_scores(feat_tok.sum(-1), group, n_ctx) - shown
     return Attribution(method, targets, scores, errors)
 
 
@@ -208,6 +240,9 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
             feat, err, values = gradient_layer(subject, saes[layer], decoding, layer, targets)
             per_layer[layer] = (feat, err)
         targets = [dataclasses.replace(t, value=v) for t, v in zip(targets, values, strict=True)]
+        if subject.kind != ENCODER:  # the spliced forward gives logits, not probabilities
+            probs = [t.prob for t in readout(subject, decoding, targets)]
+            targets = [dataclasses.replace(t, prob=p) for t, p in zip(targets, probs, strict=True)]
         result = _assemble(GRADIENT, decoding, targets, per_layer, {k: s.d_sae for k, s in saes.items()})
         if plan.granularity == "token" and len(plan.layers) > 1:
             budget = max(1, min(MAX_EDGE_TARGETS, plan.max_edges // (4 * EDGES_PER_NODE)))
@@ -251,7 +286,7 @@ def _directions(
 
 def heuristic(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding, plan: Plan) -> Attribution:
     """activation x cos(decoder row, target direction), masked to the positions that can matter."""
-    targets = target_specs(decoding, subject.kind)
+    targets = readout(subject, decoding, target_specs(decoding, subject.kind))
     per_layer = {}
     for layer in plan.layers:
         sae, codes = saes[layer], decoding.codes[layer]

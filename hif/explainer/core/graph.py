@@ -1,107 +1,223 @@
-"""The attribution graph as JSON, shaped like circuit-tracer / Neuronpedia graph files.
+"""The attribution graph as JSON in the community format (circuit-tracer's frontend, Neuronpedia).
 
-``metadata`` + ``nodes`` (node_id, feature, layer, ctx_idx, feature_type, activation, influence,
-clerp) + ``links`` (source, target, weight), plus HIF's own keys: granularity, featureset,
-degraded (ladder rungs applied) and attribution_method. Node kinds (``feature_type``):
+``metadata`` + ``qParams`` + ``nodes`` + ``links`` as circuit-tracer's ``frontend/graph_models.py``
+writes them, with its id conventions, plus HIF's own keys under names the viewers do not read
+(``granularity``, ``featureset``, ``degraded``, ``attribution_method``, ``hif_*`` on nodes).
 
-- ``sae``: an SAE latent at a layer and a context position (a token, or a sentence);
-- ``sae reconstruction error``: what the SAE missed at that layer and position;
-- ``logit``: a target (a produced token's logit, or a sentence-to-prompt similarity).
+Node kinds (``feature_type``):
 
-Layers are strings as in Neuronpedia files ("4"; targets sit on layer "Lgt"). The published JSON
-Schema is ``docs/schemas/graph.schema.json``; a change to a field updates it and ``SCHEMA_VERSION``.
+- ``embedding``: an input token (layer ``"E"``, id ``E_<vocab>_<pos>``);
+- ``sae``: an SAE latent at a layer and token position (id ``<layer>_<latent>_<pos>``; ``feature`` is
+  circuit-tracer's Cantor pairing of (layer, latent), so latents of different layers never collide);
+- ``sae reconstruction error``: what the SAE missed at that layer and position (id ``err_<layer>_<pos>``);
+- ``logit``: a target, on layer ``n_layers + 1`` as circuit-tracer names it (id ``<layer>_<vocab>_<pos>``;
+  targets that are not a vocabulary token get circuit-tracer's virtual index ``vocab_size + j``).
+
+``ctx_idx`` is always a token position: a sentence node sits at its sentence's last token.
+``influence`` is the cumulative fraction of total |effect| reached when nodes are taken in order of
+|effect| (the viewers keep nodes with ``influence <= node_threshold``). Links are direct effects only:
+with several hook layers each residual SAE is a complete cut of the stream, so only the deepest layer
+links to the targets and a lower layer links to the next layer's features (token graphs).
+
+The published JSON Schema is ``docs/schemas/graph.schema.json``; a change to a field updates it and
+``SCHEMA_VERSION``. Graphs written before version 2 are served as stored (see ``metadata.schema_version``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from hif.explainer.core.attribution import Attribution
+from hif.explainer.core.attribution import Attribution, Target
 from hif.explainer.core.decoding import Decoding
-from hif.explainer.plan import Plan
+from hif.explainer.plan import GRADIENT, Plan
 from hif.store.base import Job
 
-SCHEMA_VERSION = 1
-FEATURE, ERROR, LOGIT = "sae", "sae reconstruction error", "logit"
-FEATURE_TYPES = (FEATURE, ERROR, LOGIT)
-TARGET_LAYER = "Lgt"
+SCHEMA_VERSION = 2
+EMBEDDING, FEATURE, ERROR, LOGIT = "embedding", "sae", "sae reconstruction error", "logit"
+FEATURE_TYPES = (EMBEDDING, FEATURE, ERROR, LOGIT)
+EMBEDDING_LAYER = "E"
+NODE_THRESHOLD = 0.8  # the viewers' default pruning: keep the nodes carrying 80% of the influence
+ENCODER_PROB = "(cosine + 1) / 2"
+Q_PARAMS: dict[str, Any] = {
+    "pinnedIds": [],
+    "supernodes": [],
+    "linkType": "both",
+    "clickedId": "",
+    "sg_pos": "",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Subject:
+    """What the graph says about the model it explains."""
+
+    name: str
+    kind: str  # "encoder" | "causal-lm"
+    n_layers: int
+    vocab_size: int
+
+
+def cantor(x: int, y: int) -> int:
+    """circuit-tracer's unique integer for a (layer, latent) pair."""
+    return (x + y) * (x + y + 1) // 2 + y
 
 
 def _r(value: float) -> float:
     return round(float(value), 6)
 
 
+def _ctx(decoding: Decoding, ctx: int) -> int:
+    """A node's token position: itself at token granularity, its segment's last token otherwise."""
+    return ctx if decoding.granularity == "token" else decoding.segments[ctx].positions[-1]
+
+
+def _cumulative(scores: dict[str, float]) -> dict[str, float]:
+    """Each node's cumulative share of the total |score|, nodes taken from the largest down."""
+    total = sum(scores.values()) or 1.0
+    out, running = {}, 0.0
+    for key in sorted(scores, key=lambda k: -scores[k]):
+        running += scores[key]
+        out[key] = _r(min(1.0, running / total))
+    return out
+
+
 def _feature_nodes(
     decoding: Decoding, attribution: Attribution, plan: Plan, labels: dict[int, dict[str, Any]]
 ) -> list[tuple[int, dict[str, Any]]]:
-    """The top ``plan.max_nodes`` feature nodes by |influence|, with their index in decoding.nodes."""
-    influence = attribution.influence.tolist()
-    order = sorted(range(len(decoding.nodes)), key=lambda i: -abs(influence[i]))[: plan.max_nodes]
+    """The top ``plan.max_nodes`` feature nodes by |effect|, with their index in decoding.nodes."""
+    effect = attribution.influence.tolist()
+    order = sorted(range(len(decoding.nodes)), key=lambda i: -abs(effect[i]))[: plan.max_nodes]
     out = []
     for i in sorted(
-        order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(influence[i]))
+        order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(effect[i]))
     ):
         node = decoding.nodes[i]
+        pos = _ctx(decoding, node.ctx_idx)
         label = (labels.get(node.layer) or {}).get(str(node.feature)) or {}
+        node_id = f"{node.layer}_{node.feature}_{pos}"
         out.append(
             (
                 i,
                 {
-                    "node_id": f"{node.layer}_{node.feature}_{node.ctx_idx}",
-                    "feature": node.feature,
+                    "node_id": node_id,
+                    "jsNodeId": f"{node.layer}_{node.feature}-0",
+                    "feature": cantor(node.layer, node.feature),
                     "layer": str(node.layer),
-                    "ctx_idx": node.ctx_idx,
+                    "ctx_idx": pos,
                     "feature_type": FEATURE,
+                    "token_prob": 0.0,
+                    "is_target_logit": False,
+                    "run_idx": 0,
+                    "reverse_ctx_idx": 0,
                     "activation": _r(node.activation),
-                    "influence": _r(influence[i]),
-                    "clerp": str(label.get("label") or f"latent {node.feature}"),
+                    "influence": None,
+                    "clerp": str(label.get("label") or f"latent {node.feature} (layer {node.layer})"),
+                    "hif_latent": node.feature,
+                    "hif_effect": _r(effect[i]),
+                    "hif_method": attribution.method,  # "heuristic" marks a fallback-scored node
                 },
             )
         )
     return out
 
 
-def _error_nodes(attribution: Attribution) -> list[tuple[int, int, dict[str, Any]]]:
+def _error_nodes(decoding: Decoding, attribution: Attribution) -> list[tuple[int, int, dict[str, Any]]]:
     out = []
     for layer, scores in attribution.error_scores.items():
-        totals = scores.sum(-1).tolist()
-        for ctx, total in enumerate(totals):
+        for ctx, total in enumerate(scores.sum(-1).tolist()):
             if total == 0.0:
                 continue  # no content token in this ctx (e.g. a special token)
-            out.append(
-                (
-                    layer,
-                    ctx,
-                    {
-                        "node_id": f"{layer}_error_{ctx}",
-                        "feature": None,
-                        "layer": str(layer),
-                        "ctx_idx": ctx,
-                        "feature_type": ERROR,
-                        "activation": None,
-                        "influence": _r(total),
-                        "clerp": f"SAE reconstruction error, layer {layer}",
-                    },
-                )
-            )
+            pos = _ctx(decoding, ctx)
+            node = {
+                "node_id": f"err_{layer}_{pos}",
+                "jsNodeId": f"err_{layer}_{pos}-0",
+                "feature": -1,
+                "layer": str(layer),
+                "ctx_idx": pos,
+                "feature_type": ERROR,
+                "token_prob": 0.0,
+                "is_target_logit": False,
+                "run_idx": 0,
+                "reverse_ctx_idx": 0,
+                "activation": None,
+                "influence": None,
+                "clerp": f"SAE reconstruction error, layer {layer}"
+                + ("" if decoding.granularity == "token" else " (and latents outside the sentence's top k)"),
+                "hif_effect": _r(total),
+                "hif_method": attribution.method,  # "heuristic" marks a fallback-scored node
+            }
+            out.append((layer, ctx, node))
     return out
 
 
-def _target_nodes(attribution: Attribution) -> list[dict[str, Any]]:
+def _embedding_nodes(decoding: Decoding, tokens: list[str]) -> list[dict[str, Any]]:
+    content = decoding.content.tolist()
     return [
         {
-            "node_id": f"target_{j}_{t.ctx_idx}",
-            "feature": t.token,
-            "layer": TARGET_LAYER,
-            "ctx_idx": t.ctx_idx,
-            "feature_type": LOGIT,
-            "activation": _r(t.value),
+            "node_id": f"E_{vocab}_{pos}",
+            "jsNodeId": f"E_{vocab}-{pos}",
+            "feature": pos,
+            "layer": EMBEDDING_LAYER,
+            "ctx_idx": pos,
+            "feature_type": EMBEDDING,
+            "token_prob": 0.0,
+            "is_target_logit": False,
+            "run_idx": 0,
+            "reverse_ctx_idx": 0,
+            "activation": None,
             "influence": None,
-            "clerp": t.label,
-            "is_target_logit": True,
+            "clerp": f'Emb: "{_quote_safe(tokens[pos])}"',
         }
-        for j, t in enumerate(attribution.targets)
+        for pos, vocab in enumerate(decoding.tokens)
+        if content[pos]
     ]
+
+
+def _quote_safe(text: str) -> str:
+    # Both viewers split a logit clerp on '"' and '(p=': a label must contain neither.
+    return text.replace('"', "'").replace("(p=", "(p =")
+
+
+def _target_prob(target: Target, subject: Subject) -> float:
+    if subject.kind == "encoder":
+        return min(1.0, max(0.0, (target.value + 1.0) / 2.0))
+    return float(target.prob or 0.0)
+
+
+def _target_nodes(
+    decoding: Decoding, attribution: Attribution, subject: Subject, tokens: list[str]
+) -> list[dict[str, Any]]:
+    layer, n = str(subject.n_layers + 1), len(decoding.tokens)
+    out = []
+    for j, t in enumerate(attribution.targets):
+        if t.token is not None:  # a produced token's logit, read at the position before it
+            vocab, pos, text = t.token, max(0, t.ctx_idx - 1), tokens[t.ctx_idx]
+        elif len(t.positions) == 1 and t.positions[0] >= n:  # the model's own next token
+            vocab, pos, text = subject.vocab_size + j, n - 1, "next token"
+        else:  # a sentence target: circuit-tracer's virtual index, at the sentence's last token
+            vocab, pos, text = subject.vocab_size + j, max(p for p in t.positions if p < n), t.label
+        prob = _target_prob(t, subject)
+        out.append(
+            {
+                "node_id": f"{layer}_{vocab}_{pos}",
+                "jsNodeId": f"L_{vocab}-{pos}",
+                "feature": vocab,
+                "layer": layer,
+                "ctx_idx": pos,
+                "feature_type": LOGIT,
+                "token_prob": _r(prob),
+                "is_target_logit": True,
+                "run_idx": 0,
+                "reverse_ctx_idx": 0,
+                "activation": _r(t.value),
+                "influence": None,
+                "clerp": f'Output "{_quote_safe(text)}" (p={prob:.3f})',
+                "hif_target": t.label,
+                "hif_target_value": _r(t.value),
+            }
+        )
+    return out
 
 
 def _links(
@@ -109,29 +225,102 @@ def _links(
     features: list[tuple[int, dict[str, Any]]],
     errors: list[tuple[int, int, dict[str, Any]]],
     targets: list[dict[str, Any]],
-    max_edges: int,
+    plan: Plan,
+    layer_of: list[int],
 ) -> list[dict[str, Any]]:
+    """Direct effects: the deepest layer's nodes -> targets, each layer's features -> the next's."""
+    deepest = max(plan.layers)
     links = []
-    scores = attribution.node_scores
     for i, node in features:
-        for j, weight in enumerate(scores[i].tolist()):
+        if layer_of[i] != deepest:
+            continue
+        for j, weight in enumerate(attribution.node_scores[i].tolist()):
             if weight != 0.0:
                 links.append(
                     {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
                 )
     for layer, ctx, node in errors:
+        if layer != deepest:
+            continue
         for j, weight in enumerate(attribution.error_scores[layer][ctx].tolist()):
             if weight != 0.0:
                 links.append(
                     {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
                 )
-    kept = {node["node_id"] for _, node in features}
     ids = {i: node["node_id"] for i, node in features}
     for src, dst, weight in attribution.feature_edges:
-        if src in ids and dst in ids and ids[src] in kept and ids[dst] in kept:
+        if src in ids and dst in ids:
             links.append({"source": ids[src], "target": ids[dst], "weight": _r(weight)})
     links.sort(key=lambda link: -abs(link["weight"]))
-    return links[:max_edges]
+    return links[: plan.max_edges]
+
+
+def _metadata(
+    job: Job,
+    decoding: Decoding,
+    attribution: Attribution,
+    plan: Plan,
+    subject: Subject,
+    featureset: str,
+    tokens: list[str],
+) -> dict[str, Any]:
+    encoder = subject.kind == "encoder"
+    return {
+        "slug": job.trace_id,
+        "scan": featureset,
+        "transcoder_list": [f"{featureset}/layer_{layer}" for layer in plan.layers],
+        "prompt_tokens": tokens,
+        "prompt": decoding.extraction.encoded.text,
+        "node_threshold": NODE_THRESHOLD,
+        "schema_version": SCHEMA_VERSION,
+        "completion_char": decoding.extraction.encoded.completion_char,
+        "segments": [
+            {
+                "index": s.index,
+                "role": s.role,
+                "text": s.text,
+                "token_positions": list(s.positions),
+                "ctx_idx": s.positions[-1],
+            }
+            for s in decoding.segments
+        ],
+        "subject_model": {"name": subject.name, "kind": subject.kind, "n_layers": subject.n_layers},
+        "featureset": featureset,
+        "attribution_method": attribution.method,
+        "target": {
+            "definition": (
+                "cosine similarity of each completion sentence's mean-pooled last hidden state to the "
+                "prompt's (no vocabulary token: a virtual logit)"
+                if encoder
+                else "logit of each completion token under teacher forcing (sentence granularity: their "
+                "mean per sentence)"
+            ),
+            "token_prob": ENCODER_PROB if encoder else "softmax probability of the target token",
+        },
+        "scores": {
+            "link_weight": "gradient x activation"
+            if attribution.method == GRADIENT
+            else "activation x cos(decoder row, target direction)",
+            "comparable_to_gradient": attribution.method == GRADIENT,
+            "embedding_links": "not computed",
+        },
+        "generation_settings": {
+            "granularity": plan.granularity,
+            "layers": list(plan.layers),
+            "top_k": plan.top_k,
+        },
+        "pruning_settings": {
+            "node_threshold": NODE_THRESHOLD,
+            "max_feature_nodes": plan.max_nodes,
+            "max_links": plan.max_edges,
+        },
+        "info": {
+            "top_k": plan.top_k,
+            "layers": list(plan.layers),
+            "max_nodes": plan.max_nodes,
+            "max_edges": plan.max_edges,
+        },
+    }
 
 
 def build(
@@ -143,36 +332,28 @@ def build(
     featureset: str,
     labels: dict[int, dict[str, Any]],
     tokens: list[str],
+    subject: Subject,
 ) -> dict[str, Any]:
-    """The graph JSON for one job (a plain dict, ready for orjson)."""
+    """The graph JSON for one job (a plain dict, ready for orjson). ``plan.degraded`` is the job's."""
     features = _feature_nodes(decoding, attribution, plan, labels)
-    errors = _error_nodes(attribution)
-    targets = _target_nodes(attribution)
-    links = _links(attribution, features, errors, targets, plan.max_edges)
+    errors = _error_nodes(decoding, attribution)
+    targets = _target_nodes(decoding, attribution, subject, tokens)
+    layer_of = [n.layer for n in decoding.nodes]
+    links = _links(attribution, features, errors, targets, plan, layer_of)
+    scored = [node for _, node in features] + [node for _, _, node in errors]
+    cumulative = _cumulative({node["node_id"]: abs(node["hif_effect"]) for node in scored})
+    for node in scored:
+        node["influence"] = cumulative[node["node_id"]]
     return {
-        "metadata": {
-            "slug": job.trace_id,
-            "scan": featureset,
-            "schema_version": SCHEMA_VERSION,
-            "prompt": decoding.extraction.encoded.text,
-            "prompt_tokens": tokens,
-            "completion_char": decoding.extraction.encoded.completion_char,
-            "segments": [
-                {"ctx_idx": s.index, "role": s.role, "text": s.text, "token_positions": list(s.positions)}
-                for s in decoding.segments
-            ],
-            "node_threshold": plan.max_nodes,
-            "info": {
-                "top_k": plan.top_k,
-                "layers": list(plan.layers),
-                "max_nodes": plan.max_nodes,
-                "max_edges": plan.max_edges,
-            },
-        },
+        "metadata": _metadata(job, decoding, attribution, plan, subject, featureset, tokens),
+        "qParams": dict(Q_PARAMS),
+        "nodes": _embedding_nodes(decoding, tokens) + scored + targets,
+        "links": links,
         "granularity": plan.granularity,
         "featureset": featureset,
         "degraded": list(plan.degraded),
         "attribution_method": attribution.method,
-        "nodes": [node for _, node in features] + [node for _, _, node in errors] + targets,
-        "links": links,
     }
+
+
+__all__ = ["FEATURE_TYPES", "SCHEMA_VERSION", "Subject", "build", "cantor"]

@@ -63,6 +63,7 @@ class SAEPipeline:
             layers=info.layers,
             max_nodes=info.max_nodes,
             max_edges=info.max_edges,
+            max_bytes=info.max_graph_bytes,
         )
 
     # --- extract -------------------------------------------------------------------------------
@@ -94,12 +95,14 @@ class SAEPipeline:
         for layer in plan.layers:
             sae = self.saes[layer]
             x = extraction.hidden[layer]
-            values, indices = sae.topk(sae.pre_acts(x))
+            # reduce-topk encodes with the smaller k: the latents it drops land in the error term,
+            # so x == W_dec f + b_dec + error still holds and attribution has fewer codes to score.
+            values, indices = sae.topk(sae.pre_acts(x), k=min(plan.top_k, sae.k))
             values = values * content[:, None]
             codes[layer] = LayerCodes(values, indices, x - sae.decode_sparse(values, indices))
-            top_k = min(plan.top_k, values.shape[1])
+            top_k = values.shape[1]
             if plan.granularity == "token":
-                nodes += _token_nodes(layer, values[:, :top_k], indices[:, :top_k])
+                nodes += _token_nodes(layer, values, indices)
             else:
                 nodes += _segment_nodes(layer, values, indices, segs, top_k, sae.d_sae)
         return Decoding(extraction, plan.granularity, segs, codes, nodes, content)
@@ -128,10 +131,17 @@ class SAEPipeline:
             featureset=self.featureset.name,
             labels=self.labels,
             tokens=self._token_strings(decoding),
+            subject=_graph.Subject(
+                name=self.featureset.model,
+                kind=self.subject.kind,
+                n_layers=self.subject.n_layers,
+                vocab_size=len(self.subject.tokenizer),
+            ),
         )
 
     def _token_strings(self, decoding: Decoding) -> list[str]:
-        return list(self.subject.tokenizer.convert_ids_to_tokens(decoding.tokens))
+        # Decoded text per token (as circuit-tracer writes prompt_tokens), not the vocabulary's spelling.
+        return [self.subject.tokenizer.decode([t]) for t in decoding.tokens]
 
 
 def _length_groups(lengths: Sequence[int]) -> list[list[int]]:

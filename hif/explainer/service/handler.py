@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from hif.errors import AttributionError, BlobWriteError, JobExpiredError
+from hif.explainer import graphfile
 from hif.explainer.plan import GRADIENT, HEURISTIC, Pipeline, Plan
 from hif.explainer.service.backpressure import apply_ladder, cannot_meet_budget
 from hif.explainer.service.events import MetricsSink
@@ -187,7 +186,9 @@ class Handler:
     def _run(self, task: Task, extraction: Any) -> None:
         decoded = self._timed(task, "decode", self.stages.decode, task, extraction)
         attributed = self._timed(task, "attribution", self._attribution, task, decoded)
-        graph = task.pipeline.graph(task.job, decoded, attributed, task.plan)
+        # The graph names every rung the status names, the attribution fallback included.
+        plan = dataclasses.replace(task.plan, degraded=task.degraded)
+        graph = task.pipeline.graph(task.job, decoded, attributed, plan)
         check_deadline(task)
         self._timed(task, "persist", self._persist, task, graph)
 
@@ -207,7 +208,7 @@ class Handler:
         return result
 
     def _persist(self, task: Task, graph: dict[str, Any]) -> None:
-        key, data = graph_key(task.job.trace_id), orjson.dumps(graph)
+        key, data = graph_key(task.job.trace_id), graphfile.encode(graph, max_bytes=task.plan.max_bytes)
         retries = self.settings.persist_retries
         for attempt in range(retries + 1):
             try:

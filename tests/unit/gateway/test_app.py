@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hif.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from hif.explainer import graphfile
 from hif.explainer.featureset import FeaturesetInfo, Registry
 from hif.explainer.settings import SlaSettings
 from hif.gateway.app import GatewayApp, create_app
@@ -229,12 +230,41 @@ async def test_auth_matrix() -> None:
 
 
 @async_test
+async def test_graphs_are_served_compressed_or_as_stored() -> None:
+    """A gzip-stored graph is served as its JSON; one stored before compression, byte for byte."""
+    stores = FakeStores.new()
+    app, _ = make(stores)
+    await started(app)
+    ids = []
+    for _ in range(2):
+        reply = await call(app, "POST", "/v1/chat/completions", {**CHAT, "explain": {}})
+        ids.append(reply.json()["explanation"]["trace_id"])
+    await app.interceptor.stop(1)
+    new = {"metadata": {"schema_version": 2, "slug": ids[0]}, "qParams": {}, "nodes": [], "links": []}
+    old = b'{"metadata": {"schema_version": 1, "slug": "x"}, "nodes": [], "links": []}'
+    stores.blobs.put(graph_key(ids[0]), graphfile.encode(new, max_bytes=10_000))
+    stores.blobs.put(graph_key(ids[1]), old)
+    for trace_id in ids:
+        stores.state.transition(
+            trace_id,
+            from_states=[TraceState.QUEUED],
+            to_state=TraceState.COMPLETE,
+            graph_key=graph_key(trace_id),
+        )
+    assert (await call(app, "GET", f"/v1/traces/{ids[0]}/graph")).json() == new
+    reply = await call(app, "GET", f"/v1/traces/{ids[1]}/graph")
+    assert reply.status == 200 and reply.body == old and reply.json()["metadata"]["schema_version"] == 1
+    await app.shutdown()
+
+
+@async_test
 async def test_graph_states() -> None:
     stores = FakeStores.new()
     app, _ = make(stores)
     await started(app)
     reply = await call(app, "POST", "/v1/chat/completions", {**CHAT, "explain": {}})
     trace_id = reply.json()["explanation"]["trace_id"]
+    assert reply.json()["explanation"]["view_url"].startswith(f"/v1/traces/{trace_id}/view?token=")
     graph_url = f"/v1/traces/{trace_id}/graph"
     assert (await call(app, "GET", graph_url)).status == 202
     await app.interceptor.stop(1)  # flushes the buffer into the fake store

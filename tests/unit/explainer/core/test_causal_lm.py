@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jsonschema
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from hif.errors import AttributionError
 from hif.explainer.core.attribution import gradient_layer, target_specs, target_values
 from hif.explainer.plan import GRADIENT, HEURISTIC
+from tests.graph_formats import check_community_format
 
 PROMPT = "how do i use the file ?"
 COMPLETION = "open returns a file object . close the file when done ."
@@ -82,8 +85,18 @@ def test_full_pipeline_produces_valid_graphs(tiny_pipeline, make_job, graph_sche
         jsonschema.validate(graph, graph_schema)
         assert graph["granularity"] == granularity and graph["attribution_method"] == GRADIENT
         logits = [n for n in graph["nodes"] if n["feature_type"] == "logit"]
-        assert logits and all(n["layer"] == "Lgt" for n in logits)
+        check_community_format(graph)
+        # circuit-tracer names the target layer n_layers + 1 (2 blocks here)
+        assert logits and all(n["layer"] == "3" for n in logits)
         assert any(link["target"] == logits[0]["node_id"] for link in graph["links"])
+        for node, target in zip(logits, attribution.targets, strict=True):
+            assert node["token_prob"] == pytest.approx(target.prob, abs=1e-6)
+        if granularity == "token":  # a produced token: its id, read at the position before it
+            first = attribution.targets[0]
+            assert logits[0]["feature"] == first.token and logits[0]["ctx_idx"] == first.ctx_idx - 1
+            logits_out = tiny_pipeline.subject.run_replaced(torch.tensor([decoding.tokens]), {})
+            expect = float(logits_out[first.ctx_idx - 1].softmax(-1)[first.token])
+            assert first.prob == pytest.approx(expect, rel=1e-4)
 
 
 def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +111,9 @@ def test_heuristic_runs_where_gradients_cannot(tiny_pipeline, make_job, graph_sc
     assert result.node_scores.abs().sum() > 0
     graph = tiny_pipeline.graph(job, decoding, result, plan)
     jsonschema.validate(graph, graph_schema)
+    check_community_format(graph)
     assert graph["attribution_method"] == HEURISTIC
+    assert all(t.prob is not None and 0.0 < t.prob < 1.0 for t in result.targets)  # read out, not blank
 
 
 def test_heuristic_is_activation_times_cosine(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
@@ -139,3 +154,42 @@ def test_two_layer_featureset_adds_feature_edges_across_layers(tiny_lm, make_job
     [extraction] = pipeline.extract([job], [plan])
     decoding = pipeline.decode(extraction, plan)
     assert pipeline.attribute(decoding, plan).feature_edges == []
+
+
+@pytest.mark.parametrize("granularity", ["token", "sentence"])
+def test_two_layer_links_into_a_target_sum_to_the_known_direct_effect(tiny_lm, make_job, granularity) -> None:  # type: ignore[no-untyped-def]
+    """No double counting: what links into a target is the upper layer's direct effect, whose sum has a
+    closed form independent of the SAE, (x_1 - b_dec) . d target / d x_1 from a plain backward pass;
+    the lower layer reaches the targets only through the upper one (its links go to layer-1 nodes)."""
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.featureset import load_registry
+
+    pipeline = load_pipeline(load_registry(tiny_lm.registry).get("tiny-gpt2-res01"), device="cpu", threads=1)
+    job = make_job(PROMPT, COMPLETION, granularity)
+    plan = dataclasses.replace(pipeline.default_plan(granularity), max_nodes=100_000, max_edges=1_000_000)
+    [extraction] = pipeline.extract([job], [plan])
+    decoding = pipeline.decode(extraction, plan)
+    attribution = pipeline.attribute(decoding, plan)
+    graph = pipeline.graph(job, decoding, attribution, plan)
+    layer_of = {n["node_id"]: n["layer"] for n in graph["nodes"]}
+    targets = [n["node_id"] for n in graph["nodes"] if n["feature_type"] == "logit"]
+    assert all(layer_of[link["source"]] == "1" for link in graph["links"] if link["target"] in targets)
+    assert all(layer_of[link["target"]] == "1" for link in graph["links"] if layer_of[link["source"]] == "0")
+
+    leaf: dict[str, torch.Tensor] = {}
+
+    def capture(x: torch.Tensor) -> torch.Tensor:
+        leaf["x"] = x.detach().requires_grad_()
+        return leaf["x"]
+
+    ids = torch.tensor([decoding.tokens])
+    with torch.enable_grad():
+        out = pipeline.subject.run_replaced(ids, {1: capture})
+        values = target_values(out[0] if out.dim() == 3 else out, attribution.targets, decoding, "causal-lm")
+        content = decoding.content[:, None]
+        for node_id, value in zip(targets, values, strict=True):
+            (grad,) = torch.autograd.grad(value, [leaf["x"]], retain_graph=True)
+            with torch.no_grad():
+                expect = float((((leaf["x"] - pipeline.saes[1].b_dec) * grad) * content).sum())
+            got = sum(link["weight"] for link in graph["links"] if link["target"] == node_id)
+            assert got == pytest.approx(expect, rel=1e-3, abs=1e-4)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import jsonschema
+import orjson
 import pytest
 import torch
 
+from hif.explainer import graphfile
 from hif.explainer.core import graph as graph_module
 from hif.explainer.plan import CAP_NODES, GRADIENT, HEURISTIC, REDUCE_TOPK
+from tests.graph_formats import check_community_format
 
 PROMPT = "how do i use the file ?"
 COMPLETION = "open returns a file object . close the file when done ."
@@ -54,7 +57,7 @@ def test_graph_respects_node_and_edge_budgets(tiny_pipeline, make_job, graph_sch
     jsonschema.validate(graph, graph_schema)
     features = [n for n in graph["nodes"] if n["feature_type"] == "sae"]
     assert len(features) == 5 and len(graph["links"]) <= 7
-    kept = sorted(abs(n["influence"]) for n in features)
+    kept = sorted(abs(n["hif_effect"]) for n in features)
     assert kept[0] >= float(attribution.influence.abs().sort(descending=True).values[4]) - 1e-6
     assert graph["degraded"] == [CAP_NODES]
     ids = {n["node_id"] for n in graph["nodes"]}
@@ -68,7 +71,12 @@ def test_graph_records_plan_method_and_errors(tiny_pipeline, make_job, graph_sch
     assert graph["attribution_method"] == HEURISTIC and graph["degraded"] == [REDUCE_TOPK]
     assert graph["metadata"]["info"]["top_k"] == 2 and graph["featureset"] == "tiny-gpt2-res0"
     errors = [n for n in graph["nodes"] if n["feature_type"] == "sae reconstruction error"]
-    assert errors and all(n["ctx_idx"] < len(graph["metadata"]["segments"]) for n in errors)
+    sentence_ends = {s["ctx_idx"] for s in graph["metadata"]["segments"]}
+    assert sentence_ends == {s["token_positions"][-1] for s in graph["metadata"]["segments"]}
+    assert errors and all(n["ctx_idx"] in sentence_ends for n in errors)
+    scored = [n for n in graph["nodes"] if n["feature_type"] in ("sae", "sae reconstruction error")]
+    assert all(n["hif_method"] == HEURISTIC for n in scored)
+    assert graph["metadata"]["scores"]["comparable_to_gradient"] is False
     per_ctx: dict[int, int] = {}
     for n in graph["nodes"]:
         if n["feature_type"] == "sae":
@@ -83,7 +91,7 @@ def test_published_schema_matches_the_graph_builder(graph_schema) -> None:  # ty
     node = graph_schema["properties"]["nodes"]["items"]["properties"]
     assert tuple(node["feature_type"]["enum"]) == graph_module.FEATURE_TYPES
     assert graph_schema["properties"]["attribution_method"]["enum"] == [GRADIENT, HEURISTIC]
-    assert graph_module.TARGET_LAYER in node["layer"]["pattern"]
+    assert graph_module.EMBEDDING_LAYER in node["layer"]["pattern"]
 
 
 def test_schema_rejects_a_broken_graph(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
@@ -103,3 +111,115 @@ def test_extract_batches_jobs_like_single_runs(tiny_pipeline, make_job) -> None:
         [alone] = tiny_pipeline.extract([job], [plan])
         assert got.job is job
         assert torch.allclose(got.hidden[0], alone.hidden[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["sentence", "token"])
+@pytest.mark.parametrize("method", [GRADIENT, HEURISTIC])
+def test_graphs_are_in_the_community_format(
+    tiny_pipeline, make_job, graph_schema, granularity, method
+) -> None:  # type: ignore[no-untyped-def]
+    plan = tiny_pipeline.default_plan(granularity)
+    if method == HEURISTIC:
+        plan = plan.degrade(REDUCE_TOPK, top_k=2)  # a degraded graph too
+    decoding, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION, granularity), plan, method)
+    jsonschema.validate(graph, graph_schema)
+    check_community_format(graph)
+    meta = graph["metadata"]
+    assert meta["subject_model"]["kind"] == "causal-lm" and meta["featureset"] == "tiny-gpt2-res0"
+    assert meta["attribution_method"] == method and graph["degraded"] == list(plan.degraded)
+    tokens = meta["prompt_tokens"]
+    embeddings = [n for n in graph["nodes"] if n["feature_type"] == "embedding"]
+    assert [n["ctx_idx"] for n in embeddings] == [p for p in range(len(tokens)) if decoding.content[p]]
+    # every feature/error node: the cumulative |effect| share, ranked like |effect|
+    scored = [n for n in graph["nodes"] if n["feature_type"] in ("sae", "sae reconstruction error")]
+    ranked = sorted(scored, key=lambda n: n["influence"])
+    effects = [abs(n["hif_effect"]) for n in ranked]
+    assert effects == sorted(effects, reverse=True)
+    assert ranked[-1]["influence"] == pytest.approx(1.0)
+    total = sum(effects)
+    assert ranked[0]["influence"] == pytest.approx(effects[0] / total, abs=1e-5)
+    for n in scored:
+        if n["feature_type"] == "sae":
+            layer, latent, pos = n["node_id"].split("_")
+            assert n["feature"] == graph_module.cantor(int(layer), int(latent)) and int(pos) == n["ctx_idx"]
+
+
+def test_sentence_nodes_sit_at_their_sentences_last_token(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    plan = tiny_pipeline.default_plan("sentence")
+    decoding, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION), plan)
+    by_id = {n["node_id"]: n for n in graph["nodes"]}
+    for node in decoding.nodes:
+        pos = decoding.segments[node.ctx_idx].positions[-1]
+        found = by_id.get(f"{node.layer}_{node.feature}_{pos}")
+        assert found is None or found["ctx_idx"] == pos
+
+
+def test_reduce_topk_encodes_with_the_smaller_k_and_stays_complete(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    full = tiny_pipeline.default_plan("token")
+    reduced = full.degrade(REDUCE_TOPK, top_k=2)
+    job = make_job(PROMPT, COMPLETION, "token")
+    [extraction] = tiny_pipeline.extract([job], [reduced])
+    decoding = tiny_pipeline.decode(extraction, reduced)
+    sae, codes, x = tiny_pipeline.saes[0], decoding.codes[0], extraction.hidden[0]
+    assert codes.values.shape[1] == 2 < full.top_k  # the SAE really ran with k=2
+    # complete: codes + error rebuild the residual exactly, the dropped latents sit in the error
+    assert torch.allclose(sae.decode_sparse(codes.values, codes.indices) + codes.error, x, atol=1e-5)
+    full_decoding = tiny_pipeline.decode(extraction, full)
+    content = decoding.content
+    assert codes.error[content].norm() > full_decoding.codes[0].error[content].norm()
+    # and attribution stays complete: feature + error effects are computed on the k=2 codes
+    attribution = tiny_pipeline.attribute(decoding, reduced)
+    assert attribution.node_scores.shape[0] == len(decoding.nodes)
+    assert all(n.activation > 0 for n in decoding.nodes)
+    assert len(decoding.nodes) <= 2 * int(content.sum())
+
+
+def test_degraded_in_the_graph_is_what_the_handler_records(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    """A chaos-style gradient failure: the status's `degraded` and the graph's must agree."""
+    import threading
+
+    from hif.errors import AttributionError
+    from hif.explainer.service import handler as handler_module
+    from hif.store.base import Lease
+
+    class Blobs:
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+        def put(self, key: str, data: bytes) -> None:
+            self.data[key] = data
+
+    class Sink:
+        def record(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    def failing(task, decoded):  # type: ignore[no-untyped-def]
+        return handler_module.fall_back(task, decoded, AttributionError("injected"))
+
+    job = make_job(PROMPT, COMPLETION)
+    plan = tiny_pipeline.default_plan("sentence").degrade(REDUCE_TOPK, top_k=2)
+    stages = handler_module.Stages(decode=handler_module.decode, attribution=failing)
+    from hif.explainer.settings import ExplainerSettings
+
+    blobs = Blobs()
+    handler = handler_module.Handler(
+        blobs=blobs,
+        pipelines=lambda _: tiny_pipeline,
+        settings=ExplainerSettings(),
+        sink=Sink(),
+        stages=stages,
+    )
+    lease = Lease(job=job, lease_id="l", consumer="c", attempt=1, deadline=float("inf"))
+    task = handler_module.Task(
+        lease=lease,
+        plan=plan,
+        pipeline=tiny_pipeline,
+        level="soft",
+        stop=threading.Event(),
+        degraded=plan.degraded,
+    )
+    [extraction] = handler.extract([task])
+    ending = handler.explain(task, extraction)
+    graph = orjson.loads(graphfile.decode(blobs.data[ending.fields["graph_key"]]))
+    assert list(task.degraded) == [REDUCE_TOPK, handler_module.ATTRIBUTION_FALLBACK]
+    assert graph["degraded"] == list(task.degraded) and graph["attribution_method"] == HEURISTIC

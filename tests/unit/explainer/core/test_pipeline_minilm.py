@@ -8,6 +8,7 @@ import torch
 
 from hif.explainer.featureset import load_registry
 from hif.explainer.plan import GRADIENT, HEURISTIC
+from tests.graph_formats import check_community_format
 
 pytestmark = pytest.mark.explainer
 
@@ -48,9 +49,23 @@ def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granulari
     features = [n for n in graph["nodes"] if n["feature_type"] == "sae"]
     assert 0 < len(features) <= plan.max_nodes
     assert all(n["clerp"] for n in features)
+    check_community_format(graph)
+    # the encoder's targets: a virtual logit per sentence, at its last token, p = (cosine + 1) / 2
+    logits = [n for n in graph["nodes"] if n["feature_type"] == "logit"]
+    assert graph["metadata"]["target"]["token_prob"] == "(cosine + 1) / 2"
+    for node, target in zip(logits, attribution.targets, strict=True):
+        assert node["layer"] == "7" and node["ctx_idx"] == decoding.segments[target.ctx_idx].positions[-1]
+        assert node["token_prob"] == pytest.approx((target.value + 1) / 2, abs=1e-6)
+        assert node["feature"] >= len(minilm.subject.tokenizer)
     heuristic = minilm.heuristic(decoding, plan)
     assert heuristic.method == HEURISTIC
-    jsonschema.validate(minilm.graph(job, decoding, heuristic, plan), graph_schema)
+    # the heuristic reads the same targets out of a plain forward pass
+    assert [t.value for t in heuristic.targets] == pytest.approx(
+        [t.value for t in attribution.targets], abs=1e-4
+    )
+    heuristic_graph = minilm.graph(job, decoding, heuristic, plan)
+    jsonschema.validate(heuristic_graph, graph_schema)
+    check_community_format(heuristic_graph)
 
 
 def test_minilm_sae_reconstructs_live_activations(minilm, make_job) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from hif.explainer.featureset import load_registry
+from tests.graph_formats import check_community_format
 
 pytestmark = pytest.mark.explainer
 
@@ -43,6 +44,8 @@ def test_token_graph_has_cross_layer_feature_edges_within_budget(two_layer, make
     decoding = two_layer.decode(extraction, plan)
     graph = two_layer.graph(job, decoding, two_layer.attribute(decoding, plan), plan)
     jsonschema.validate(graph, graph_schema)
+    check_community_format(graph)
+    _direct_effects_only(graph)
     edges = _feature_edges(graph)
     assert edges, "a two-layer token graph must link features across layers"
     layers = {n["node_id"]: n["layer"] for n in graph["nodes"]}
@@ -59,3 +62,17 @@ def test_sentence_graph_has_no_feature_edges(two_layer, make_job, graph_schema) 
     graph = two_layer.graph(job, decoding, two_layer.attribute(decoding, plan), plan)
     jsonschema.validate(graph, graph_schema)
     assert not _feature_edges(graph)
+    check_community_format(graph)
+    _direct_effects_only(graph)
+
+
+def _direct_effects_only(graph: dict) -> None:  # type: ignore[type-arg]
+    """Layer 4's residual SAE cuts the stream: only layer 4 (and its error) links to the targets."""
+    by_id = {n["node_id"]: n for n in graph["nodes"]}
+    into_targets = [link for link in graph["links"] if by_id[link["target"]]["feature_type"] == "logit"]
+    assert into_targets and all(by_id[link["source"]]["layer"] == "4" for link in into_targets)
+    # feature ids stay distinct across layers (Cantor pairing), so the same latent index in both differs
+    latents = [
+        (n["layer"], n["hif_latent"], n["feature"]) for n in graph["nodes"] if n["feature_type"] == "sae"
+    ]
+    assert len({(layer, latent) for layer, latent, _ in latents}) == len({f for _, _, f in latents})

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from hif.chaos import ChaosReader, Fault, apply_change
 from hif.errors import AttributionError, BlobWriteError
+from hif.explainer import graphfile
 from hif.explainer.featureset import FeaturesetInfo
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
 from hif.explainer.service.events import DirectSink
@@ -179,7 +180,9 @@ def test_jobs_complete_with_graph_stage_times_and_metrics(rig: Rig) -> None:
         rec = rig.record(f"t{i}")
         assert rec.state is TraceState.COMPLETE and rec.attribution == GRADIENT and rec.degraded == ()
         assert set(rec.stage_ms) == {"extract", "decode", "attribution", "persist"}
-        graph = json.loads(rig.blobs.get(graph_key(f"t{i}")) or b"")
+        stored = rig.blobs.get(graph_key(f"t{i}")) or b""
+        assert stored.startswith(graphfile.GZIP_MAGIC)  # stored compressed
+        graph = json.loads(graphfile.decode(stored))
         assert graph["metadata"]["trace_id"] == f"t{i}" and graph["nodes"]
     assert rig.queue.depth() == 0
     assert rig.value("explainer_jobs_total", state="complete") == 3
