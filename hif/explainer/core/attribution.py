@@ -221,9 +221,9 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
 # only the blocks above the hook layer (``run_from``, from the residual stream extraction already
 # captured). Rows never mix (attention is per row and masked to its own tokens) and each target
 # reads only its own row's outputs, so the sum over jobs of their j-th targets has, in row b, the
-# gradient of job b's j-th target alone. The j = 1..n_t sums are differentiated in one vmapped
-# backward (``is_grads_batched``): one forward and one backward give every job's every target,
-# the numbers ``gradient`` gets from a full forward per job and a backward per target.
+# gradient of job b's j-th target alone. One forward and n_t backward passes (n_t: the most
+# targets of a job in the batch) give every job's every target: the numbers ``gradient`` gets
+# from a full forward per job and a backward per target per job.
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -243,7 +243,7 @@ def _padded(rows: list[torch.Tensor], width: int, fill: float | int = 0) -> torc
 
 
 def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job]) -> None:
-    """One forward for ``jobs`` at ``layer`` and one batched backward for all their targets."""
+    """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs."""
     lengths = [len(job.decoding.tokens) for job in jobs]
     width = max(lengths)
     codes = [job.decoding.codes[layer] for job in jobs]
@@ -272,8 +272,10 @@ def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_J
         summed = torch.stack(
             [sum((v[j] for v in per_job if j < len(v)), out.new_zeros(())) for j in range(n_t)]
         )
-        eye = torch.eye(n_t, device=out.device)
-        g_codes, g_err = torch.autograd.grad(summed, [leaf, error], grad_outputs=eye, is_grads_batched=True)
+        # One backward per target index over the whole batch. (A vmapped backward, is_grads_batched,
+        # gives the same numbers but measured slower on CPU; see bench/explainer_throughput.py.)
+        grads = [torch.autograd.grad(summed[j], [leaf, error], retain_graph=j + 1 < n_t) for j in range(n_t)]
+    g_codes, g_err = torch.stack([g[0] for g in grads]), torch.stack([g[1] for g in grads])
     feat, err = leaf.detach() * g_codes, (error.detach() * g_err).sum(-1)  # [n_t, B, T, k], [n_t, B, T]
     for b, (job, n) in enumerate(zip(jobs, lengths, strict=True)):
         m = len(job.targets)
