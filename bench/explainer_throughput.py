@@ -14,7 +14,10 @@ same absolute rate (a fraction of the first mode's ceiling).
    attribution, amortised over worker-sized batches), giving the cost per job of extract, decode,
    attribution and persist by granularity; the median of the interleaved rounds. The ceiling is
    1 / (mean cost per job) for the 80/20 sentence/token mix.
-2. Offered load: a real :class:`~hif.explainer.service.worker.Worker` (SQLite queue, local blobs, chaos
+2. Saturation: a real worker drains a queue pre-filled with the mix (no supervisor, so no
+   backpressure rung shrinks the work): explanations/s at capacity, the figure the modes are
+   compared on, with the queue, trace store and persist included. Rounds interleave the modes.
+3. Offered load: a real :class:`~hif.explainer.service.worker.Worker` (SQLite queue, local blobs, chaos
    off) with the supervisor's sweeper and backpressure controller in a thread, and a producer
    enqueuing the mix at fixed fractions of the ceiling; jobs are shed at admission while the level
    is HARD, as the gateway does. Reported per rate: explanations/s, p95 latency (enqueue to
@@ -165,6 +168,71 @@ def supervise(
         levels.append(int(signal.level))
 
 
+def submit(queue: SqliteJobQueue, state: SqliteTraceStore, jobs: list[Job]) -> None:
+    state.create(
+        [
+            TraceRecord(
+                trace_id=job.trace_id,
+                tenant="bench",
+                state=TraceState.QUEUED,
+                granularity_requested=job.granularity,
+                granularity=job.granularity,
+                features_requested=job.featureset,
+                features_resolved=job.featureset,
+                created_at=job.created_at,
+                updated_at=job.created_at,
+                expires_at=job.expires_at,
+            )
+            for job in jobs
+        ]
+    )
+    queue.enqueue(jobs)
+
+
+def _worker(
+    tmp: str, pipelines: PipelineCache, settings: ExplainerSettings, sla: SlaSettings
+) -> tuple[Worker, SqliteJobQueue, SqliteTraceStore]:
+    db = Path(tmp) / "hif.db"
+    queue, state, blobs = SqliteJobQueue(db), SqliteTraceStore(db), LocalBlobStore(Path(tmp) / "blobs")
+    worker = Worker(
+        queue=queue,
+        state=state,
+        blobs=blobs,
+        pipelines=pipelines,
+        settings=settings,
+        sla=sla,
+        sink=DirectSink(ExplainerMetrics(CollectorRegistry())),
+        consumer="bench",
+    )
+    return worker, queue, state
+
+
+def saturation(
+    pipelines: PipelineCache,
+    featureset: str,
+    n: int,
+    settings: ExplainerSettings,
+    sla: SlaSettings,
+    seed: int,
+) -> float:
+    """Explanations/s of one real worker draining a queue pre-filled with ``n`` jobs of the mix: its
+    capacity, queue, trace store and persist included. No supervisor runs, so no backpressure rung
+    makes the work smaller than the full plan."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="hif-saturation-") as tmp:
+        worker, queue, state = _worker(tmp, pipelines, settings, sla)
+        jobs = [make_job(rng, mix(rng), sla, featureset) for _ in range(n)]
+        submit(queue, state, jobs)
+        started = time.perf_counter()
+        while worker.run_once() and time.perf_counter() - started < 300:
+            pass
+        elapsed_s = time.perf_counter() - started
+        done = sum(1 for j in jobs if (r := state.get(j.trace_id)) and r.state is TraceState.COMPLETE)
+        queue.close()
+        state.close()
+    return done / elapsed_s
+
+
 def run_rate(
     pipelines: PipelineCache,
     featureset: str,
@@ -176,18 +244,7 @@ def run_rate(
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="hif-bench-") as tmp:
-        db = Path(tmp) / "hif.db"
-        queue, state, blobs = SqliteJobQueue(db), SqliteTraceStore(db), LocalBlobStore(Path(tmp) / "blobs")
-        worker = Worker(
-            queue=queue,
-            state=state,
-            blobs=blobs,
-            pipelines=pipelines,
-            settings=settings,
-            sla=sla,
-            sink=DirectSink(ExplainerMetrics(CollectorRegistry())),
-            consumer="bench",
-        )
+        worker, queue, state = _worker(tmp, pipelines, settings, sla)
         stop, levels = threading.Event(), []  # type: ignore[var-annotated]
         controller = BackpressureController(Thresholds.from_settings(settings, sla))
         threads = [
@@ -205,23 +262,7 @@ def run_rate(
                 shed += 1  # the gateway's admission rule at HARD
                 continue
             job = make_job(rng, mix(rng), sla, featureset)
-            state.create(
-                [
-                    TraceRecord(
-                        trace_id=job.trace_id,
-                        tenant="bench",
-                        state=TraceState.QUEUED,
-                        granularity_requested=job.granularity,
-                        granularity=job.granularity,
-                        features_requested=featureset,
-                        features_resolved=featureset,
-                        created_at=job.created_at,
-                        updated_at=job.created_at,
-                        expires_at=job.expires_at,
-                    )
-                ]
-            )
-            queue.enqueue([job])
+            submit(queue, state, [job])
             ids.append(job.trace_id)
         offered_s = time.perf_counter() - started
         drain_deadline = time.monotonic() + 60
@@ -303,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         default="off,on",
         help="modes compared side by side, interleaved (off: one job's attribution at a time)",
     )
+    p.add_argument("--saturation-jobs", type=int, default=48, help="jobs queued for a saturation round")
+    p.add_argument("--saturation-rounds", type=int, default=3, help="interleaved saturation rounds per mode")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--torch-threads", type=int, default=0, help="0: all cores (one worker)")
     p.add_argument("--pipeline-loader", default=DEFAULT_PIPELINE_LOADER)
@@ -344,6 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling (80/20 mix, one worker): "
         + " ".join(f"batching={m} {c:.2f}/s ({c / base:.2f}x)" for m, c in ceilings.items())
     )
+    sat: dict[str, list[float]] = {mode: [] for mode in modes}
+    for r in range(args.saturation_rounds):  # interleaved, as the ceiling rounds
+        for mode in modes:
+            sat[mode].append(
+                saturation(pipelines, pipeline.featureset.name, args.saturation_jobs, settings[mode], sla, r)
+            )
+    saturated = {mode: statistics.median(v) for mode, v in sat.items()}
+    if saturated:
+        first = saturated[modes[0]]
+        print(
+            f"saturated worker ({args.saturation_jobs} queued jobs, median of {args.saturation_rounds}): "
+            + " ".join(f"batching={m} {v:.2f}/s ({v / first:.2f}x)" for m, v in saturated.items())
+        )
     runs: list[dict[str, Any]] = []
     for fraction in (float(x) for x in args.rates.split(",")):
         rate = base * fraction  # the same offered rate for every mode
@@ -363,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"degraded {result['degraded']}"
             )
     summary = {
+        "saturated_per_s": saturated,
+        "saturated_rounds_per_s": sat,
         "ceiling_per_s": ceilings,
         "ceiling_ratio": {m: c / base for m, c in ceilings.items()},
         "stage_cost_s": costs,
