@@ -383,9 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         _print_costs(mode, costs[mode])
     base = ceilings[modes[0]]
+    ceiling_paired = {
+        m: statistics.median(
+            r["ceiling_per_s"] / b["ceiling_per_s"] for r, b in zip(rounds[m], rounds[modes[0]], strict=True)
+        )
+        for m in modes
+    }
     print(
         "ceiling (80/20 mix, one worker): "
-        + " ".join(f"batching={m} {c:.2f}/s ({c / base:.2f}x)" for m, c in ceilings.items())
+        + " ".join(f"batching={m} {c:.2f}/s" for m, c in ceilings.items())
+        + "; median paired ratio "
+        + " ".join(f"{m}={r:.2f}x" for m, r in ceiling_paired.items())
     )
     sat: dict[str, list[float]] = {mode: [] for mode in modes}
     for r in range(args.saturation_rounds):  # interleaved, as the ceiling rounds
@@ -394,11 +402,17 @@ def main(argv: list[str] | None = None) -> int:
                 saturation(pipelines, pipeline.featureset.name, args.saturation_jobs, settings[mode], sla, r)
             )
     saturated = {mode: statistics.median(v) for mode, v in sat.items()}
+    # Each round's modes ran back to back, so a round's ratio sees the same machine load: the median
+    # of those paired ratios is the comparison least moved by other tenants of a shared machine.
+    paired = {m: statistics.median(a / b for a, b in zip(sat[m], sat[modes[0]], strict=True)) for m in modes}
     if saturated:
-        first = saturated[modes[0]]
         print(
             f"saturated worker ({args.saturation_jobs} queued jobs, median of {args.saturation_rounds}): "
-            + " ".join(f"batching={m} {v:.2f}/s ({v / first:.2f}x)" for m, v in saturated.items())
+            + " ".join(f"batching={m} {v:.2f}/s" for m, v in saturated.items())
+            + "; median paired ratio "
+            + " ".join(f"{m}={r:.2f}x" for m, r in paired.items())
+            + "; rounds "
+            + " ".join(f"{m}=[{', '.join(f'{v:.2f}' for v in sat[m])}]" for m in modes)
         )
     runs: list[dict[str, Any]] = []
     for fraction in (float(x) for x in args.rates.split(",")):
@@ -422,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         "saturated_per_s": saturated,
         "saturated_rounds_per_s": sat,
         "ceiling_per_s": ceilings,
-        "ceiling_ratio": {m: c / base for m, c in ceilings.items()},
+        "ceiling_paired_ratio": ceiling_paired,
+        "saturated_paired_ratio": paired,
         "stage_cost_s": costs,
     }
     print(json.dumps({**summary, "runs": runs}, default=str))
