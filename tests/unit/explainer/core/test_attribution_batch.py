@@ -140,3 +140,19 @@ def test_causal_lm_batched_equals_one_job_at_a_time(tiny_pipeline, make_job, gra
     batched = tiny_pipeline.attribute_batch(decodings, plans)
     for decoding, plan, result in zip(decodings, plans, batched, strict=True):
         assert_same(tiny_pipeline.attribute(decoding, plan), result)
+
+
+def test_blocks_of_unknown_output_format_run_in_full(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    """Without knowing a block's output format, run_from runs every block and overwrites the hook
+    layer's output instead of standing in for the blocks below it: the same numbers."""
+    decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
+    assert minilm.subject._bare_blocks is True  # learnt at extraction: MiniLM's blocks return tensors
+    skipped = minilm.attribute_batch(decodings, plans)
+    minilm.subject._bare_blocks = None
+    try:
+        full = minilm.attribute_batch(decodings, plans)
+    finally:
+        minilm.subject._bare_blocks = True
+    for a, b in zip(skipped, full, strict=True):
+        assert isinstance(a, Attribution)
+        assert_same(a, b)
