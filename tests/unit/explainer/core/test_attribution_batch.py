@@ -156,3 +156,17 @@ def test_blocks_of_unknown_output_format_run_in_full(minilm, make_job) -> None: 
     for a, b in zip(skipped, full, strict=True):
         assert isinstance(a, Attribution)
         assert_same(a, b)
+
+
+def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hif.explainer.core import attribution
+
+    decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(attribution, "gradient_rows", broken)
+    batched = minilm.attribute_batch(decodings, plans)
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        assert_same(minilm.attribute(decoding, plan), result)
