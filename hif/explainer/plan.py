@@ -8,6 +8,7 @@ ladder, then drives the pipeline stage by stage, timing each::
     batch = pipeline.extract(jobs, plans)             # one forward pass, batched by tokens
     decoded = pipeline.decode(batch[i], plan)         # TopK SAE encode, per token / sentence
     attributed = pipeline.attribute(decoded, plan)    # gradient x activation; AttributionError
+    results = pipeline.attribute_batch(decodeds, plans)  # the same for a batch, in shared passes
     attributed = pipeline.heuristic(decoded, plan)    # the fallback, no backward pass
     graph = pipeline.graph(job, decoded, attributed, plan)   # circuit-tracer-shaped JSON dict
 
@@ -67,6 +68,9 @@ class Pipeline(Protocol):
 
     def attribute(self, decoding: Any, plan: Plan) -> Any:
         """Gradient attribution; raises AttributionError when it cannot run."""
+
+    def attribute_batch(self, decodings: Sequence[Any], plans: Sequence[Plan]) -> list[Any]:
+        """``attribute`` for several jobs in shared passes: per job, its result or its AttributionError."""
 
     def heuristic(self, decoding: Any, plan: Plan) -> Any:
         """Activation x cosine(decoder row, target direction): no backward pass."""

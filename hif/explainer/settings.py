@@ -65,6 +65,11 @@ class ExplainerSettings:
     )
     batch_max_tokens: int = option(2048, help="most (estimated) tokens in one extract forward pass")
     lease_max_jobs: int = option(8, help="most jobs one worker leases at a time")
+    attribution_batching: str = option(
+        "on",
+        help="gradient attribution of a batch's jobs in shared passes (off: one job at a time)",
+        choices=("on", "off"),
+    )
     max_attempts: int = option(3, help="deliveries before a job that keeps killing workers is failed")
     persist_retries: int = option(3, help="blob-write retries before the trace is failed")
     persist_backoff_s: float = option(0.05, help="first persist retry delay (doubles each retry)")

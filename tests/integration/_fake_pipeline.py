@@ -42,6 +42,9 @@ class FakePipeline:
     def attribute(self, decoding: Any, plan: Plan) -> Any:
         return {"method": GRADIENT, "features": decoding}
 
+    def attribute_batch(self, decodings: Sequence[Any], plans: Sequence[Plan]) -> list[Any]:
+        return [self.attribute(d, p) for d, p in zip(decodings, plans, strict=True)]
+
     def heuristic(self, decoding: Any, plan: Plan) -> Any:
         return {"method": HEURISTIC, "features": decoding}
 

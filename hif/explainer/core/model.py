@@ -92,6 +92,9 @@ class SubjectModel:
         limit = int(getattr(self.model.config, "max_position_embeddings", 0) or DEFAULT_MAX_TOKENS)
         self.max_tokens = min(limit, DEFAULT_MAX_TOKENS)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        # Whether blocks return a bare tensor (learnt at the first capture): only then can
+        # ``run_from`` stand in for the blocks below a layer, since their output format is then known.
+        self._bare_blocks: bool | None = None
 
     @property
     def n_layers(self) -> int:
@@ -136,6 +139,7 @@ class SubjectModel:
 
         def hook(layer: int) -> Callable[..., None]:
             def read(_m: nn.Module, _i: Any, out: Any) -> None:
+                self._bare_blocks = isinstance(out, torch.Tensor)
                 captured[layer] = _hidden(out).detach()
                 if layer == deepest:
                     raise _StopForwardError
@@ -167,6 +171,38 @@ class SubjectModel:
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
         return (out.last_hidden_state if self.kind == ENCODER else out.logits)[0]
 
+    def run_from(
+        self, layer: int, resid: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's output ([batch, T, d] last hidden state or [batch, T, vocab] logits) when the
+        residual stream after block ``layer`` is ``resid`` ([batch, T, d], right-padded per ``mask``).
+
+        The blocks up to ``layer`` are not run: the caller already has their output (extraction
+        captured it), so attribution pays only for the blocks above the hook layer.
+        """
+        self._check_layers([layer])
+        if self._bare_blocks:
+            replaced = {i: _Replay(resid if i == layer else None) for i in range(layer + 1)}
+            context = self._swapped(replaced)
+        else:  # unknown output format: run every block and overwrite the hook layer's output
+            context = self._hooks(
+                {layer: lambda _m, _i, out: (resid, *out[1:]) if isinstance(out, tuple) else resid}
+            )
+        with context:
+            out = self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        return out.last_hidden_state if self.kind == ENCODER else out.logits
+
+    @contextmanager
+    def _swapped(self, modules: dict[int, nn.Module]) -> Iterator[None]:
+        original = {i: self.blocks[i] for i in modules}
+        try:
+            for i, module in modules.items():
+                self.blocks[i] = module
+            yield
+        finally:
+            for i, module in original.items():
+                self.blocks[i] = module
+
     def unembed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Unembedding rows (the logit directions) for ``token_ids``; causal LMs only."""
         head = self.model.get_output_embeddings()
@@ -187,6 +223,17 @@ class SubjectModel:
         bad = [layer for layer in layers if not 0 <= layer < self.n_layers]
         if bad or not layers:
             raise FeaturesetError(f"hook layers {list(layers)} out of range ({self.n_layers} blocks)")
+
+
+class _Replay(nn.Module):
+    """Stands in for a block whose output is already known: ``value``, or its input unchanged."""
+
+    def __init__(self, value: torch.Tensor | None) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden: torch.Tensor, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+        return hidden if self.value is None else self.value
 
 
 def _hidden(out: Any) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from hif.errors import FeaturesetError
+from hif.errors import AttributionError, FeaturesetError
 from hif.explainer.core import attribution as _attr
 from hif.explainer.core import graph as _graph
 from hif.explainer.core.decoding import Decoding, Extraction, FeatureNode, LayerCodes
@@ -112,6 +112,13 @@ class SAEPipeline:
     def attribute(self, decoding: Decoding, plan: Plan) -> _attr.Attribution:
         """Gradient x activation of every node on each target; AttributionError when it cannot run."""
         return _attr.gradient(self.subject, self.saes, decoding, plan)
+
+    def attribute_batch(
+        self, decodings: Sequence[Decoding], plans: Sequence[Plan]
+    ) -> list[_attr.Attribution | AttributionError]:
+        """``attribute`` for several jobs at once (shared forward and backward passes): per job, its
+        attribution or the AttributionError that job alone would have raised."""
+        return _attr.gradient_batch(self.subject, self.saes, list(decodings), list(plans))
 
     @torch.inference_mode()
     def heuristic(self, decoding: Decoding, plan: Plan) -> _attr.Attribution:

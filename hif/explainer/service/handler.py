@@ -10,6 +10,12 @@ without the handler knowing::
     pipeline, plan = handler.plan(job, level, pressure)
     extractions = handler.extract(tasks)            # one forward pass for the batch
     ending = handler.explain(task, extractions[0])  # Ending(COMPLETE, {"graph_key": ...})
+    endings = handler.explain_batch(tasks, extractions)  # gradient attributions share passes
+
+``explain_batch`` decodes every job, runs the gradient attributions of the batch in shared forward
+and backward passes (``Pipeline.attribute_batch``), then finishes each job as ``explain`` does; the
+attribution stage of each job picks up its share, so chaos faults and the heuristic fallback still
+act per job. ``attribution_batching=off`` keeps one job's attribution at a time.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class Task:
     stage_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     degraded: tuple[str, ...] = ()
     attribution: str | None = None
+    # This job's share of a batch's gradient attribution (or the AttributionError it met there).
+    shared: Any = None
 
     @property
     def job(self) -> Job:
@@ -102,7 +110,9 @@ def attribute(task: Task, decoded: Any) -> Any:
         task.attribution = HEURISTIC
         return task.pipeline.heuristic(decoded, task.plan)
     try:
-        result = task.pipeline.attribute(decoded, task.plan)
+        if isinstance(task.shared, AttributionError):
+            raise task.shared
+        result = task.shared if task.shared is not None else task.pipeline.attribute(decoded, task.plan)
     except AttributionError as exc:
         return fall_back(task, decoded, exc)
     task.attribution = GRADIENT
@@ -168,8 +178,36 @@ class Handler:
 
     def explain(self, task: Task, extraction: Any) -> Ending:
         """Decode, attribute, build and persist the graph. ReleasedError when stopped mid-job."""
+        return self._guarded(task, self._run, task, extraction) or self._complete(task)
+
+    def explain_batch(self, tasks: Sequence[Task], extractions: Sequence[Any]) -> list[Ending | None]:
+        """``explain`` for a batch whose gradient attributions share passes; None: hand the job back
+        (shutting down: the job in hand is finished, the rest are not started)."""
+        endings: list[Ending | None] = [None] * len(tasks)
+        decoded: dict[int, Any] = {}
+        for i, (task, extraction) in enumerate(zip(tasks, extractions, strict=True)):
+            if task.stop.is_set():
+                return endings
+            try:
+                endings[i] = self._guarded(task, self._decode, task, extraction, decoded, i)
+            except ReleasedError:
+                return endings
+        self._share_attribution([tasks[i] for i in decoded], list(decoded.values()))
+        for i, value in decoded.items():
+            if endings[i] is not None or tasks[i].stop.is_set():
+                continue
+            try:
+                endings[i] = self._guarded(tasks[i], self._finish, tasks[i], value) or self._complete(
+                    tasks[i]
+                )
+            except ReleasedError:
+                return endings
+        return endings
+
+    def _guarded(self, task: Task, fn: Callable[..., None], *args: Any) -> Ending | None:
+        """Run a part of the job; the Ending it came to when it failed, None when it went through."""
         try:
-            self._run(task, extraction)
+            fn(*args)
         except ReleasedError:
             raise
         except JobExpiredError as exc:
@@ -181,16 +219,45 @@ class Handler:
         except Exception as exc:
             log.exception("job %s failed", task.job.trace_id)
             return Ending.failed(f"{type(exc).__name__}: {exc}")
+        return None
+
+    @staticmethod
+    def _complete(task: Task) -> Ending:
         return Ending(TraceState.COMPLETE, {"graph_key": graph_key(task.job.trace_id)})
 
     def _run(self, task: Task, extraction: Any) -> None:
         decoded = self._timed(task, "decode", self.stages.decode, task, extraction)
+        self._finish(task, decoded)
+
+    def _decode(self, task: Task, extraction: Any, into: dict[int, Any], i: int) -> None:
+        into[i] = self._timed(task, "decode", self.stages.decode, task, extraction)
+
+    def _finish(self, task: Task, decoded: Any) -> None:
         attributed = self._timed(task, "attribution", self._attribution, task, decoded)
         # The graph names every rung the status names, the attribution fallback included.
         plan = dataclasses.replace(task.plan, degraded=task.degraded)
         graph = task.pipeline.graph(task.job, decoded, attributed, plan)
         check_deadline(task)
         self._timed(task, "persist", self._persist, task, graph)
+
+    def _share_attribution(self, tasks: Sequence[Task], decoded: Sequence[Any]) -> None:
+        """One batched gradient attribution for the jobs planned for it; each job's attribution stage
+        then takes its share. Its time counts for every job in it, as extract's does."""
+        wanted = [i for i, t in enumerate(tasks) if t.plan.attribution == GRADIENT]
+        if self.settings.attribution_batching != "on" or len(wanted) < 2:
+            return
+        pipeline = tasks[wanted[0]].pipeline
+        started = time.perf_counter()
+        try:
+            results = pipeline.attribute_batch([decoded[i] for i in wanted], [tasks[i].plan for i in wanted])
+        except Exception:  # the batch could not run at all: each job computes its own, as unbatched
+            log.exception("batched attribution failed for %d jobs; attributing one at a time", len(wanted))
+            return
+        elapsed = time.perf_counter() - started
+        self.sink.record("stage_duration", "observe", elapsed, stage="attribution")
+        for i, result in zip(wanted, results, strict=True):
+            tasks[i].shared = result
+            tasks[i].stage_ms["attribution"] = round(elapsed * 1000, 3)
 
     def _timed(self, task: Task, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         check_deadline(task)
@@ -199,8 +266,10 @@ class Handler:
             return fn(*args)
         finally:
             elapsed = time.perf_counter() - started
-            task.stage_ms[stage] = round(elapsed * 1000, 3)
-            self.sink.record("stage_duration", "observe", elapsed, stage=stage)
+            # Adds to the time of a shared pass this job already waited for (set by _share_attribution).
+            task.stage_ms[stage] = round(task.stage_ms.get(stage, 0.0) + elapsed * 1000, 3)
+            if stage != "attribution" or task.shared is None:  # a shared pass observed itself once
+                self.sink.record("stage_duration", "observe", elapsed, stage=stage)
 
     def _attribution(self, task: Task, decoded: Any) -> Any:
         result = self.stages.attribution(task, decoded)

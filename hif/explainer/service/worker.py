@@ -241,6 +241,13 @@ class Worker:
             for task in batch:
                 self._finish(task, Ending.failed(f"extract: {type(exc).__name__}: {exc}"))
             return
+        if self.settings.attribution_batching == "on":
+            for task, ending in zip(batch, self.handler.explain_batch(batch, extractions), strict=True):
+                if ending is None:  # shutting down before it finished: hand it back
+                    self._release([task])
+                else:
+                    self._finish(task, ending)
+            return
         for i, (task, extraction) in enumerate(zip(batch, extractions, strict=True)):
             if self._stop.is_set():  # shutting down: finish the job in hand, hand the rest back
                 self._release(batch[i:])

@@ -48,6 +48,7 @@ class FakePipeline:
     def __init__(self, *, attribution_error: bool = False) -> None:
         self.attribution_error = attribution_error
         self.extract_batches: list[int] = []
+        self.attribute_batches: list[int] = []
 
     def default_plan(self, granularity: str) -> Plan:
         return Plan(granularity=granularity, top_k=8, layers=(3, 4))
@@ -63,6 +64,12 @@ class FakePipeline:
         if self.attribution_error:
             raise AttributionError("no gradient")
         return {"method": GRADIENT, "features": decoding}
+
+    def attribute_batch(self, decodings: Sequence[Any], plans: Sequence[Plan]) -> list[Any]:
+        self.attribute_batches.append(len(decodings))
+        if self.attribution_error:
+            return [AttributionError("no gradient") for _ in decodings]
+        return [{"method": GRADIENT, "features": d} for d in decodings]
 
     def heuristic(self, decoding: Any, plan: Plan) -> Any:
         return {"method": HEURISTIC, "features": decoding}
@@ -188,6 +195,40 @@ def test_jobs_complete_with_graph_stage_times_and_metrics(rig: Rig) -> None:
     assert rig.value("explainer_jobs_total", state="complete") == 3
     assert rig.value("explainer_stage_duration_seconds_count", stage="decode") == 3
     assert rig.value("explainer_stage_duration_seconds_count", stage="extract") == 1
+
+
+def test_gradient_attributions_of_a_batch_share_one_call(rig: Rig) -> None:
+    for i in range(3):
+        rig.submit(f"t{i}")
+    rig.worker().run_once()
+    assert rig.pipeline.attribute_batches == [3]
+    for i in range(3):
+        rec = rig.record(f"t{i}")
+        assert rec.state is TraceState.COMPLETE and rec.attribution == GRADIENT
+        assert rec.stage_ms["attribution"] >= 0.0
+    # One observation for the shared pass, none for the jobs that took their share of it.
+    assert rig.value("explainer_stage_duration_seconds_count", stage="attribution") == 1
+
+
+def test_attribution_batching_off_attributes_one_job_at_a_time(rig: Rig) -> None:
+    for i in range(3):
+        rig.submit(f"t{i}")
+    rig.worker(attribution_batching="off").run_once()
+    assert rig.pipeline.attribute_batches == []
+    assert all(rig.record(f"t{i}").state is TraceState.COMPLETE for i in range(3))
+    assert rig.value("explainer_stage_duration_seconds_count", stage="attribution") == 3
+
+
+def test_batched_attribution_error_falls_back_per_job(rig: Rig) -> None:
+    rig.pipeline.attribution_error = True
+    for i in range(2):
+        rig.submit(f"t{i}")
+    rig.worker().run_once()
+    assert rig.pipeline.attribute_batches == [2]
+    for i in range(2):
+        rec = rig.record(f"t{i}")
+        assert rec.state is TraceState.COMPLETE and rec.attribution == HEURISTIC
+        assert ATTRIBUTION_FALLBACK in rec.degraded
 
 
 def test_batches_are_cut_by_token_budget(rig: Rig) -> None:

@@ -1,0 +1,172 @@
+"""Batched gradient attribution equals attribution one job at a time (marked: loads MiniLM).
+
+Jobs of mixed lengths share padded passes; if padding leaked gradient between rows, or a row's
+target read another row, the per-job numbers would differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from hif.errors import AttributionError
+from hif.explainer.core.attribution import Attribution, gradient_batch
+from hif.explainer.featureset import load_registry
+
+pytestmark = pytest.mark.explainer
+
+TEXTS = [
+    ("How do I open a file in Python?", "Use open(). Close it when you are done."),
+    (
+        "Explain the difference between threads and processes in one short paragraph, please.",
+        "Threads share memory inside one process. Processes each get their own memory. "
+        "Switching threads is cheaper, but a crash in one thread can take the whole process down. "
+        "Pick processes for isolation!",
+    ),
+    ("Hi", "Hello there."),
+    ("What is a dictionary?", "A mapping from keys to values. Lookups are fast. Keys must be hashable."),
+]
+TWO_LAYERS = "sae-minilm-l6-res2-4-4k"
+
+
+def _load(name: str | None):  # type: ignore[no-untyped-def]
+    from hif.explainer.core.pipeline import load_pipeline
+
+    return load_pipeline(load_registry().resolve(name), device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def minilm():  # type: ignore[no-untyped-def]
+    return _load(None)
+
+
+@pytest.fixture(scope="module")
+def two_layer():  # type: ignore[no-untyped-def]
+    return _load(TWO_LAYERS)
+
+
+def _decode_all(pipeline, make_job, granularities: list[str], texts=TEXTS):  # type: ignore[no-untyped-def]
+    jobs = [
+        make_job(p, c, g, featureset=pipeline.featureset.name)
+        for (p, c), g in zip(texts, granularities, strict=True)
+    ]
+    plans = [pipeline.default_plan(g) for g in granularities]
+    extractions = pipeline.extract(jobs, plans)
+    return [pipeline.decode(e, p) for e, p in zip(extractions, plans, strict=True)], plans
+
+
+def assert_same(alone: Attribution, batched: Any) -> None:
+    assert isinstance(batched, Attribution)
+    assert [t.label for t in alone.targets] == [t.label for t in batched.targets]
+    for a, b in zip(alone.targets, batched.targets, strict=True):
+        assert b.value == pytest.approx(a.value, rel=1e-4, abs=1e-6)
+    scale = float(alone.node_scores.abs().max())
+    torch.testing.assert_close(batched.node_scores, alone.node_scores, rtol=1e-3, atol=1e-5 * scale)
+    assert alone.error_scores.keys() == batched.error_scores.keys()
+    for layer, errors in alone.error_scores.items():
+        torch.testing.assert_close(batched.error_scores[layer], errors, rtol=1e-3, atol=1e-5 * scale)
+    assert len(batched.feature_edges) == len(alone.feature_edges)
+    for (s1, d1, w1), (s2, d2, w2) in zip(alone.feature_edges, batched.feature_edges, strict=True):
+        assert (s1, d1) == (s2, d2) and w2 == pytest.approx(w1, rel=1e-3, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "granularities",
+    [["sentence"] * 4, ["token"] * 4, ["sentence", "token", "token", "sentence"]],
+    ids=["sentence", "token", "mixed"],
+)
+def test_batched_equals_one_job_at_a_time(minilm, make_job, granularities) -> None:  # type: ignore[no-untyped-def]
+    decodings, plans = _decode_all(minilm, make_job, granularities)
+    assert len({len(d.tokens) for d in decodings}) == len(decodings)  # mixed lengths: real padding
+    batched = minilm.attribute_batch(decodings, plans)
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        assert_same(minilm.attribute(decoding, plan), result)
+    assert any(float(r.node_scores.abs().sum()) > 0 for r in batched)  # not trivially equal zeros
+
+
+def test_small_chunks_give_the_same_numbers(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
+    whole = gradient_batch(minilm.subject, minilm.saes, decodings, plans)
+    chunked = gradient_batch(minilm.subject, minilm.saes, decodings, plans, max_row_tokens=1)
+    for a, b in zip(whole, chunked, strict=True):
+        assert isinstance(a, Attribution)
+        assert_same(a, b)
+
+
+def test_two_layer_featureset_token_and_sentence(two_layer, make_job) -> None:  # type: ignore[no-untyped-def]
+    decodings, plans = _decode_all(two_layer, make_job, ["token", "sentence", "token", "sentence"])
+    batched = two_layer.attribute_batch(decodings, plans)
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        alone = two_layer.attribute(decoding, plan)
+        assert set(alone.error_scores) == {2, 4}
+        assert_same(alone, result)
+    assert batched[0].feature_edges  # token graphs of two layers carry feature -> feature edges
+
+
+def test_plans_with_different_layers_share_a_batch(two_layer, make_job) -> None:  # type: ignore[no-untyped-def]
+    """reduce-layers leaves some jobs with one layer: each gets exactly its own layers' scores."""
+    import dataclasses
+
+    decodings, plans = _decode_all(two_layer, make_job, ["sentence"] * 4)
+    plans[1] = dataclasses.replace(plans[1], layers=(4,))
+    decodings[1] = two_layer.decode(decodings[1].extraction, plans[1])
+    batched = two_layer.attribute_batch(decodings, plans)
+    assert set(batched[1].error_scores) == {4} and set(batched[0].error_scores) == {2, 4}
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        assert_same(two_layer.attribute(decoding, plan), result)
+
+
+def test_a_job_without_targets_fails_alone(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
+    decodings[2].segments.clear()  # no sentence left to be a target
+    batched = minilm.attribute_batch(decodings, plans)
+    assert isinstance(batched[2], AttributionError)
+    for i in (0, 1, 3):
+        assert_same(minilm.attribute(decodings[i], plans[i]), batched[i])
+
+
+CAUSAL_TEXTS = [
+    ("how do i use the file ?", "open returns a file object . close the file when done ."),
+    ("the cat", "sat on the mat ."),
+    ("keys map to values in a dictionary .", "lookups are fast . threads share memory . the loop ends ."),
+]
+
+
+@pytest.mark.parametrize("granularity", ["sentence", "token"])
+def test_causal_lm_batched_equals_one_job_at_a_time(tiny_pipeline, make_job, granularity) -> None:  # type: ignore[no-untyped-def]
+    decodings, plans = _decode_all(tiny_pipeline, make_job, [granularity] * 3, CAUSAL_TEXTS)
+    batched = tiny_pipeline.attribute_batch(decodings, plans)
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        assert_same(tiny_pipeline.attribute(decoding, plan), result)
+
+
+def test_blocks_of_unknown_output_format_run_in_full(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    """Without knowing a block's output format, run_from runs every block and overwrites the hook
+    layer's output instead of standing in for the blocks below it: the same numbers."""
+    decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
+    assert minilm.subject._bare_blocks is True  # learnt at extraction: MiniLM's blocks return tensors
+    skipped = minilm.attribute_batch(decodings, plans)
+    minilm.subject._bare_blocks = None
+    try:
+        full = minilm.attribute_batch(decodings, plans)
+    finally:
+        minilm.subject._bare_blocks = True
+    for a, b in zip(skipped, full, strict=True):
+        assert isinstance(a, Attribution)
+        assert_same(a, b)
+
+
+def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hif.explainer.core import attribution
+
+    decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(attribution, "gradient_rows", broken)
+    batched = minilm.attribute_batch(decodings, plans)
+    for decoding, plan, result in zip(decodings, plans, batched, strict=True):
+        assert_same(minilm.attribute(decoding, plan), result)
