@@ -31,6 +31,7 @@ from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutErr
 from hif.harness.client import BareHttpProtocol, Response
 from hif.harness.load.pacing import TokenBucket
 from hif.harness.load.requests import ChatRequests
+from hif.harness.load.stream import StreamTimes
 
 SWEEP_S = 0.02  # request timeouts are checked this often (one timer for the whole lane)
 CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
@@ -81,6 +82,44 @@ class _Wire(BareHttpProtocol):
         self.worker.broke(self, exc)
 
 
+class _StreamWire(_Wire):
+    """A connection carrying streamed chats: the SSE body goes to the worker's :class:`StreamTimes`.
+
+    One clock read per socket read (every event in it arrived then); a body is kept only for an
+    answer of 400 or more (its error envelope), or as the explanation event for an attached chat.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        super().__init__(loop, worker)
+        self._now = 0.0
+        self._sse = True
+
+    def data_received(self, data: bytes) -> None:
+        self._now = time.monotonic()
+        super().data_received(data)
+
+    def on_body(self, body: bytes) -> None:
+        st = self.worker.stream
+        if st is None:
+            return
+        if not st.first_byte:
+            self._sse = self._parser.get_status_code() < 400
+        if self._sse:
+            st.feed(body, self._now)
+        else:
+            self._body.append(body)
+            st.first_byte = st.first_byte or self._now
+
+    def on_message_complete(self) -> None:
+        st = self.worker.stream
+        if self._sse and st is not None:
+            if st.pending:  # a last event without its blank line
+                st.feed(b"\n\n", self._now)
+            self._body = [st.explanation or b""]
+        self._sse = True
+        super().on_message_complete()
+
+
 class Worker:
     """One closed-loop worker (or open-loop server of slots): its connection and its request."""
 
@@ -98,6 +137,7 @@ class Worker:
         "reused",
         "rng",
         "sent",
+        "stream",
         "timer",
         "wire",
     )
@@ -113,6 +153,7 @@ class Worker:
         self.intended = self.ready = self.sent = 0.0
         self.attached, self.data = False, b""
         self.granularity: str | None = None
+        self.stream = StreamTimes() if lane.stream else None
 
     # --- one request ----------------------------------------------------------------------
     def fire(self, intended: float, ready: float) -> None:
@@ -134,6 +175,8 @@ class Worker:
         lane = self.lane
         intended, ready = self.intended, self.ready
         self.sent = sent = time.monotonic()
+        if self.stream is not None:
+            self.stream.reset()
         lane.send_lag((sent - (intended if intended > ready else ready)) * 1000.0)
         wire = self.wire
         if wire is None or wire.closed:
@@ -153,7 +196,11 @@ class Worker:
             self.wire = None
         self.backoff_s = 0.0
         lane = self.lane
-        if status < 400:
+        st = self.stream
+        if st is not None and st.error is not None and status < 400:
+            # The server ended the stream with an SSE error event (its headers were gone).
+            lane.out.chat_done(self, status, "stream_error", _error_text(st.error), body)
+        elif status < 400:
             lane.out.chat_done(self, status, None, None, body)
         else:
             error_class = "http_4xx" if status < 500 else "http_5xx"
@@ -213,7 +260,10 @@ class Lane:
         bucket: TokenBucket | None = None,
         open_loop: bool = False,
         connector: Connector | None = None,
+        stream: bool = False,
     ) -> None:
+        self.stream = stream
+        self._wire_cls = _StreamWire if stream else _Wire
         self.loop = asyncio.get_running_loop()
         self.requests, self.out = requests, out
         self.draw = requests.draw
@@ -385,9 +435,8 @@ class Lane:
 
     async def _connect(self, w: Worker) -> None:
         try:
-            wire = await asyncio.wait_for(
-                self._connector(lambda: _Wire(self.loop, w)), max(w.deadline - time.monotonic(), 0.001)
-            )
+            left_s = max(w.deadline - time.monotonic(), 0.001)
+            wire = await asyncio.wait_for(self._connector(lambda: self._wire_cls(self.loop, w)), left_s)
         except TimeoutError:
             if w.deadline:
                 w.fail(ClientConnectError(f"connect to {self.host}:{self.port} timed out"))

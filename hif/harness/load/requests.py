@@ -7,13 +7,16 @@ only picks prebuilt bytes: the generator spends its CPU on sending, not on JSON.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from hif.harness.client import HttpClient
 from hif.harness.load.pacing import parse_shard
 from hif.harness.load.settings import MIX_TOKEN_SHARE, RequestMix
+
+if TYPE_CHECKING:
+    from hif.harness.tokens import TokenCounter
 
 PROMPTS = (
     "Summarise why the sky looks blue in two sentences.",
@@ -51,13 +54,22 @@ class ChatRequests:
         body: dict[str, Any] = {
             "model": self.s.model,
             "messages": [{"role": "user", "content": prompt}],
-            "stream": False,
+            "stream": self.s.stream,
         }
+        if self.s.stream:
+            body["stream_options"] = {"include_usage": True}
         if self.s.max_tokens:
             body["max_tokens"] = self.s.max_tokens
         if granularity is not None:
             body["explain"] = {"granularity": granularity, "features": self.s.features}
         return body
+
+    def prompt_token_counts(self, tokenizer: TokenCounter | None) -> dict[bytes, int]:
+        """Request bytes -> the prompt's local token count (counted once, at start-up)."""
+        if tokenizer is None:
+            return {}
+        counts = tokenizer.count(list(PROMPTS))
+        return {data: counts[i] for bodies in self._bodies.values() for i, data in enumerate(bodies)}
 
     def rng(self, worker: int) -> random.Random:
         """A per-worker RNG: runs with one seed draw the same attach/granularity sequence."""

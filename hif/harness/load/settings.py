@@ -84,6 +84,10 @@ class LoadSettings:
     )
     append: bool = option(False, help="append to result files instead of truncating them (soak segments)")
     run_id: str = option("", help="label stored with every record of this run (default: start time)")
+    stream: bool = option(False, help="stream chats (SSE): TTFT, TTFO, ITL and TPOT per request")
+    tokenizer: str = option(
+        "auto", help="local token counts: auto (the explainer model's package), none, or a tokenizer.json"
+    )
     slo: tuple[str, ...] = ()  # NAME=VALUE gates; repeatable on the CLI, so not a plain option
 
     def __post_init__(self) -> None:
@@ -134,6 +138,7 @@ class LoadSettings:
             granularity=self.granularity,
             seed=self.seed,
             shard=self.shard,
+            stream=self.stream,
         )
 
     def poll_policy(self) -> PollPolicy:
@@ -169,6 +174,7 @@ class RequestMix:
     granularity: str
     seed: int
     shard: str
+    stream: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,6 +14,7 @@ from hif.harness.load.settings import (
     Share,
     local_share,
 )
+from hif.harness.load.stream import ITL, TPOT, TTFB, TTFO, TTFO_INTENDED, TTFT, TTFT_INTENDED
 from hif.harness.load.tally import (
     CHAT_INTENDED,
     CHAT_SERVICE,
@@ -72,6 +73,8 @@ def build_summary(
     load_ended_s = min(float(meta.get("load_ended_s") or ended_s), ended_s)
     duration_s = max(load_ended_s - started_s, 1e-9)
     chat = _chat(tally, duration_s)
+    if settings.stream:
+        chat["stream"] = _stream(tally, duration_s)
     expl = _explanations(tally, settings)
     gen = _generator(tally, settings, chat, duration_s, meta.get("share") or local_share(settings))
     slo = _gates(settings.slos, chat, expl)
@@ -119,6 +122,28 @@ def _chat(t: Tally, duration_s: float) -> dict[str, Any]:
         "dropped": c["class:dropped"],
         "latency_ms": t.hist(CHAT_SERVICE).summary(),
         "intended_latency_ms": t.hist(CHAT_INTENDED).summary(),
+    }
+
+
+def _stream(t: Tally, duration_s: float) -> dict[str, Any]:
+    c = t.counts
+    itl = t.hist(ITL)
+    compared = c["stream_usage_compared"]
+    source = "local" if compared or itl.count else ("server" if t.hist(TPOT).count else "none")
+    return {
+        "streams": c["streams"],
+        "ttfb_ms": t.hist(TTFB).summary(),
+        "ttft_ms": t.hist(TTFT).summary(),
+        "ttfo_ms": t.hist(TTFO).summary(),
+        "intended_ttft_ms": t.hist(TTFT_INTENDED).summary(),
+        "intended_ttfo_ms": t.hist(TTFO_INTENDED).summary(),
+        "itl_ms": itl.summary(),
+        "tpot_ms": t.hist(TPOT).summary(),
+        "output_tokens": c["stream_output_tokens"],
+        "output_tokens_per_s": round(c["stream_output_tokens"] / duration_s, 2),
+        "token_source": source,
+        "usage_compared": compared,
+        "usage_mismatch_rate": (_rate(c["stream_usage_mismatch"], compared) if compared else None),
     }
 
 
