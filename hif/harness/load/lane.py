@@ -27,6 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import httptools
+
 from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutError, LoadClientError
 from hif.harness.client import BareHttpProtocol, Response
 from hif.harness.load.pacing import TokenBucket
@@ -85,38 +87,36 @@ class _Wire(BareHttpProtocol):
 class _StreamWire(_Wire):
     """A connection carrying streamed chats: the SSE body goes to the worker's :class:`StreamTimes`.
 
-    One clock read per socket read (every event in it arrived then); a body is kept only for an
-    answer of 400 or more (its error envelope), or as the explanation event for an attached chat.
+    httptools calls the worker's ``StreamTimes.feed`` as its ``on_body`` directly (it binds the
+    callback once, when the parser is made); the wire only stamps each socket read. An answer of
+    400 or more is a JSON envelope with no blank line, so it stays whole in ``pending``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        st = worker.stream
+        assert st is not None
+        self.st = st
+        self.on_body = st.feed  # type: ignore[method-assign]  # before the parser binds it
         super().__init__(loop, worker)
-        self._now = 0.0
-        self._sse = True
 
     def data_received(self, data: bytes) -> None:
-        self._now = time.monotonic()
-        super().data_received(data)
-
-    def on_body(self, body: bytes) -> None:
-        st = self.worker.stream
-        if st is None:
-            return
-        if not st.first_byte:
-            self._sse = self._parser.get_status_code() < 400
-        if self._sse:
-            st.feed(body, self._now)
-        else:
-            self._body.append(body)
-            st.first_byte = st.first_byte or self._now
+        self.st.now = time.monotonic()
+        self.received_any = True
+        if not self.st.first_byte:  # header bytes: read only at an early EOF (BareHttpProtocol)
+            self._raw.append(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ClientProtocolError(f"unparseable HTTP answer: {exc}"))
 
     def on_message_complete(self) -> None:
-        st = self.worker.stream
-        if self._sse and st is not None:
+        st = self.st
+        if self._parser.get_status_code() >= 400:
+            self._body = [st.pending]
+        else:
             if st.pending:  # a last event without its blank line
-                st.feed(b"\n\n", self._now)
+                st.feed(b"\n\n")
             self._body = [st.explanation or b""]
-        self._sse = True
         super().on_message_complete()
 
 

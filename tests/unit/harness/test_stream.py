@@ -8,7 +8,8 @@ from hif.harness.load.stream import StreamTimes, content_text, usage_tokens
 def feed_all(pieces: list[tuple[bytes, float]]) -> StreamTimes:
     st = StreamTimes()
     for data, t in pieces:
-        st.feed(data, t)
+        st.now = t
+        st.feed(data)
     return st
 
 
