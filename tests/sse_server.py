@@ -79,8 +79,9 @@ class ScriptedSSE:
                         length = int(line.split(b":")[1])
                 if length:
                     await reader.readexactly(length)
-                if head.startswith(b"GET"):
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                if head.startswith(b"GET"):  # /healthz, /v1/featuresets: the pre-flight
+                    body = b'{"data":[{"name":"fs","available":true}]}'
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
                     continue
                 if not await self._answer(writer, received):
                     return

@@ -140,3 +140,12 @@ def test_an_sse_error_event_is_a_stream_error(tmp_path: Path) -> None:
     lines, _summary, _served = run(tmp_path, script, requests=1)
     assert lines[0]["error_class"] == "stream_error"
     assert lines[0]["error"] == "upstream failed mid-stream" and lines[0]["status"] == 200
+
+
+def test_an_attached_stream_admits_the_trace_carried_in_the_stream(tmp_path: Path) -> None:
+    explanation = {"trace_id": "tr-7", "state": "complete", "granularity": "sentence"}
+    script = [*SCRIPT[:-1], (0.01, chunk(None, explanation=explanation)), (0.0, DONE)]
+    lines, summary, _served = run(tmp_path, script, requests=1, attach_rate=1.0, features="fs")
+    assert lines[0]["attached"] is True and lines[0]["error_class"] is None
+    assert lines[0]["trace_id"] == "tr-7" and lines[0]["explanation_state"] == "complete"
+    assert summary.data["explanations"]["by_state"]["complete"] == 1

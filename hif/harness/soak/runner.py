@@ -85,6 +85,7 @@ class SoakSettings:
         help="each segment's live view: auto, rich, plain, off",
         choices=("auto", "rich", "plain", "off"),
     )
+    stream: bool = option(False, help="stream every segment's chats (SSE): TTFT, ITL and TPOT too")
     slo: tuple[str, ...] = ()  # NAME=VALUE overrides of DEFAULT_SLOS; repeatable on the CLI
 
     def __post_init__(self) -> None:
@@ -134,6 +135,7 @@ class SoakSettings:
             append=append,
             run_id=f"soak-{plan.number:04d}",
             seed=plan.index,
+            stream=self.stream,
         )
 
 
