@@ -159,7 +159,16 @@ class ReportPercentiles(TypedDict):
 
 # "pass" is a Python keyword, hence the functional syntax. A gate's value and verdict are null when
 # the run produced nothing to judge (no token traces, say).
-SloGate = TypedDict("SloGate", {"name": str, "threshold": float, "value": float | None, "pass": bool | None})
+SloGate = TypedDict(
+    "SloGate",
+    {
+        "name": str,
+        "threshold": float,
+        "value": float | None,
+        "pass": bool | None,
+        "op": NotRequired[Literal["<=", ">="]],  # summary v3: the gate's direction (v2: always <=)
+    },
+)
 SloResult = TypedDict("SloResult", {"gates": list[SloGate], "pass": bool})
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from hif.config import add_options, build
 from hif.errors import HifError
+from hif.harness import gates
 from hif.harness.client import new_event_loop
 from hif.harness.load.run import run_load
 from hif.harness.load.settings import LoadSettings
@@ -34,8 +35,7 @@ def parser(prog: str = "hif load") -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="SLO gate, repeatable: chat_p95_ms, error_rate, sentence_p95_ms, token_p95_ms, "
-        "expired_failed_rate (exit code 1 when one fails)",
+        help=gates.help_text(),
     )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [load])")
     return p
@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
         if gate["pass"] is None:
             print(f"hif: SLO {gate['name']}: no data in this run", file=sys.stderr)
         elif not gate["pass"]:
-            print(f"hif: SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}", file=sys.stderr)
+            op = gate.get("op", "<=")
+            print(
+                f"hif: SLO failed: {gate['name']} = {gate['value']}, not {op} {gate['threshold']}",
+                file=sys.stderr,
+            )
     sys.stdout.write(orjson.dumps(stdout_line(summary)).decode() + "\n")
     sys.stdout.flush()
     return summary.exit_code

@@ -17,11 +17,13 @@ from typing import Any
 
 from hif.config import option, positive
 from hif.errors import ConfigError
+from hif.harness import gates
 from hif.harness.load.pacing import parse_shard, share
 
 GRANULARITIES = ("sentence", "token", "mix")
 ARRIVALS = ("constant", "poisson")
 LIVE_MODES = ("auto", "rich", "plain", "off")
+# The runbook's gates; hif.harness.gates.REGISTRY holds these and every other one.
 SLO_NAMES = ("chat_p95_ms", "error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate")
 DEFAULT_RESULTS_DIR = Path("tests/load/results")
 MIX_TOKEN_SHARE = 0.2  # --granularity mix: 80% sentence / 20% token, drawn per request
@@ -30,18 +32,9 @@ EXIT_OK, EXIT_SLO_FAILED, EXIT_PREFLIGHT, EXIT_INVALID = 0, 1, 2, 3
 
 
 def parse_slos(items: typing.Iterable[str]) -> dict[str, float]:
-    """``["chat_p95_ms=500", ...]`` -> ``{"chat_p95_ms": 500.0}``; unknown names fail by name."""
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in SLO_NAMES:
-            raise ConfigError("slo", f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(SLO_NAMES)}")
-        try:
-            out[name] = float(value)
-        except ValueError as exc:
-            raise ConfigError("slo", f"{item!r}: {value!r} is not a number") from exc
-    return out
+    """``["chat_p95_ms=500", "ttft_p95_ms=800,rps>=100"]`` -> thresholds; the gate registry
+    (:mod:`hif.harness.gates`) knows every name, its unit and direction."""
+    return gates.parse_slos(items)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hif.harness import gates
 from hif.harness.load.settings import (
     EXIT_INVALID,
     EXIT_OK,
@@ -77,7 +78,7 @@ def build_summary(
         chat["stream"] = _stream(tally, duration_s)
     expl = _explanations(tally, settings)
     gen = _generator(tally, settings, chat, duration_s, meta.get("share") or local_share(settings))
-    slo = _gates(settings.slos, chat, expl)
+    slo = gates.evaluate(settings.slos, {"chat": chat, "explanations": expl})
     exit_code = EXIT_INVALID if not gen["valid"] else (EXIT_OK if slo["pass"] else EXIT_SLO_FAILED)
     return {
         "v": SUMMARY_SCHEMA,
@@ -201,23 +202,3 @@ def _generator(
         "loop_lag_ms": loop_lag.summary(),
         "send_lag_ms": send_lag.summary(),
     }
-
-
-def _gate(name: str, limit: float, value: float | None) -> dict[str, Any]:
-    verdict = None if value is None else value <= limit
-    return {"name": name, "threshold": limit, "value": value, "pass": verdict}
-
-
-def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -> dict[str, Any]:
-    """Gate values, or None where the run produced no data (no token traces, say): a gate with
-    nothing to judge neither passes nor fails, as in the report, instead of passing on a 0.0."""
-    sla = expl["sla_ms"]
-    values: dict[str, float | None] = {
-        "chat_p95_ms": chat["latency_ms"]["p95_ms"] if chat["latency_ms"]["count"] else None,
-        "error_rate": chat["error_rate"] if chat["requests"] else None,
-        "sentence_p95_ms": sla["sentence"]["p95_ms"] if sla["sentence"]["count"] else None,
-        "token_p95_ms": sla["token"]["p95_ms"] if sla["token"]["count"] else None,
-        "expired_failed_rate": expl["expired_failed_rate"] if expl["traces"] else None,
-    }
-    gates = [_gate(name, limit, values[name]) for name, limit in slos.items()]
-    return {"gates": gates, "pass": all(g["pass"] is not False for g in gates)}

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from hif.harness import gates
 from hif.harness.report.hist import SparseHist, to_latency_histogram
 from hif.harness.report.scan import CHAT, EXPLANATION, Partial
 from hif.harness.report.windows import Parts, Window
@@ -329,14 +330,16 @@ def flag_buckets(p: Partial) -> dict[str, set[int]]:
 def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -> dict[str, Any]:
     """Gates from summary.json (``slo.gates[].threshold``) else the defaults; values from the records."""
     targets: dict[str, float] = {}
+    runner_values: dict[str, Any] = {}  # gates the records cannot recompute: the runner's value
     for s in summaries:
         for g in (s.get("slo") or {}).get("gates") or []:
             if (
                 isinstance(g, Mapping)
-                and g.get("name") in DEFAULT_SLOS
+                and g.get("name") in gates.REGISTRY
                 and isinstance(g.get("threshold"), int | float)
             ):
                 targets[str(g["name"])] = float(g["threshold"])
+                runner_values.setdefault(str(g["name"]), g.get("value"))
     source = "summary.json" if targets else "defaults"
     targets = targets or dict(DEFAULT_SLOS)
     chat, expl = head["chat"], head["explanations"]
@@ -347,8 +350,16 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
-    gates = [
-        {"name": n, "threshold": t, "value": values[n], "pass": None if values[n] is None else values[n] <= t}
+    for n in targets:
+        values.setdefault(n, runner_values.get(n))
+    table = [
+        {
+            "name": n,
+            "threshold": t,
+            "value": values[n],
+            "pass": gates.REGISTRY[n].passes(values[n], t),
+            "op": gates.REGISTRY[n].op,
+        }
         for n, t in targets.items()
     ]
-    return {"source": source, "gates": gates, "pass": all(g["pass"] is not False for g in gates)}
+    return {"source": source, "gates": table, "pass": all(g["pass"] is not False for g in table)}
