@@ -21,6 +21,8 @@ from hif.harness import gates
 from hif.harness.load.pacing import parse_shard, share
 
 GRANULARITIES = ("sentence", "token", "mix")
+SAMPLINGS = ("random", "sequential", "shuffle")  # hif.harness.load.dataset.Order
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 ARRIVALS = ("constant", "poisson")
 LIVE_MODES = ("auto", "rich", "plain", "off")
 # The runbook's gates; hif.harness.gates.REGISTRY holds these and every other one.
@@ -77,6 +79,17 @@ class LoadSettings:
     )
     append: bool = option(False, help="append to result files instead of truncating them (soak segments)")
     run_id: str = option("", help="label stored with every record of this run (default: start time)")
+    dataset: str = option(
+        "",
+        help="prompts: synthetic:prompt_tokens=...,output_tokens=..., chat_small, or a JSONL/ShareGPT file",
+    )
+    dataset_sampling: str = option(
+        "random", help="dataset order: random (with replacement), sequential, shuffle", choices=SAMPLINGS
+    )
+    dataset_size: int = option(1000, help="load at most this many dataset entries (bodies built at start-up)")
+    max_tokens_field: str = option(
+        "max_tokens", help="request field for the answer budget", choices=MAX_TOKENS_FIELDS
+    )
     stream: bool = option(False, help="stream chats (SSE): TTFT, TTFO, ITL and TPOT per request")
     tokenizer: str = option(
         "auto", help="local token counts: auto (the explainer model's package), none, or a tokenizer.json"
@@ -96,6 +109,7 @@ class LoadSettings:
         positive("poll_max_ms", self.poll_max_ms)
         positive("drain_seconds", self.drain_seconds, allow_zero=True)
         positive("bucket_seconds", self.bucket_seconds)
+        positive("dataset_size", self.dataset_size)
         if not 0.0 <= self.attach_rate <= 1.0:
             raise ConfigError("attach_rate", f"must be a fraction 0..1, got {self.attach_rate!r}")
         if not self.base_url.startswith("http://"):
@@ -132,6 +146,10 @@ class LoadSettings:
             seed=self.seed,
             shard=self.shard,
             stream=self.stream,
+            dataset=self.dataset,
+            dataset_sampling=self.dataset_sampling,
+            dataset_size=self.dataset_size,
+            max_tokens_field=self.max_tokens_field,
         )
 
     def poll_policy(self) -> PollPolicy:
@@ -168,6 +186,10 @@ class RequestMix:
     seed: int
     shard: str
     stream: bool = False
+    dataset: str = ""
+    dataset_sampling: str = "random"
+    dataset_size: int = 1000
+    max_tokens_field: str = "max_tokens"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
