@@ -71,7 +71,7 @@ class Engine:
         self.requests = ChatRequests(settings.request_mix())
         self.book: StreamBook | None = None
         if settings.stream:
-            from hif.harness.tokens import load_tokenizer
+            from hif.tokens import load_tokenizer
 
             tokenizer = load_tokenizer(settings.tokenizer)
             self.book = StreamBook(tokenizer, self.requests.prompt_token_counts(tokenizer))

@@ -17,7 +17,7 @@ from hif.harness.load.pacing import parse_shard
 from hif.harness.load.settings import MIX_TOKEN_SHARE, RequestMix
 
 if TYPE_CHECKING:
-    from hif.harness.tokens import TokenCounter
+    from hif.tokens import TokenCounter
 
 PROMPTS = (
     "Summarise why the sky looks blue in two sentences.",

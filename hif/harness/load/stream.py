@@ -13,7 +13,7 @@ counts:
 * end-to-end: to the last content event, not to the usage event or ``[DONE]``.
 
 Off the request path, the :class:`StreamBook` counts each content event's tokens with the local
-tokenizer (:mod:`hif.harness.tokens`) in one batch per ticker turn, and derives ITL (each gap
+tokenizer (:mod:`hif.tokens`) in one batch per ticker turn, and derives ITL (each gap
 between content events divided by the tokens of the later event, counted once per token; the
 first content event defines TTFT and its extra tokens add no gap) and TPOT ((last - first content)
 / (output tokens - 1)). Without a tokenizer ITL is not reported and TPOT uses the server's
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from hif.harness.tokens import TokenCounter
+    from hif.tokens import TokenCounter
 
 # Inside a JSON string a quote is escaped (\"), so `"content":"x` can only be the key itself.
 _CONTENT = re.compile(rb'"content"\s*:\s*"[^"]')

@@ -14,7 +14,7 @@ from hif.errors import ConfigError
 from hif.harness.load.dataset import VOCABULARY, Order, load_dataset
 from hif.harness.load.requests import ChatRequests
 from hif.harness.load.settings import LoadSettings
-from hif.harness.tokens import load_tokenizer
+from hif.tokens import load_tokenizer
 
 
 def test_every_vocabulary_word_is_one_token_of_the_packaged_tokenizer() -> None:

