@@ -167,6 +167,8 @@ def build(
                 "layers": list(plan.layers),
                 "max_nodes": plan.max_nodes,
                 "max_edges": plan.max_edges,
+                # The prompt's head was cut so the completion fits the model (core/model.py).
+                **_trimmed(decoding.extraction.encoded.trimmed_prompt_tokens),
             },
         },
         "granularity": plan.granularity,
@@ -176,3 +178,7 @@ def build(
         "nodes": [node for _, node in features] + [node for _, _, node in errors] + targets,
         "links": links,
     }
+
+
+def _trimmed(n: int) -> dict[str, int]:
+    return {"prompt_tokens_trimmed": n} if n else {}
