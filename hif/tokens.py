@@ -13,9 +13,7 @@ for it.
 
 from __future__ import annotations
 
-import bisect
 import importlib.metadata
-import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,24 +47,6 @@ class TokenCounter:
         if not texts:
             return []
         return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def count_pieces(self, streams: Sequence[Sequence[str]]) -> list[list[int]]:
-        """Per stream, the tokens of each piece, counted in context: each stream's text is encoded
-        once, and a token belongs to the piece its first character came from (a word split over
-        two pieces counts once, in the piece where it starts)."""
-        joined = ["".join(pieces) for pieces in streams]
-        if not joined:
-            return []
-        out: list[list[int]] = []
-        for pieces, enc in zip(
-            streams, self._tok.encode_batch(joined, add_special_tokens=False), strict=True
-        ):
-            ends = list(itertools.accumulate(len(p) for p in pieces))
-            counts = [0] * len(pieces)
-            for start, _end in enc.offsets:
-                counts[bisect.bisect_right(ends, start)] += 1
-            out.append(counts)
-        return out
 
     def __repr__(self) -> str:
         return f"TokenCounter({str(self.path)!r})"

@@ -268,7 +268,7 @@ class Engine:
     def settle_streams(self) -> None:
         """The token pass over streams finished since the last one (ticker turn, bucket close)."""
         if self.book is not None and len(self.book):
-            self.book.settle(self.recorder.record, self.cur.counts, self.files.chat_line)
+            self.book.settle(self.recorder, self.cur.counts, self.files.chat_line)
 
     def _chat_details(
         self,
