@@ -107,6 +107,7 @@ def test_streamed_timings_match_the_script(tmp_path: Path) -> None:
     assert close(stream["itl_ms"]["p50_ms"], 30.0)
     assert stream["usage_mismatch_rate"] == 0.0 and stream["token_source"] == "local"
     assert summary.data["chat"]["latency_ms"]["count"] == 5
+    assert any("ttft_p95_ms" in b and "itl_p99_ms" in b for b in summary.data["buckets"])  # over time
 
 
 def test_without_a_tokenizer_tpot_uses_the_servers_usage_and_itl_is_absent(tmp_path: Path) -> None:
