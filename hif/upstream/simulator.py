@@ -190,7 +190,7 @@ class Simulator:
 
         A sentence's full stop is a token of its own (WordPiece counts it as one), and every word
         is one token of the harness's tokenizer, so ``max_tokens`` bounds what it counts."""
-        rng, out = self._rng, []
+        rng, out = self._rng, list[str]()
         left = rng.randint(5, 12)
         while len(out) < n:
             word = rng.choice(WORDS)
