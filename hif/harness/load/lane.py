@@ -87,29 +87,47 @@ class _Wire(BareHttpProtocol):
 class _StreamWire(_Wire):
     """A connection carrying streamed chats: the SSE body goes to the worker's :class:`StreamTimes`.
 
-    httptools calls the worker's ``StreamTimes.feed`` as its ``on_body`` directly (it binds the
-    callback once, when the parser is made); the wire only stamps each socket read. An answer of
-    400 or more is a JSON envelope with no blank line, so it stays whole in ``pending``.
+    httptools hands each HTTP chunk to a bound ``list.append`` (its ``on_body``, bound once when
+    the parser is made: no Python frame per chunk); after the read, the worker's
+    :class:`StreamTimes` reads all of them in one go, every event stamped with the read's time. An
+    answer of 400 or more is a JSON envelope with no blank line, so it stays whole in ``pending``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
         st = worker.stream
         assert st is not None
         self.st = st
-        self.on_body = st.feed  # type: ignore[method-assign]  # before the parser binds it
+        self._pieces: list[bytes] = []
+        self.on_body = self._pieces.append  # type: ignore[method-assign]  # before the parser binds it
         super().__init__(loop, worker)
 
     def data_received(self, data: bytes) -> None:
-        self.st.now = time.monotonic()
+        st = self.st
+        st.now = time.monotonic()
         self.received_any = True
-        if not self.st.first_byte:  # header bytes: read only at an early EOF (BareHttpProtocol)
+        if not st.first_byte:  # header bytes: read only at an early EOF (BareHttpProtocol)
             self._raw.append(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(ClientProtocolError(f"unparseable HTTP answer: {exc}"))
+            return
+        if self._pieces:
+            self._read()
+
+    def _read(self) -> None:
+        pieces = self._pieces
+        self.st.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        pieces.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pieces:  # what arrived before the cut still counts (partial timings)
+            self._read()
+        super().connection_lost(exc)
 
     def on_message_complete(self) -> None:
+        if self._pieces:  # the answer's last pieces, from the read that completed it
+            self._read()
         st = self.st
         if self._parser.get_status_code() >= 400:
             self._body = [st.pending]
