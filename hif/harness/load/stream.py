@@ -22,6 +22,7 @@ first content event defines TTFT and its extra tokens add no gap) and TPOT ((las
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from hif.tokens import TokenCounter
 
 # Inside a JSON string a quote is escaped (\"), so `"content":"x` can only be the key itself.
-_CONTENT = re.compile(rb'"content"\s*:\s*"[^"]')
+_PIECES = re.compile(rb'"content"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_RARE_KEYS = (b'"reasoning', b'"tool_calls"', b'"usage"', b'"explanation"', b'"error"')
 _OTHER_OUTPUT = re.compile(rb'"(?:reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{')
 _ERROR = re.compile(rb'data:\s*\{\s*"error"\s*:')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -86,44 +88,48 @@ class StreamTimes:
         self.pending = b""  # an event not yet complete at the end of a read (or a non-SSE body)
 
     def feed(self, body: bytes) -> None:
-        """One piece of the response body, read at :attr:`now` (monotonic seconds)."""
+        """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
+
+        Every event completed in the read arrived then, so the whole read is searched at once:
+        one C-level ``findall`` returns the text of every content delta (role-only ``""`` and
+        ``null`` do not match), and only events naming a rarer key (reasoning, tool calls, usage,
+        the explanation, an error) are looked at one by one.
+        """
         now = self.now
         if not self.first_byte:
             self.first_byte = now
-        events = (self.pending + body if self.pending else body).split(b"\n\n")
-        self.pending = events.pop()  # b"" after a complete event, else its start
-        for ev in events:
-            # The common event, a content delta, costs one byte search and two byte reads. The
-            # key sits near the end of an OpenAI chunk (before finish_reason), hence rfind.
-            i = ev.rfind(b'"content":')
-            if i >= 0:
-                j = i + 10
-                if ev[j] == 32:  # `"content": "` (Python's json.dumps spacing)
-                    j += 1
-                if ev[j] == 34 and ev[j + 1] != 34:  # a string, not ""
-                    if not self.first_content:
-                        self.first_content = now
-                        if not self.first_output:
-                            self.first_output = now
-                    self.last_content = now
-                    self.content_times.append(now)
-                    piece = ev[j + 1 : ev.find(b'"', j + 1)]
-                    if b"\\" in piece:  # a JSON escape (an escaped quote ends the slice early)
-                        piece = content_text(ev).encode()
-                    self.content_raw.append(piece)
-                    continue
-            if len(ev) > 12:  # longer than `data: [DONE]`
-                self._rare(ev, now)
+        buf = self.pending + body if self.pending else body
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self.pending = buf
+            return
+        self.pending = buf[end + 2 :]
+        pieces = _PIECES.findall(buf, 0, end)
+        if pieces:
+            if b"" in pieces:
+                pieces = [p for p in pieces if p]
+            if pieces:
+                if not self.first_content:
+                    self.first_content = now
+                    if not self.first_output:
+                        self.first_output = now
+                self.last_content = now
+                self.content_times.extend([now] * len(pieces))
+                if buf.find(b"\\", 0, end) >= 0:  # a JSON escape somewhere: decode those pieces
+                    pieces = [_unescape(p) if b"\\" in p else p for p in pieces]
+                self.content_raw.extend(pieces)
+        for key in _RARE_KEYS:  # bytes.find per key: ~10x faster here than one regex alternation
+            i = buf.find(key, 0, end)
+            while i >= 0:
+                start = buf.rfind(b"\n\n", 0, i)
+                start = start + 2 if start >= 0 else 0
+                stop = buf.find(b"\n\n", i, end + 2)
+                stop = end if stop < 0 else stop
+                self._rare(buf[start:stop], now)
+                i = buf.find(key, stop, end)
 
     def _rare(self, ev: bytes, now: float) -> None:
-        """A non-content event: other output, usage, the explanation, or an error."""
-        if _CONTENT.search(ev) is not None:  # unusual spacing: `"content" : "x"`
-            self.content_times.append(now)
-            self.content_raw.append(content_text(ev).encode())
-            self.first_content = self.first_content or now
-            self.first_output = self.first_output or now
-            self.last_content = now
-            return
+        """An event naming a rarer key: other output, usage, the explanation, or an error."""
         if not self.first_output and _OTHER_OUTPUT.search(ev) is not None:
             self.first_output = now
         elif _ERROR.match(ev) is not None:
@@ -142,13 +148,12 @@ def _payload(event: bytes) -> bytes:
     return event[m.end() :] if m else event
 
 
-def content_text(event: bytes) -> str:
-    """The ``delta.content`` of one raw content event (the token pass; never on the wire)."""
+def _unescape(piece: bytes) -> bytes:
+    """A JSON string's raw bytes (between its quotes) as the UTF-8 text they encode."""
     try:
-        chunk = orjson.loads(_payload(event))
-        return str(chunk["choices"][0]["delta"].get("content") or "")
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        return ""
+        return str(orjson.loads(b'"' + piece + b'"')).encode()
+    except orjson.JSONDecodeError:
+        return piece
 
 
 def usage_tokens(raw: bytes | None) -> tuple[int | None, int | None]:
@@ -236,7 +241,11 @@ def settle_one(
     if output:
         counts["stream_output_tokens"] += output
     itl_max = None
-    if chunk_tokens is not None and len(times) > 1:
+    if chunk_tokens is not None and len(times) > 1 and min(chunk_tokens[1:]) == 1 == max(chunk_tokens[1:]):
+        gaps = [(b - a) * 1000.0 for a, b in itertools.pairwise(times)]  # one token a chunk
+        itl.extend(gaps)
+        itl_max = max(gaps)
+    elif chunk_tokens is not None and len(times) > 1:
         prev = times[0]
         for t, k in zip(times[1:], chunk_tokens[1:], strict=True):
             if k <= 0:

@@ -60,3 +60,19 @@ def test_usage_explanation_error_and_done() -> None:
     assert usage_tokens(st.usage) == (5, 3)
     assert st.explanation is not None and st.explanation.startswith(b'{"choices"')
     assert st.error == b'{"error":{"message":"boom"}}' and not st.content_times and not st.pending
+
+
+def test_many_events_in_one_read_with_escapes_and_null_usage() -> None:
+    read = (
+        b'data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
+        b'data: {"choices":[{"delta":{"reasoning_content":"hm"}}],"usage":null}\n\n'
+        b'data: {"choices":[{"delta":{"content":"a\\\\b \\"c\\""}}],"usage":null}\n\n'
+        b'data: {"choices":[{"delta":{"content":" d"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":4}}\n\n'
+        b'data: {"choices":[{"delta":{"cont'
+    )
+    st = feed_all([(read, 5.0), (b'ent":"e"}}]}\n\ndata: [DONE]\n\n', 6.0)])
+    assert st.first_output == st.first_content == 5.0 and st.last_content == 6.0
+    assert st.content_times == [5.0, 5.0, 6.0]
+    assert st.content_raw == [b'a\\b "c"', b" d", b"e"]
+    assert usage_tokens(st.usage) == (2, 4) and st.error is None and not st.pending
