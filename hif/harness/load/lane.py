@@ -98,7 +98,7 @@ class _StreamWire(_Wire):
         assert st is not None
         self.st = st
         self._pieces: list[bytes] = []
-        self.on_body = self._pieces.append  # type: ignore[method-assign]  # before the parser binds it
+        self.on_body = self._pieces.append  # type: ignore[method-assign,assignment]  # before the parser binds it
         super().__init__(loop, worker)
 
     def data_received(self, data: bytes) -> None:
