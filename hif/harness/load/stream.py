@@ -1,9 +1,9 @@
 """Streamed chats (``--stream``): SSE read on the lane's wire, per-request timings, the token pass.
 
-On the wire (inside ``data_received``, once per request's chunk): one clock read per socket read,
-events split on the blank line, and each event classified by byte searches over the buffer (no
-JSON parse, no slicing, except keeping the raw bytes of content events for the token pass). What
-counts:
+On the wire (inside ``data_received``, once per socket read): one clock read, one regex
+``findall`` over the read's complete events for the text of every content delta, and ``bytes.find``
+for the rarer keys (no JSON parse on the wire; the content texts are kept for the token pass).
+What counts:
 
 * TTFB: the first byte of the response body;
 * TTFT: the first event whose ``delta.content`` is a non-empty string (a role-only first chunk,
