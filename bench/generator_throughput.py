@@ -19,6 +19,12 @@ bench/out/generator_throughput_c<connections>.json.
 
     python bench/generator_throughput.py                  # ~4 minutes (+ Locust's install once)
     python bench/generator_throughput.py --connections 256 --rounds 1 --skip-locust
+    python bench/generator_throughput.py --stream         # streamed vs non-streamed runner
+
+``--stream``: the runner end to end with ``--stream`` against the scripted target's fixed SSE
+answer (a role-only chunk, 64 one-token content chunks, usage, ``[DONE]``, no delays), as a ratio
+to the same runner non-streamed against the same target, in interleaved rounds. Goal >= 0.5.
+Writes bench/out/generator_throughput_stream_c<connections>.json.
 """
 
 from __future__ import annotations
@@ -105,11 +111,11 @@ def wait_ok(url: str, timeout_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def target() -> Iterator[tuple[str, str]]:
+def target(scripted: bool = False) -> Iterator[tuple[str, str]]:
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="hif-gen-bench-"))
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx:
+    if nginx and not scripted:
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
         cmd, name = [*pin(0), nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")], "nginx (return 200)"
     else:
@@ -140,9 +146,9 @@ def run_wrk(url: str, connections: int, seconds: float) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def run_runner(url: str, connections: int, seconds: float) -> tuple[float, dict[str, object]]:
+def run_runner(url: str, connections: int, seconds: float, *extra: str) -> tuple[float, dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="hif-gen-results-") as results:
-        cmd = runner_cmd(url, connections, seconds, results, "--max-tokens", "0")
+        cmd = runner_cmd(url, connections, seconds, results, "--max-tokens", "0", *extra)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode not in (0, 1, 3):
             raise SystemExit(f"load runner failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -272,6 +278,38 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(got) if got else None
 
 
+def stream_ratio(c: int, s: float, rounds: int) -> int:
+    plain: list[float] = []
+    streamed: list[float] = []
+    lines: list[dict[str, object]] = []
+    with target(scripted=True) as (url, name):
+        for _ in range(rounds):  # interleaved: a noisy neighbour slows both, not one
+            plain.append(run_runner(url, c, s)[0])
+            rps, line = run_runner(url, c, s, "--stream")
+            streamed.append(rps)
+            lines.append(line)
+    p_med, s_med = statistics.median(plain), statistics.median(streamed)
+    result = {
+        "target": f"{name}, streamed answer: 64 one-token SSE chunks",
+        "connections": c,
+        "seconds": s,
+        "rounds": rounds,
+        "non_streamed_req_per_s": plain,
+        "streamed_req_per_s": streamed,
+        "streamed_over_non_streamed": round(s_med / p_med, 3) if p_med else None,
+        "streamed_runs": [
+            {k: line.get(k) for k in ("p50_ms", "p99_ms", "valid", "error_rate")} for line in lines
+        ],
+    }
+    print(f"target: {result['target']}; {c} connections, {s:g} s per run, {rounds} rounds, one core")
+    print(f"runner non-streamed: median {p_med:.0f} req/s   rounds {' '.join(f'{v:.0f}' for v in plain)}")
+    print(f"runner --stream:     median {s_med:.0f} req/s   rounds {' '.join(f'{v:.0f}' for v in streamed)}")
+    print(f"streamed / non-streamed = {result['streamed_over_non_streamed']} (goal >= 0.5)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"generator_throughput_stream_c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", type=int, default=64)
@@ -279,10 +317,13 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--client-only", metavar="URL", help=argparse.SUPPRESS)
+    p.add_argument("--stream", action="store_true", help="streamed chats/s as a ratio to non-streamed")
     args = p.parse_args()
     if args.client_only:
         print(client_only(args.client_only, args.connections, args.seconds))
         return 0
+    if args.stream:
+        return stream_ratio(args.connections, args.seconds, args.rounds)
     c, s = args.connections, args.seconds
     runs: dict[str, list[float | None]] = {WRK: [], RUNNER: [], LANE: [], LOCUST: []}
     lines: list[dict[str, object]] = []

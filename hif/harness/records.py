@@ -48,10 +48,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
-CHAT_SCHEMA: Final = "hif.chat.v1"
+CHAT_SCHEMA: Final = "hif.chat.v2"  # v2 adds the streamed-chat fields and error class stream_error
 EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
 # v2 adds explanations.rate_limited_rate; v3: slo.pass null when not gated, slo.reference, null
-# percentiles where there was no data, featureset (requested/used) and metrics (the scrapes)
+# percentiles where there was no data, featureset (requested/used),
+# metrics (the scrapes) and chat.stream (--stream); gates carry their direction (op)
 SUMMARY_SCHEMA: Final = "hif.summary.v3"
 METRICS_SCHEMA: Final = "hif.metrics.v1"
 SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
@@ -70,10 +71,10 @@ REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
 METRICS_FILE = "metrics.jsonl"
 
-ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped")
+ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped", "stream_error")
 EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "rate_limited", "orphaned")
 
-ErrorClass = Literal["http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped"]
+ErrorClass = Literal["http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped", "stream_error"]
 ExplanationState = Literal["complete", "failed", "expired", "shed", "rate_limited", "orphaned"]
 Granularity = Literal["sentence", "token"]  # as requested per chat; "mix" draws one of these
 
@@ -81,11 +82,11 @@ Granularity = Literal["sentence", "token"]  # as requested per chat; "mix" draws
 class ChatRecord(TypedDict):
     """One line of chat_results.jsonl."""
 
-    v: Literal["hif.chat.v1"]
+    v: Literal["hif.chat.v1", "hif.chat.v2"]
     ts: float | None  # actual send
     intended_ts: float | None  # token-bucket grant / schedule slot
-    latency_ms: float | None  # send -> full response: service time
-    intended_latency_ms: float | None  # intended start -> full response: free of coordinated omission
+    latency_ms: float | None  # send -> full response (streamed: -> last content event): service time
+    intended_latency_ms: float | None  # intended start -> the same end: free of coordinated omission
     status: int  # HTTP status, 0 when no response
     error_class: ErrorClass | None
     error: str | None
@@ -98,6 +99,24 @@ class ChatRecord(TypedDict):
     shard: str  # "i/N"
     late: bool
     run: str  # run id (a soak segment's label)
+    # v2, streamed chats only (--stream); docs/load.md defines each. Times from the actual send,
+    # ``intended_*`` from the intended start; null where the stream never got that far.
+    stream: NotRequired[bool]
+    ttfb_ms: NotRequired[float | None]  # first body byte
+    ttft_ms: NotRequired[float | None]  # first event with non-empty delta.content
+    ttfo_ms: NotRequired[float | None]  # first event with any output (content, reasoning, tool call)
+    intended_ttft_ms: NotRequired[float | None]
+    intended_ttfo_ms: NotRequired[float | None]
+    content_chunks: NotRequired[int]
+    tpot_ms: NotRequired[float | None]  # (last - first content event) / (output tokens - 1)
+    itl_max_ms: NotRequired[float | None]  # the largest per-token gap (null without a tokenizer)
+    output_tokens: NotRequired[int | None]  # local count, else the server's completion_tokens
+    output_tokens_per_s: NotRequired[float | None]  # output tokens / (send -> last content event)
+    token_source: NotRequired[Literal["local", "server"] | None]
+    prompt_tokens_server: NotRequired[int | None]
+    completion_tokens_server: NotRequired[int | None]
+    prompt_tokens_local: NotRequired[int | None]
+    completion_tokens_local: NotRequired[int | None]
 
 
 class ExplanationRecord(TypedDict):
@@ -148,7 +167,16 @@ class ReportPercentiles(TypedDict):
 
 # "pass" is a Python keyword, hence the functional syntax. A gate's value and verdict are null when
 # the run produced nothing to judge (no token traces, say).
-SloGate = TypedDict("SloGate", {"name": str, "threshold": float, "value": float | None, "pass": bool | None})
+SloGate = TypedDict(
+    "SloGate",
+    {
+        "name": str,
+        "threshold": float,
+        "value": float | None,
+        "pass": bool | None,
+        "op": NotRequired[Literal["<=", ">="]],  # summary v3: the gate's direction (before: always <=)
+    },
+)
 # "pass" is null when no gate was given ("not gated"); "reference" holds the runbook's example
 # targets judged against this run, for reading only: they never set "pass" or the exit code.
 SloResult = TypedDict(
@@ -208,6 +236,25 @@ class SummaryChat(TypedDict):
     dropped: int
     latency_ms: Percentiles
     intended_latency_ms: Percentiles
+    stream: NotRequired[SummaryStream]  # v3, --stream runs
+
+
+class SummaryStream(TypedDict):
+    """Streamed chats (v3): latency_ms above is end-to-end to the last content event."""
+
+    streams: int
+    ttfb_ms: Percentiles
+    ttft_ms: Percentiles
+    ttfo_ms: Percentiles
+    intended_ttft_ms: Percentiles
+    intended_ttfo_ms: Percentiles
+    itl_ms: Percentiles  # empty (count 0) without a local tokenizer: TPOT stands in
+    tpot_ms: Percentiles
+    output_tokens: int
+    output_tokens_per_s: float  # aggregate over the load window
+    token_source: Literal["local", "server", "none"]
+    usage_compared: int
+    usage_mismatch_rate: float | None  # local vs server completion tokens
 
 
 class SlaSplit(TypedDict):

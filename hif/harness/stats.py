@@ -261,6 +261,14 @@ class IntervalRecorder:
             h = self._current[tag] = LatencyHistogram()
         return h._pending.append
 
+    def pending(self, tag: str) -> list[float]:
+        """:meth:`appender`'s list itself, for recording many values with one ``extend`` (the
+        streamed runner's per-token gaps); the same validity rule applies."""
+        h = self._current.get(tag)
+        if h is None:
+            h = self._current[tag] = LatencyHistogram()
+        return h._pending
+
     def fold(self) -> None:
         """Fold long pending lists into their histograms (a ticker calls this; cheap when short)."""
         for h in self._current.values():

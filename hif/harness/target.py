@@ -7,7 +7,8 @@ script, so tests can assert exact percentiles and benches know the true latency 
     python -m hif.harness.target --port 8099 --delay-ms 5 --stall-every-s 10 --stall-s 1
 
 Stalls: during the last ``stall_s`` of every ``stall_every_s`` period the server answers nothing;
-requests that arrive then are answered when the stall ends (plus ``delay_ms``).
+requests that arrive then are answered when the stall ends (plus ``delay_ms``). Streamed chats
+(``"stream": true``) are answered as SSE, one content chunk per token (see ``TargetScript``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class TargetScript:
     explain_state: str = "complete"  # terminal state traces reach
     token_explain_ms: float | None = None  # token traces (default: explain_ms)
     seed: int = 0
+    # A chat with "stream": true gets SSE: a role-only chunk at delay_ms, then stream_tokens
+    # one-token content chunks token_gap_ms apart, a usage chunk and [DONE]. A chunk due inside a
+    # stall is written when the stall ends (a stalled stream), so the script fixes every timing.
+    stream_tokens: int = 64
+    token_gap_ms: float = 0.0
 
 
 class _State:
@@ -52,6 +58,21 @@ class _State:
         phase = (now - self.t0) % s.stall_every_s
         start = s.stall_every_s - s.stall_s
         return s.stall_every_s - phase if phase >= start else 0.0
+
+
+_STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+_BASE = b'{"id":"chatcmpl-target","object":"chat.completion.chunk","model":"target","choices":'
+_ROLE = _BASE + b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+_TOKEN = _BASE + b'[{"index":0,"delta":{"content":" ok"},"finish_reason":null}]}'
+
+
+def _usage(n: int) -> bytes:
+    return _BASE + b'[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}' % (n, n + 8)
+
+
+def _chunk(payload: bytes) -> bytes:
+    data = b"data: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _response(status: int, body: bytes, extra: bytes = b"") -> bytes:
@@ -89,6 +110,9 @@ class _TargetProtocol(asyncio.Protocol):
         method = self.parser.get_method()
         self.state.requests += 1
         now = time.monotonic()
+        if self.state.script.stream_tokens and b'"stream":true' in body.replace(b" ", b""):
+            self._stream(now)
+            return
         status, payload, extra, delay_s = self._route(method, self.url.split(b"?")[0].decode(), body, now)
         delay_s += self.state.stall_left_s(now)
         data = _response(status, payload, extra)
@@ -96,6 +120,27 @@ class _TargetProtocol(asyncio.Protocol):
             asyncio.get_running_loop().call_later(delay_s, self._write, data)
         else:
             self._write(data)
+
+    def _stream(self, now: float) -> None:
+        """One scripted SSE answer, each chunk written at its own (stall-shifted) time."""
+        s, st = self.state.script, self.state
+        loop = asyncio.get_running_loop()
+        parts = [_STREAM_HEAD + _chunk(_ROLE)]
+        parts += [_chunk(_TOKEN) for _ in range(s.stream_tokens)]
+        parts.append(_chunk(_usage(s.stream_tokens)) + _chunk(b"[DONE]") + b"0\r\n\r\n")
+        at = now + s.delay_ms / 1000.0
+        writes: dict[float, list[bytes]] = {}  # chunks due at one time go out in one write
+        due = now
+        for i, data in enumerate(parts):
+            if i >= 2:  # the role chunk and the first token share the first write time
+                at += s.token_gap_ms / 1000.0
+            due = max(due, at + st.stall_left_s(at))  # never before an earlier chunk
+            writes.setdefault(due, []).append(data)
+        for when, batch in writes.items():
+            if when > time.monotonic():
+                loop.call_at(when, self._write, b"".join(batch))
+            else:
+                self._write(b"".join(batch))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -193,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall-s", type=float, default=0.0)
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--explain-ms", type=float, default=50.0)
+    p.add_argument("--stream-tokens", type=int, default=64, help="content chunks of a streamed chat")
+    p.add_argument("--token-gap-ms", type=float, default=0.0, help="gap between streamed chunks")
     args = p.parse_args(argv)
     script = TargetScript(
         delay_ms=args.delay_ms,
@@ -200,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         stall_s=args.stall_s,
         error_rate=args.error_rate,
         explain_ms=args.explain_ms,
+        stream_tokens=args.stream_tokens,
+        token_gap_ms=args.token_gap_ms,
     )
     from hif.harness.client import new_event_loop
 

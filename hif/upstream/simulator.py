@@ -5,6 +5,17 @@ a per-token decode time drawn from log-normal distributions around configured me
 configured fraction of calls with a 500 or a 429. Everything is drawn from one seeded generator, so
 a run with the same seed and the same request order produces the same text and timings.
 
+It behaves like a serving engine where that shapes what a load test sees:
+
+* time to first token = the drawn TTFT + prompt tokens / ``sim_prefill_tokens_per_s`` (prefill),
+  after waiting for one of ``sim_max_batch`` decode slots (queueing);
+* each token takes the drawn decode time x (1 + ``sim_batch_slowdown`` x (streams decoding - 1)),
+  read as the batch is when the token is made;
+* optional ``sim_reasoning_tokens`` reasoning deltas before the content, and
+  ``sim_chunk_tokens`` tokens per streamed chunk;
+* usage counted with the tokenizer the harness uses (:mod:`hif.tokens`), so the load runner's
+  local counts and the server's agree; with ``sim_tokenizer=none``, whitespace words.
+
 >>> import asyncio
 >>> from hif.upstream.settings import SimulatorSettings
 >>> sim = Simulator(SimulatorSettings(sim_ttft_ms=0, sim_tokens_per_s=0, sim_seed=1))
@@ -16,6 +27,7 @@ a run with the same seed and the same request order produces the same text and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -25,6 +37,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hif.errors import UpstreamUnavailableError
+from hif.tokens import load_tokenizer
 from hif.upstream.base import prompt_text
 from hif.upstream.settings import SimulatorSettings
 
@@ -46,8 +59,8 @@ WORDS = [
     "the",
     "system",
     "gateway",
-    "sidecar",
-    "latency",
+    "proxy",
+    "delay",
     "budget",
     "queue",
     "worker",
@@ -97,8 +110,9 @@ class SimPlan:
     status: int  # 200, 429 or 500
     tokens: tuple[str, ...]
     ttft_s: float
-    token_s: float  # decode time per token
+    token_s: float  # decode time per token, alone in the batch
     prompt_tokens: int
+    reasoning: tuple[str, ...] = ()
 
 
 class Simulator:
@@ -111,6 +125,9 @@ class Simulator:
         self._rng = random.Random(settings.sim_seed)
         self._ids = itertools.count(1)
         self._clock = clock
+        self._tokenizer = load_tokenizer(settings.sim_tokenizer)
+        self.decoding = 0  # streams holding a decode slot now
+        self._slots: asyncio.Semaphore | None = None  # made in the running loop, on first use
 
     def plan(self, body: dict[str, Any]) -> SimPlan:
         s, rng = self.settings, self._rng
@@ -118,27 +135,74 @@ class Simulator:
         status = 500 if roll < s.sim_error_rate else 429 if roll < s.sim_error_rate + s.sim_429_rate else 200
         n = _max_tokens(body, s.sim_completion_tokens)
         tokens = tuple(self._words(n))
+        reasoning = tuple(self._words(s.sim_reasoning_tokens)) if s.sim_reasoning_tokens else ()
         ttft_s = _lognormal(rng, s.sim_ttft_ms / 1000.0, s.sim_ttft_jitter)
         tps = _lognormal(rng, s.sim_tokens_per_s, s.sim_tokens_per_s_jitter)
         token_s = 1.0 / tps if tps > 0 else 0.0
-        prompt_tokens = max(1, len(prompt_text(body.get("messages")).split()))
+        prompt_tokens = max(1, self.count(prompt_text(body.get("messages"))))
+        if s.sim_prefill_tokens_per_s > 0:
+            ttft_s += prompt_tokens / s.sim_prefill_tokens_per_s
         return SimPlan(
-            status=status, tokens=tokens, ttft_s=ttft_s, token_s=token_s, prompt_tokens=prompt_tokens
+            status=status,
+            tokens=tokens,
+            ttft_s=ttft_s,
+            token_s=token_s,
+            prompt_tokens=prompt_tokens,
+            reasoning=reasoning,
         )
 
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` as the harness counts them (whitespace words without a tokenizer)."""
+        if self._tokenizer is None:
+            return len(text.split())
+        return self._tokenizer.count([text])[0]
+
+    def usage(self, plan: SimPlan) -> dict[str, int]:
+        n = self.count("".join(plan.tokens)) if self._tokenizer is not None else len(plan.tokens)
+        return {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": plan.prompt_tokens + n,
+        }
+
+    def _token_s(self, plan: SimPlan) -> float:
+        """One token's decode time with the batch as it is now."""
+        return plan.token_s * (1.0 + self.settings.sim_batch_slowdown * max(self.decoding - 1, 0))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A decode slot: beyond ``sim_max_batch`` streams, callers queue (their TTFT grows)."""
+        limit = self.settings.sim_max_batch
+        if limit and self._slots is None:
+            self._slots = asyncio.Semaphore(limit)
+        if self._slots is not None:
+            await self._slots.acquire()
+        self.decoding += 1
+        try:
+            yield
+        finally:
+            self.decoding -= 1
+            if self._slots is not None:
+                self._slots.release()
+
     def _words(self, n: int) -> list[str]:
-        """``n`` tokens forming sentences of 5-12 words: the explainer splits on sentences."""
-        out: list[str] = []
-        sentence_left = self._rng.randint(5, 12)
-        for i in range(n):
-            word = self._rng.choice(WORDS)
-            if i == 0 or out[-1].endswith(". "):
+        """``n`` tokens forming sentences of 5-12 words: the explainer splits on sentences.
+
+        A sentence's full stop is a token of its own (WordPiece counts it as one), and every word
+        is one token of the harness's tokenizer, so ``max_tokens`` bounds what it counts."""
+        rng, out = self._rng, list[str]()
+        left = rng.randint(5, 12)
+        while len(out) < n:
+            word = rng.choice(WORDS)
+            if not out or out[-1] == ". ":
                 word = word.capitalize()
-            sentence_left -= 1
-            end = sentence_left == 0 or i == n - 1
-            out.append(word + (". " if end else " "))
-            if sentence_left == 0:
-                sentence_left = self._rng.randint(5, 12)
+            left -= 1
+            # End the sentence when it is long enough (leaving room for a last one) or at the end.
+            if (left <= 0 and len(out) + 4 <= n) or len(out) + 2 == n:
+                out += [word, ". "]
+                left = rng.randint(5, 12)
+            else:
+                out.append(word + " ")
         if out:
             out[-1] = out[-1].rstrip()
         return out
@@ -146,9 +210,12 @@ class Simulator:
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         plan = self.plan(body)
         _raise_for(plan)
-        delay = plan.ttft_s + plan.token_s * len(plan.tokens)
-        if delay > 0:
-            await asyncio.sleep(delay)  # the simulated upstream's latency, not a stand-in for work
+        async with self._slot():
+            if plan.ttft_s > 0:
+                await asyncio.sleep(plan.ttft_s)  # the simulated upstream's latency, not a stand-in for work
+            decode_s = self._token_s(plan) * (len(plan.reasoning) + len(plan.tokens))
+            if decode_s > 0:
+                await asyncio.sleep(decode_s)
         return {
             "id": f"chatcmpl-sim-{next(self._ids):x}",
             "object": "chat.completion",
@@ -161,7 +228,7 @@ class Simulator:
                     "finish_reason": "length" if body.get("max_tokens") else "stop",
                 }
             ],
-            "usage": _usage(plan),
+            "usage": self.usage(plan),
         }
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -173,20 +240,28 @@ class Simulator:
             "created": int(self._clock()),
             "model": str(body.get("model") or SIM_NAME),
         }
-        if plan.ttft_s > 0:
-            await asyncio.sleep(plan.ttft_s)
-        yield {
-            **base,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-        }
-        for token in plan.tokens:
-            if plan.token_s > 0:
-                await asyncio.sleep(plan.token_s)
-            yield {**base, "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}]}
+        async with self._slot():
+            if plan.ttft_s > 0:
+                await asyncio.sleep(plan.ttft_s)
+            yield {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+            k = self.settings.sim_chunk_tokens
+            for key, tokens in (("reasoning_content", plan.reasoning), ("content", plan.tokens)):
+                for i in range(0, len(tokens), k):
+                    piece = tokens[i : i + k]
+                    delay = self._token_s(plan) * len(piece)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    delta = {key: "".join(piece)}
+                    yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
-            final["usage"] = _usage(plan)
+            final["usage"] = self.usage(plan)
         yield final
 
     async def models(self) -> dict[str, Any]:
@@ -209,15 +284,6 @@ def _raise_for(plan: SimPlan) -> None:
         raise UpstreamUnavailableError("simulator: rate limited (injected 429)", upstream_status=429)
     if plan.status != 200:
         raise UpstreamUnavailableError("simulator: internal error (injected 500)", upstream_status=500)
-
-
-def _usage(plan: SimPlan) -> dict[str, int]:
-    n = len(plan.tokens)
-    return {
-        "prompt_tokens": plan.prompt_tokens,
-        "completion_tokens": n,
-        "total_tokens": plan.prompt_tokens + n,
-    }
 
 
 def _max_tokens(body: dict[str, Any], default: int) -> int:

@@ -9,6 +9,7 @@ import openai
 import orjson
 import pytest
 
+from hif.tokens import load_tokenizer
 from tests.integration._gateway_proc import CHAT, Proc, gateway
 
 
@@ -33,7 +34,8 @@ def test_sdk_chat_streamed(gw: Proc) -> None:
         model="sim", messages=CHAT["messages"], stream=True, max_tokens=5
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-    assert len(text.split()) == 5
+    tokenizer = load_tokenizer("auto")  # the simulator counts max_tokens in this tokenizer's tokens
+    assert tokenizer is not None and tokenizer.count([text]) == [5]
 
 
 def test_attach_explain_then_status_is_queued(gw: Proc) -> None:

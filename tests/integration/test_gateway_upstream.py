@@ -14,6 +14,7 @@ import orjson
 from hif.store import open_stores
 from hif.store.base import BackpressureLevel, BackpressureSignal
 from hif.store.settings import StoreSettings
+from hif.tokens import load_tokenizer
 from tests.conftest import free_port, wait_until
 from tests.integration._gateway_proc import CHAT, gateway, upstream_sim
 
@@ -26,7 +27,9 @@ def test_sdk_through_gateway_to_http_simulator(tmp_path: Path) -> None:
         stream = sdk.chat.completions.create(
             model="sim", messages=CHAT["messages"], stream=True, max_tokens=4
         )
-        assert len("".join(c.choices[0].delta.content or "" for c in stream if c.choices).split()) == 4
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        tokenizer = load_tokenizer("auto")  # the simulator counts max_tokens in this tokenizer's tokens
+        assert tokenizer is not None and tokenizer.count([text]) == [4]
 
 
 def test_upstream_failures_become_502_envelopes(tmp_path: Path) -> None:

@@ -75,3 +75,34 @@ def test_every_attached_trace_is_accounted_for(embedded_system: EmbeddedSystem, 
     assert expl["attached"] == expl["traces"] > 0
     assert expl["by_state"]["orphaned"] == 0, expl["by_state"]
     assert sum(expl["by_state"][s] for s in ("complete", "failed", "expired", "shed")) == expl["traces"]
+
+
+def test_streamed_load_against_the_gateway_counts_tokens_as_the_simulator_does(
+    gateway: str, tmp_path: Path
+) -> None:
+    settings = LoadSettings(
+        base_url=gateway,
+        concurrency=4,
+        duration_seconds=2,
+        results_dir=tmp_path,
+        live="off",
+        stream=True,
+        dataset="chat_small",
+        attach_rate=0.5,
+        features="sae-minilm-l6-res4-4k",
+        poll_deadline_seconds=1,
+        drain_seconds=0,
+    )
+    summary = run_load_sync(settings)
+    validate_results(tmp_path)
+    chat = summary.data["chat"]
+    assert chat["requests"] > 4 and chat["error_rate"] == 0.0, chat["by_status"]
+    stream = chat["stream"]
+    # The simulator counts usage with the harness's tokenizer: no mismatch, every stream compared.
+    assert stream["usage_compared"] == stream["streams"] == chat["requests"]
+    assert stream["usage_mismatch_rate"] == 0.0 and stream["ttft_ms"]["count"] == chat["requests"]
+    lines = [json.loads(x) for x in (tmp_path / records.CHAT_FILE).read_text().splitlines()]
+    attached = [r for r in lines if r["attached"]]
+    assert attached and all(r["trace_id"] for r in attached)  # the trace id arrived in the stream
+    # The server counts its rendering of the messages ("user: ..."), a little more than the text.
+    assert all(0 < r["prompt_tokens_local"] <= r["prompt_tokens_server"] for r in lines)

@@ -319,6 +319,8 @@ def _metadata(
             "layers": list(plan.layers),
             "max_nodes": plan.max_nodes,
             "max_edges": plan.max_edges,
+            # The prompt's head was cut so the completion fits the model (core/model.py).
+            **_trimmed(decoding.extraction.encoded.trimmed_prompt_tokens),
         },
     }
 
@@ -354,6 +356,10 @@ def build(
         "degraded": list(plan.degraded),
         "attribution_method": attribution.method,
     }
+
+
+def _trimmed(n: int) -> dict[str, int]:
+    return {"prompt_tokens_trimmed": n} if n else {}
 
 
 __all__ = ["FEATURE_TYPES", "SCHEMA_VERSION", "Subject", "build", "cantor"]

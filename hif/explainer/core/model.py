@@ -55,11 +55,32 @@ class Encoded:
     offsets: list[tuple[int, int]]
     special: list[bool]
     completion_char: int  # index in ``text`` where the completion starts
+    trimmed_prompt_tokens: int = 0  # prompt tokens cut from the head to fit the completion in
 
     @property
     def completion_positions(self) -> list[int]:
         start = self.completion_char
         return [i for i, (s, _) in enumerate(self.offsets) if not self.special[i] and s >= start]
+
+
+def _fit(
+    ids: list[int], offsets: list[tuple[int, int]], special: list[bool], completion_char: int, limit: int
+) -> tuple[list[int], list[tuple[int, int]], list[bool], int]:
+    """Keep the special tokens at both ends and every completion token, then as many of the
+    prompt's last tokens as fit; a completion over the limit by itself keeps its head."""
+    content = [i for i, sp in enumerate(special) if not sp]
+    head = [i for i in range(len(ids)) if special[i] and (not content or i < content[0])]
+    tail = [i for i in range(len(ids)) if special[i] and content and i > content[-1]]
+    room = max(limit - len(head) - len(tail), 0)
+    prompt = [i for i in content if offsets[i][0] < completion_char]
+    answer = [i for i in content if offsets[i][0] >= completion_char]
+    if len(answer) >= room:
+        keep, trimmed = answer[:room], len(prompt)
+    else:
+        kept_prompt = prompt[len(prompt) - (room - len(answer)) :]
+        keep, trimmed = kept_prompt + answer, len(prompt) - len(kept_prompt)
+    order = head + keep + tail
+    return [ids[i] for i in order], [offsets[i] for i in order], [special[i] for i in order], trimmed
 
 
 class _StopForwardError(Exception):
@@ -101,22 +122,34 @@ class SubjectModel:
         return len(self.blocks)
 
     def encode(self, prompt: str, completion: str, *, max_tokens: int | None = None) -> Encoded:
-        """Tokenise ``prompt + "\\n" + completion``, truncated to ``max_tokens``."""
+        """Tokenise ``prompt + "\\n" + completion`` into at most ``max_tokens`` tokens.
+
+        What is explained is the completion, so a text too long keeps the completion and loses
+        the prompt's head (the prompt tokens nearest the completion stay, as context); only a
+        completion longer than the limit by itself is cut from the right. ``trimmed_prompt_tokens``
+        says how many prompt tokens went (the graph's metadata reports it).
+        """
         sep = "\n" if prompt and completion else ""
         text = prompt + sep + completion
+        limit = max_tokens or self.max_tokens
+        # No truncation here (verbose=False: an over-long text is expected, _fit cuts it to size).
         enc = self.tokenizer(
-            text,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            truncation=True,
-            max_length=max_tokens or self.max_tokens,
+            text, return_offsets_mapping=True, return_special_tokens_mask=True, verbose=False
         )
+        ids = list(enc["input_ids"])
+        offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+        special = [bool(m) for m in enc["special_tokens_mask"]]
+        completion_char = len(prompt) + len(sep)
+        trimmed = 0
+        if len(ids) > limit:
+            ids, offsets, special, trimmed = _fit(ids, offsets, special, completion_char, limit)
         return Encoded(
             text=text,
-            input_ids=list(enc["input_ids"]),
-            offsets=[(int(s), int(e)) for s, e in enc["offset_mapping"]],
-            special=[bool(m) for m in enc["special_tokens_mask"]],
-            completion_char=len(prompt) + len(sep),
+            input_ids=ids,
+            offsets=offsets,
+            special=special,
+            completion_char=completion_char,
+            trimmed_prompt_tokens=trimmed,
         )
 
     def pad(self, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,7 @@ import orjson
 
 from hif.config import add_options, build
 from hif.errors import HifError
+from hif.harness import gates
 from hif.harness.client import new_event_loop
 from hif.harness.load.run import run_load
 from hif.harness.load.settings import LoadSettings
@@ -37,8 +38,7 @@ def parser(prog: str = "hif load") -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="SLO gate, repeatable: chat_p95_ms, error_rate, sentence_p95_ms, token_p95_ms, "
-        "expired_failed_rate (exit code 1 when one fails)",
+        help=gates.help_text(),
     )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [load])")
     return p
@@ -123,7 +123,8 @@ def verdict_lines(slo: Mapping[str, Any]) -> list[str]:
         if gate["pass"] is None:
             out.append(f"SLO {gate['name']}: no data in this run")
         elif not gate["pass"]:
-            out.append(f"SLO failed: {gate['name']} = {gate['value']} > {gate['threshold']}")
+            op = gate.get("op", "<=")
+            out.append(f"SLO failed: {gate['name']} = {gate['value']}, not {op} {gate['threshold']}")
     return out
 
 

@@ -31,6 +31,7 @@ from hif.harness.load.preflight import check_run
 from hif.harness.load.requests import ChatRequests
 from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
 from hif.harness.load.settings import LoadSettings, local_share
+from hif.harness.load.stream import TTFB, TTFO, TTFO_INTENDED, TTFT, TTFT_INTENDED, StreamBook, stamp
 from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
 from hif.harness.load.tally import (
     CHAT_INTENDED,
@@ -70,6 +71,12 @@ class Engine:
         self._t0_s = t0_s  # a parent process aligns its children's buckets by passing one start
         self.share = local_share(settings)
         self.requests = ChatRequests(settings.request_mix())
+        self.book: StreamBook | None = None
+        if settings.stream:
+            from hif.tokens import load_tokenizer
+
+            tokenizer = load_tokenizer(settings.tokenizer)
+            self.book = StreamBook(tokenizer, self.requests.prompt_token_counts(tokenizer))
         self._chaos = ChaosReader()
         self.chaos_flags: list[str] = []
         self._stopping = False
@@ -164,6 +171,7 @@ class Engine:
             send_lag=self._send_lag,
             bucket=TokenBucket(rate, max_backlog_s=s.timeout_seconds) if rate and not s.open_loop else None,
             open_loop=s.open_loop,
+            stream=s.stream,
         )
         lane.start()
         dispatcher = asyncio.ensure_future(self._dispatcher(lane)) if s.open_loop else None
@@ -212,6 +220,9 @@ class Engine:
     ) -> None:
         """Record one chat's outcome."""
         done = time.monotonic()
+        if self.book is not None:
+            self._stream_done(w, status, error_class, error, body, done)
+            return
         sent, intended = w.sent, w.intended
         service_ms = (done - sent) * 1000.0
         intended_ms = (done - intended) * 1000.0
@@ -231,6 +242,45 @@ class Engine:
         line["intended_latency_ms"] = intended_ms
         line["status"] = status
         self._write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+
+    def _stream_done(
+        self, w: Worker, status: int, error_class: str | None, error: str | None, body: bytes, done: float
+    ) -> None:
+        """A streamed chat: latencies end at the last content event; the line waits for the token
+        pass (:class:`~hif.harness.load.stream.StreamBook`), which writes it."""
+        st = w.stream
+        assert st is not None and self.book is not None
+        sent, intended = w.sent, w.intended
+        line = self._line.copy()
+        end = stamp(cast(dict[str, Any], line), st, sent, intended, done)
+        rec = self.recorder.record
+        for tag, ms in (
+            (TTFB, line["ttfb_ms"]),
+            (TTFT, line["ttft_ms"]),
+            (TTFO, line["ttfo_ms"]),
+            (TTFT_INTENDED, line["intended_ttft_ms"]),
+            (TTFO_INTENDED, line["intended_ttfo_ms"]),
+        ):
+            if ms is not None:
+                rec(tag, ms)
+        self.cur.counts["streams"] += 1
+        service_ms, intended_ms = (end - sent) * 1000.0, (end - intended) * 1000.0
+        self._service(service_ms)
+        self._intended(intended_ms)
+        self._statuses(status)
+        if error_class is not None or w.attached or sent - intended > self._late_s:
+            # The SLA clock of an attached stream starts at its last content event.
+            self._chat_details(line, w, error_class, error, body, end)
+        offset = self.offset_s
+        line["ts"], line["intended_ts"] = sent + offset, intended + offset
+        line["latency_ms"], line["intended_latency_ms"] = service_ms, intended_ms
+        line["status"] = status
+        self.book.add(cast(dict[str, Any], line), st, w.data)
+
+    def settle_streams(self) -> None:
+        """The token pass over streams finished since the last one (ticker turn, bucket close)."""
+        if self.book is not None and len(self.book):
+            self.book.settle(self.recorder, self.cur.counts, self.files.chat_line)
 
     def _chat_details(
         self,
@@ -341,6 +391,7 @@ class Engine:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             self.recorder.record(LOOP_LAG, max(now - expected, 0.0) * 1000.0)
+            self.settle_streams()
             self.recorder.fold()
             flags = sorted(self._chaos.active())
             if flags != self.chaos_flags:
@@ -350,6 +401,7 @@ class Engine:
                 self._close_bucket(self.cur.end_s)
 
     def _close_bucket(self, end_s: float, *, final: bool = False) -> None:
+        self.settle_streams()
         bucket = self.cur
         bucket.end_s = end_s if final else bucket.end_s
         self._fold_hot(bucket)

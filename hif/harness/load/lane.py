@@ -27,10 +27,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import httptools
+
 from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutError, LoadClientError
 from hif.harness.client import BareHttpProtocol, Response
 from hif.harness.load.pacing import TokenBucket
 from hif.harness.load.requests import ChatRequests
+from hif.harness.load.stream import StreamTimes
 
 SWEEP_S = 0.02  # request timeouts are checked this often (one timer for the whole lane)
 CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
@@ -81,6 +84,60 @@ class _Wire(BareHttpProtocol):
         self.worker.broke(self, exc)
 
 
+class _StreamWire(_Wire):
+    """A connection carrying streamed chats: the SSE body goes to the worker's :class:`StreamTimes`.
+
+    httptools hands each HTTP chunk to a bound ``list.append`` (its ``on_body``, bound once when
+    the parser is made: no Python frame per chunk); after the read, the worker's
+    :class:`StreamTimes` reads all of them in one go, every event stamped with the read's time. An
+    answer of 400 or more is a JSON envelope with no blank line, so it stays whole in ``pending``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        st = worker.stream
+        assert st is not None
+        self.st = st
+        self._pieces: list[bytes] = []
+        self.on_body = self._pieces.append  # type: ignore[method-assign,assignment]  # before the parser binds it
+        super().__init__(loop, worker)
+
+    def data_received(self, data: bytes) -> None:
+        st = self.st
+        st.now = time.monotonic()
+        self.received_any = True
+        if not st.first_byte:  # header bytes: read only at an early EOF (BareHttpProtocol)
+            self._raw.append(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ClientProtocolError(f"unparseable HTTP answer: {exc}"))
+            return
+        if self._pieces:
+            self._read()
+
+    def _read(self) -> None:
+        pieces = self._pieces
+        self.st.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        pieces.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pieces:  # what arrived before the cut still counts (partial timings)
+            self._read()
+        super().connection_lost(exc)
+
+    def on_message_complete(self) -> None:
+        if self._pieces:  # the answer's last pieces, from the read that completed it
+            self._read()
+        st = self.st
+        if self._parser.get_status_code() >= 400:
+            self._body = [st.pending]
+        else:
+            if st.pending:  # a last event without its blank line
+                st.feed(b"\n\n")
+            self._body = [st.explanation or b""]
+        super().on_message_complete()
+
+
 class Worker:
     """One closed-loop worker (or open-loop server of slots): its connection and its request."""
 
@@ -98,6 +155,7 @@ class Worker:
         "reused",
         "rng",
         "sent",
+        "stream",
         "timer",
         "wire",
     )
@@ -113,6 +171,7 @@ class Worker:
         self.intended = self.ready = self.sent = 0.0
         self.attached, self.data = False, b""
         self.granularity: str | None = None
+        self.stream = StreamTimes() if lane.stream else None
 
     # --- one request ----------------------------------------------------------------------
     def fire(self, intended: float, ready: float) -> None:
@@ -134,6 +193,8 @@ class Worker:
         lane = self.lane
         intended, ready = self.intended, self.ready
         self.sent = sent = time.monotonic()
+        if self.stream is not None:
+            self.stream.reset()
         lane.send_lag((sent - (intended if intended > ready else ready)) * 1000.0)
         wire = self.wire
         if wire is None or wire.closed:
@@ -153,7 +214,11 @@ class Worker:
             self.wire = None
         self.backoff_s = 0.0
         lane = self.lane
-        if status < 400:
+        st = self.stream
+        if st is not None and st.error is not None and status < 400:
+            # The server ended the stream with an SSE error event (its headers were gone).
+            lane.out.chat_done(self, status, "stream_error", _error_text(st.error), body)
+        elif status < 400:
             lane.out.chat_done(self, status, None, None, body)
         else:
             error_class = "http_4xx" if status < 500 else "http_5xx"
@@ -213,7 +278,10 @@ class Lane:
         bucket: TokenBucket | None = None,
         open_loop: bool = False,
         connector: Connector | None = None,
+        stream: bool = False,
     ) -> None:
+        self.stream = stream
+        self._wire_cls = _StreamWire if stream else _Wire
         self.loop = asyncio.get_running_loop()
         self.requests, self.out = requests, out
         self.draw = requests.draw
@@ -385,9 +453,8 @@ class Lane:
 
     async def _connect(self, w: Worker) -> None:
         try:
-            wire = await asyncio.wait_for(
-                self._connector(lambda: _Wire(self.loop, w)), max(w.deadline - time.monotonic(), 0.001)
-            )
+            left_s = max(w.deadline - time.monotonic(), 0.001)
+            wire = await asyncio.wait_for(self._connector(lambda: self._wire_cls(self.loop, w)), left_s)
         except TimeoutError:
             if w.deadline:
                 w.fail(ClientConnectError(f"connect to {self.host}:{self.port} timed out"))

@@ -17,12 +17,16 @@ from typing import Any
 
 from hif.config import option, positive
 from hif.errors import ConfigError
+from hif.harness import gates
 from hif.harness.load.pacing import parse_shard, share
 from hif.harness.prometheus import default_metrics_urls
 
 GRANULARITIES = ("sentence", "token", "mix")
+SAMPLINGS = ("random", "sequential", "shuffle")  # hif.harness.load.dataset.Order
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 ARRIVALS = ("constant", "poisson")
 LIVE_MODES = ("auto", "rich", "plain", "off")
+# The runbook's gates; hif.harness.gates.REGISTRY holds these and every other one.
 SLO_NAMES = ("chat_p95_ms", "error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate")
 DEFAULT_RESULTS_DIR = Path("tests/load/results")
 RUNBOOK_FEATURES = "sae-gpt4-2m"  # what a run asks for when no featureset is given (see preflight.py)
@@ -41,18 +45,9 @@ EXIT_OK, EXIT_SLO_FAILED, EXIT_PREFLIGHT, EXIT_INVALID = 0, 1, 2, 3
 
 
 def parse_slos(items: typing.Iterable[str]) -> dict[str, float]:
-    """``["chat_p95_ms=500", ...]`` -> ``{"chat_p95_ms": 500.0}``; unknown names fail by name."""
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in SLO_NAMES:
-            raise ConfigError("slo", f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(SLO_NAMES)}")
-        try:
-            out[name] = float(value)
-        except ValueError as exc:
-            raise ConfigError("slo", f"{item!r}: {value!r} is not a number") from exc
-    return out
+    """``["chat_p95_ms=500", "ttft_p95_ms=800,rps>=100"]`` -> thresholds; the gate registry
+    (:mod:`hif.harness.gates`) knows every name, its unit and direction."""
+    return gates.parse_slos(items)
 
 
 def metrics_urls(base_url: str, gateway: str | None, explainer: str | None) -> dict[str, str]:
@@ -113,6 +108,21 @@ class LoadSettings:
     )
     append: bool = option(False, help="append to result files instead of truncating them (soak segments)")
     run_id: str = option("", help="label stored with every record of this run (default: start time)")
+    dataset: str = option(
+        "",
+        help="prompts: synthetic:prompt_tokens=...,output_tokens=..., chat_small, or a JSONL/ShareGPT file",
+    )
+    dataset_sampling: str = option(
+        "random", help="dataset order: random (with replacement), sequential, shuffle", choices=SAMPLINGS
+    )
+    dataset_size: int = option(1000, help="load at most this many dataset entries (bodies built at start-up)")
+    max_tokens_field: str = option(
+        "max_tokens", help="request field for the answer budget", choices=MAX_TOKENS_FIELDS
+    )
+    stream: bool = option(False, help="stream chats (SSE): TTFT, TTFO, ITL and TPOT per request")
+    tokenizer: str = option(
+        "auto", help="local token counts: auto (the explainer model's package), none, or a tokenizer.json"
+    )
     slo: tuple[str, ...] = ()  # NAME=VALUE gates; repeatable on the CLI, so not a plain option
     # Files of the folder a fresh run leaves in place (the soak keeps its soak_summary.json).
     keep_files: tuple[str, ...] = ()
@@ -130,6 +140,7 @@ class LoadSettings:
         positive("poll_max_ms", self.poll_max_ms)
         positive("drain_seconds", self.drain_seconds, allow_zero=True)
         positive("bucket_seconds", self.bucket_seconds)
+        positive("dataset_size", self.dataset_size)
         if not 0.0 <= self.attach_rate <= 1.0:
             raise ConfigError("attach_rate", f"must be a fraction 0..1, got {self.attach_rate!r}")
         if not self.base_url.startswith("http://"):
@@ -165,6 +176,11 @@ class LoadSettings:
             granularity=self.granularity,
             seed=self.seed,
             shard=self.shard,
+            stream=self.stream,
+            dataset=self.dataset,
+            dataset_sampling=self.dataset_sampling,
+            dataset_size=self.dataset_size,
+            max_tokens_field=self.max_tokens_field,
         )
 
     def poll_policy(self) -> PollPolicy:
@@ -207,6 +223,11 @@ class RequestMix:
     granularity: str
     seed: int
     shard: str
+    stream: bool = False
+    dataset: str = ""
+    dataset_sampling: str = "random"
+    dataset_size: int = 1000
+    max_tokens_field: str = "max_tokens"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hif.harness import gates
 from hif.harness.load.settings import (
     EXIT_INVALID,
     EXIT_OK,
@@ -15,6 +16,7 @@ from hif.harness.load.settings import (
     Share,
     local_share,
 )
+from hif.harness.load.stream import ITL, TPOT, TTFB, TTFO, TTFO_INTENDED, TTFT, TTFT_INTENDED
 from hif.harness.load.tally import (
     CHAT_INTENDED,
     CHAT_SERVICE,
@@ -77,9 +79,11 @@ def build_summary(
     load_ended_s = min(float(meta.get("load_ended_s") or ended_s), ended_s)
     duration_s = max(load_ended_s - started_s, 1e-9)
     chat = _chat(tally, duration_s)
+    if settings.stream:
+        chat["stream"] = _stream(tally, duration_s)
     expl = _explanations(tally, settings)
     gen = _generator(tally, settings, chat, duration_s, meta.get("share") or local_share(settings))
-    slo = _gates(settings.slos, chat, expl)
+    slo = gates.evaluate(settings.slos, {"chat": chat, "explanations": expl}, RUNBOOK_SLOS)
     exit_code = EXIT_INVALID if not gen["valid"] else (EXIT_SLO_FAILED if slo["pass"] is False else EXIT_OK)
     return {
         "v": SUMMARY_SCHEMA,
@@ -137,6 +141,28 @@ def _chat(t: Tally, duration_s: float) -> dict[str, Any]:
     }
 
 
+def _stream(t: Tally, duration_s: float) -> dict[str, Any]:
+    c = t.counts
+    itl = t.hist(ITL)
+    compared = c["stream_usage_compared"]
+    source = "local" if compared or itl.count else ("server" if t.hist(TPOT).count else "none")
+    return {
+        "streams": c["streams"],
+        "ttfb_ms": t.hist(TTFB).summary(),
+        "ttft_ms": t.hist(TTFT).summary(),
+        "ttfo_ms": t.hist(TTFO).summary(),
+        "intended_ttft_ms": t.hist(TTFT_INTENDED).summary(),
+        "intended_ttfo_ms": t.hist(TTFO_INTENDED).summary(),
+        "itl_ms": itl.summary(),
+        "tpot_ms": t.hist(TPOT).summary(),
+        "output_tokens": c["stream_output_tokens"],
+        "output_tokens_per_s": round(c["stream_output_tokens"] / duration_s, 2),
+        "token_source": source,
+        "usage_compared": compared,
+        "usage_mismatch_rate": (_rate(c["stream_usage_mismatch"], compared) if compared else None),
+    }
+
+
 def _explanations(t: Tally, s: LoadSettings) -> dict[str, Any]:
     c = t.counts
     traces = c["traces"]
@@ -191,34 +217,3 @@ def _generator(
         "loop_lag_ms": percentiles(loop_lag),
         "send_lag_ms": percentiles(send_lag),
     }
-
-
-def _gate(name: str, limit: float, value: float | None) -> dict[str, Any]:
-    verdict = None if value is None else value <= limit
-    return {"name": name, "threshold": limit, "value": value, "pass": verdict}
-
-
-def _gates(slos: dict[str, float], chat: dict[str, Any], expl: dict[str, Any]) -> dict[str, Any]:
-    """Gate values, or None where the run produced no data (no token traces, say): a gate with
-    nothing to judge neither passes nor fails, as in the report, instead of passing on a 0.0.
-
-    With no gates the verdict is None ("not gated"), never a pass; the runbook's example targets
-    are judged as ``reference`` lines, which set neither the verdict nor the exit code."""
-    sla = expl["sla_ms"]
-    values: dict[str, float | None] = {
-        "chat_p95_ms": chat["latency_ms"]["p95_ms"] if chat["latency_ms"]["count"] else None,
-        "error_rate": chat["error_rate"] if chat["requests"] else None,
-        "sentence_p95_ms": sla["sentence"]["p95_ms"] if sla["sentence"]["count"] else None,
-        "token_p95_ms": sla["token"]["p95_ms"] if sla["token"]["count"] else None,
-        "expired_failed_rate": expl["expired_failed_rate"] if expl["traces"] else None,
-    }
-    gates = [_gate(name, limit, values[name]) for name, limit in slos.items()]
-    reference = [_gate(name, limit, values[name]) for name, limit in RUNBOOK_SLOS.items()]
-    return {"gates": gates, "pass": verdict(gates), "gated": bool(gates), "reference": reference}
-
-
-def verdict(gates: list[dict[str, Any]]) -> bool | None:
-    """None when not gated, False when a gate failed, else True (a gate without data does not fail)."""
-    if not gates:
-        return None
-    return all(g["pass"] is not False for g in gates)

@@ -20,6 +20,7 @@ import collections
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hif.harness.load.stream import ITL, TPOT, TTFT
 from hif.harness.stats import Interval, LatencyHistogram
 
 CHAT_SERVICE, CHAT_INTENDED = "chat.service", "chat.intended"
@@ -97,7 +98,17 @@ class Bucket:
             "rate_limited": c["state:rate_limited"],
             "polls": c["polls"],
             "loop_lag_p99_ms": _pct(self.hist(LOOP_LAG), 99),
+            **self._stream_view(),
         }
+
+    def _stream_view(self) -> dict[str, float]:
+        """Streamed runs' figures over time (absent from a bucket without streams)."""
+        out = {}
+        for key, tag, p in (("ttft_p95_ms", TTFT, 95), ("itl_p99_ms", ITL, 99), ("tpot_p95_ms", TPOT, 95)):
+            h = self.hists.get(tag)
+            if h is not None and h.count:
+                out[key] = round(h.percentile(p), 3)
+        return out
 
 
 def _pct(h: LatencyHistogram, p: float) -> float | None:

@@ -7,9 +7,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from hif.harness import gates
 from hif.harness import goodput as gp
 from hif.harness.load.settings import RUNBOOK_SLOS
-from hif.harness.load.summary import verdict
 from hif.harness.report.hist import SparseHist, to_latency_histogram
 from hif.harness.report.saturation import part_saturated
 from hif.harness.report.scan import CHAT, EXPLANATION, Partial
@@ -415,14 +415,16 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
     No gates: the verdict is None ("not gated"), as in summary.json and the runner's exit code, and
     the runbook's example targets are judged as ``reference`` lines that decide nothing."""
     targets: dict[str, float] = {}
+    runner_values: dict[str, Any] = {}  # gates the records cannot recompute: the runner's value
     for s in summaries:
         for g in (s.get("slo") or {}).get("gates") or []:
             if (
                 isinstance(g, Mapping)
-                and g.get("name") in DEFAULT_SLOS
+                and g.get("name") in gates.REGISTRY
                 and isinstance(g.get("threshold"), int | float)
             ):
                 targets[str(g["name"])] = float(g["threshold"])
+                runner_values.setdefault(str(g["name"]), g.get("value"))
     chat, expl = head["chat"], head["explanations"]
     values = {
         "chat_p95_ms": chat["latency_ms"]["p95_ms"],
@@ -431,6 +433,8 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
+    for n in targets:
+        values.setdefault(n, runner_values.get(n))
 
     def judge(items: Mapping[str, float]) -> list[dict[str, Any]]:
         return [
@@ -438,16 +442,17 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
                 "name": n,
                 "threshold": t,
                 "value": values[n],
-                "pass": None if values[n] is None else values[n] <= t,
+                "pass": gates.REGISTRY[n].passes(values[n], t),
+                "op": gates.REGISTRY[n].op,
             }
             for n, t in items.items()
         ]
 
-    gates = judge(targets)
+    table = judge(targets)
     return {
         "source": "summary.json" if targets else "not gated",
-        "gated": bool(gates),
-        "gates": gates,
-        "pass": verdict(gates),
+        "gated": bool(table),
+        "gates": table,
+        "pass": gates.verdict(table),
         "reference": judge(DEFAULT_SLOS),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hif.harness import gates
 from hif.harness.soak.plan import SegmentPlan
 
 # Series the drift/leak analysis fits (names match hif.harness.soak.drift.RULES).
@@ -40,13 +41,9 @@ def _positive(value: Any) -> float | None:
 
 
 def breaches(values: Mapping[str, float | None], slos: Mapping[str, float]) -> list[str]:
-    """Names of the SLOs whose value is known and over its limit (a limit is the largest good value)."""
-    over = []
-    for name, limit in slos.items():
-        value = values.get(name)
-        if value is not None and value > limit:
-            over.append(name)
-    return over
+    """Names of the SLOs whose value is known and on the wrong side of its threshold (each gate's
+    direction from the registry, :mod:`hif.harness.gates`)."""
+    return gates.breaches(values, slos)
 
 
 def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
@@ -107,6 +104,7 @@ def segment_point(
     if not expl["traces"]:
         expl_out["expired_failed_rate"] = None  # no explanation asked: no evidence either way
     values = {
+        **{name: gates.REGISTRY[name].read(load) for name in slos if name in gates.REGISTRY},
         "chat_p95_ms": chat_out["p95_ms"],
         "error_rate": chat_out["error_rate"],
         "sentence_p95_ms": expl_out["sentence_p95_ms"],

@@ -93,6 +93,7 @@ class SoakSettings:
         help="each segment's live view: auto, rich, plain, off",
         choices=("auto", "rich", "plain", "off"),
     )
+    stream: bool = option(False, help="stream every segment's chats (SSE): TTFT, ITL and TPOT too")
     slo: tuple[str, ...] = ()  # NAME=VALUE overrides of DEFAULT_SLOS; repeatable on the CLI
 
     def __post_init__(self) -> None:
@@ -143,6 +144,7 @@ class SoakSettings:
             metrics_url_gateway=self.metrics_url_gateway,
             metrics_url_explainer=self.metrics_url_explainer,
             keep_files=(checkpoint.SOAK_SUMMARY_FILE,),
+            stream=self.stream,
         )
 
 

@@ -170,7 +170,9 @@ def test_slo_table_defaults_and_summary_gates(basic: Path) -> None:
     )
     data = build(basic)
     assert data["slo"]["source"] == "summary.json" and data["slo"]["pass"] is False
-    assert data["slo"]["gates"] == [{"name": "chat_p95_ms", "threshold": 1.5, "value": 1.9, "pass": False}]
+    assert data["slo"]["gates"] == [
+        {"name": "chat_p95_ms", "threshold": 1.5, "value": 1.9, "pass": False, "op": "<="}
+    ]
 
 
 def _chaos_run(d: Path, *, events: bool, slow_tail_s: int = 0, base_ms: float = 1.0) -> None:

@@ -28,7 +28,10 @@ def test_same_seed_same_text_and_usage() -> None:
     text = a["choices"][0]["message"]["content"]
     assert text == b["choices"][0]["message"]["content"] != c["choices"][0]["message"]["content"]
     assert text.endswith(".") and text[0].isupper()
-    assert a["usage"] == {"prompt_tokens": 4, "completion_tokens": 24, "total_tokens": 28}
+    # Counted with the explainer model's tokenizer, as the harness counts ("user: one two three": 5).
+    assert a["usage"] == {"prompt_tokens": 5, "completion_tokens": 24, "total_tokens": 29}
+    words = fast(sim_seed=7, sim_tokenizer="none")
+    assert asyncio.run(words.complete(BODY))["usage"]["prompt_tokens"] == 4  # whitespace words
 
 
 def test_max_tokens_bounds_the_completion() -> None:
@@ -87,3 +90,55 @@ def test_prompt_text_skips_non_text_parts() -> None:
         "not a message",
     ]
     assert prompt_text(messages) == "user: a"
+
+
+def test_usage_is_what_the_harness_tokenizer_counts_in_the_stream() -> None:
+    from hif.tokens import load_tokenizer
+
+    tok = load_tokenizer("auto")
+    assert tok is not None
+    for n in (1, 2, 3, 7, 40):
+        chunks = asyncio.run(
+            collect(fast(sim_seed=n), {**BODY, "max_tokens": n, "stream_options": {"include_usage": True}})
+        )
+        pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+        assert tok.count(["".join(pieces)]) == [n] == [chunks[-1]["usage"]["completion_tokens"]]
+
+
+def test_reasoning_deltas_come_first_and_chunks_carry_several_tokens() -> None:
+    sim = fast(sim_reasoning_tokens=4, sim_chunk_tokens=3)
+    chunks = asyncio.run(collect(sim, {**BODY, "max_tokens": 7}))
+    deltas = [c["choices"][0]["delta"] for c in chunks[1:-1]]
+    assert [next(iter(d)) for d in deltas] == ["reasoning_content"] * 2 + ["content"] * 3
+    assert "".join(d["content"] for d in deltas[2:]).count(" ") >= 4  # 7 tokens in 3 chunks
+
+
+def test_prefill_and_queueing_lengthen_ttft_and_a_batch_slows_decode() -> None:
+    long_body = {"model": "m", "messages": [{"role": "user", "content": "word " * 400}], "max_tokens": 1}
+
+    async def first_chunk_s(sim: Simulator, body: dict[str, Any]) -> float:
+        t0 = time.monotonic()
+        async for _ in sim.stream(body):
+            return time.monotonic() - t0
+        raise AssertionError("no chunk")
+
+    prefill = Simulator(SimulatorSettings(sim_ttft_ms=0, sim_tokens_per_s=0, sim_prefill_tokens_per_s=4000))
+    assert asyncio.run(first_chunk_s(prefill, long_body)) >= 0.1  # ~401 tokens at 4000/s
+
+    async def two_at_once(sim: Simulator) -> list[float]:
+        return list(await asyncio.gather(first_chunk_s(sim, BODY), first_chunk_s(sim, BODY)))
+
+    queued = Simulator(
+        SimulatorSettings(
+            sim_ttft_ms=50, sim_ttft_jitter=0, sim_tokens_per_s=0, sim_max_batch=1, sim_prefill_tokens_per_s=0
+        )
+    )
+    first, second = sorted(asyncio.run(two_at_once(queued)))
+    assert first < 0.09 and second >= 0.1  # the second waited for the only slot
+
+    batch = Simulator(
+        SimulatorSettings(sim_tokens_per_s=100, sim_tokens_per_s_jitter=0, sim_batch_slowdown=0.5)
+    )
+    plan = batch.plan({**BODY, "max_tokens": 1})
+    batch.decoding = 3
+    assert batch._token_s(plan) == pytest.approx(0.01 * 2.0)

@@ -81,3 +81,29 @@ def test_minilm_sae_reconstructs_live_activations(minilm, make_job) -> None:  # 
         decoding.codes[4].values[~decoding.content],
         torch.zeros_like(decoding.codes[4].values[~decoding.content]),
     )
+
+
+def test_a_long_prompt_loses_its_head_and_the_completion_is_explained_whole(
+    minilm, make_job, graph_schema
+) -> None:  # type: ignore[no-untyped-def]
+    long_prompt = " ".join(["Tell me about the weather in the mountains today."] * 60)  # ~600 tokens
+    job = make_job(long_prompt, COMPLETION, featureset=minilm.featureset.name)
+    plan = minilm.default_plan("sentence")
+    [extraction] = minilm.extract([job], [plan])
+    enc = extraction.encoded
+    limit = minilm.subject.max_tokens
+    assert len(enc.input_ids) == limit and enc.special[0] and enc.special[-1]
+    alone = minilm.subject.encode("", COMPLETION)
+    assert len(enc.completion_positions) == len(alone.completion_positions)  # every completion token
+    kept_prompt = [
+        i for i in range(len(enc.offsets)) if not enc.special[i] and enc.offsets[i][0] < enc.completion_char
+    ]
+    assert enc.offsets[kept_prompt[-1]][1] == len(long_prompt)  # the prompt's tail stays, next to it
+    assert enc.trimmed_prompt_tokens + len(kept_prompt) == len(
+        minilm.subject.tokenizer(long_prompt, add_special_tokens=False)["input_ids"]
+    )
+    decoding = minilm.decode(extraction, plan)
+    graph = minilm.graph(job, decoding, minilm.attribute(decoding, plan), plan)
+    jsonschema.validate(graph, graph_schema)
+    assert graph["metadata"]["info"]["prompt_tokens_trimmed"] == enc.trimmed_prompt_tokens > 300
+    assert len(decoding.segments) >= 3  # the completion's three sentences are all there
