@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests._browser import Chromium
+
+REPO = Path(__file__).resolve().parents[1]
+# `hif serve` and `hif demo` start their children with `python -P` (a `hif` folder in the working
+# directory must not shadow the package), so the children find this repository's `tests` package
+# (the fake pipelines the integration tests load by name) only through PYTHONPATH.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 
 def free_port() -> int:
