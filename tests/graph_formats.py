@@ -2,8 +2,10 @@
 
 - circuit-tracer: its pydantic ``Model`` from ``frontend/graph_models.py`` (the copy that
   scripts/circuit-tracer-frontend.sh unpacks into .cache/circuit-tracer, never installed);
-- Neuronpedia: the required fields and types of its published ``graph-schema.json``, written out
-  here (the schema is not packaged anywhere installable);
+- Neuronpedia: the required fields and types of its published ``graph-schema.json``
+  (apps/webapp/app/api/graph/graph-schema.json in the neuronpedia repository, schema version 1.0.0),
+  transcribed below as a JSON Schema and checked with ``jsonschema`` (the schema is not packaged
+  anywhere installable, so it cannot be loaded from its own project here);
 - what both frontends' JavaScript assumes and neither schema says (logit clerps carry ``"token"``
   and ``(p=...)``, ids are unique, links join existing nodes, ``ctx_idx`` indexes ``prompt_tokens``).
 
@@ -20,13 +22,76 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import pytest
 
 CIRCUIT_TRACER = Path(__file__).resolve().parent.parent / ".cache" / "circuit-tracer"
 FRONTEND_ASSETS = CIRCUIT_TRACER / "circuit_tracer" / "frontend" / "assets"
 
-# Neuronpedia graph-schema.json: required keys per object and their JSON types.
-NEURONPEDIA_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+# Neuronpedia's graph-schema.json 1.0.0: what it requires and the types it allows (optional keys
+# are typed only where the schema types them).
+_STR, _NUM = {"type": "string"}, {"type": "number"}
+NEURONPEDIA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["metadata", "qParams", "nodes", "links"],
+    "properties": {
+        "metadata": {
+            "type": "object",
+            "required": ["slug", "scan", "prompt_tokens", "prompt"],
+            "properties": {
+                "slug": _STR,
+                "scan": _STR,
+                "prompt_tokens": {"type": "array", "items": _STR},
+                "prompt": _STR,
+                "node_threshold": _NUM,
+                "feature_details": {"type": "object"},
+                "info": {"type": "object"},
+                "generation_settings": {"type": "object"},
+                "pruning_settings": {"type": "object"},
+            },
+        },
+        "qParams": {
+            "type": "object",
+            "properties": {
+                "pinnedIds": {"type": "array", "items": _STR},
+                "supernodes": {"type": "array"},
+                "linkType": _STR,
+                "clickedId": _STR,
+                "sg_pos": _STR,
+            },
+        },
+        "nodes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp"],
+                "properties": {
+                    "node_id": _STR,
+                    "feature": {"type": ["integer", "null"]},
+                    "layer": {"type": ["string", "integer"]},
+                    "ctx_idx": {"type": "integer"},
+                    "feature_type": _STR,
+                    "jsNodeId": _STR,
+                    "clerp": _STR,
+                    "influence": {"type": ["number", "null"]},
+                    "activation": {"type": ["number", "null"]},
+                },
+            },
+        },
+        "links": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["source", "target", "weight"],
+                "properties": {"source": _STR, "target": _STR, "weight": _NUM},
+            },
+        },
+    },
+}
+
+# What circuit-tracer's frontend JavaScript reads beyond Neuronpedia's requirements (its own
+# graph files always carry these): required keys per object and their JSON types.
+VIEWER_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     "graph": {"metadata": (dict,), "qParams": (dict,), "nodes": (list,), "links": (list,)},
     "metadata": {
         "slug": (str,),
@@ -74,7 +139,7 @@ def graph_models() -> ModuleType:
 
 
 def _typed(obj: dict[str, Any], kind: str) -> None:
-    for key, types in NEURONPEDIA_REQUIRED[kind].items():
+    for key, types in VIEWER_REQUIRED[kind].items():
         assert key in obj, f"{kind} lacks {key!r}: {obj}"
         value = obj[key]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
@@ -82,6 +147,10 @@ def _typed(obj: dict[str, Any], kind: str) -> None:
 
 
 def check_neuronpedia(graph: dict[str, Any]) -> None:
+    jsonschema.validate(graph, NEURONPEDIA_SCHEMA)
+
+
+def check_viewer_fields(graph: dict[str, Any]) -> None:
     _typed(graph, "graph")
     _typed(graph["metadata"], "metadata")
     _typed(graph["qParams"], "qParams")
@@ -113,4 +182,5 @@ def check_viewer_assumptions(graph: dict[str, Any]) -> None:
 def check_community_format(graph: dict[str, Any]) -> None:
     graph_models().Model.model_validate(graph)
     check_neuronpedia(graph)
+    check_viewer_fields(graph)
     check_viewer_assumptions(graph)

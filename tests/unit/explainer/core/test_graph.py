@@ -12,7 +12,7 @@ import torch
 from hif.explainer import graphfile
 from hif.explainer.core import graph as graph_module
 from hif.explainer.plan import CAP_NODES, GRADIENT, HEURISTIC, REDUCE_TOPK
-from tests.graph_formats import check_community_format
+from tests.graph_formats import check_community_format, check_neuronpedia
 
 PROMPT = "how do i use the file ?"
 COMPLETION = "open returns a file object . close the file when done ."
@@ -223,3 +223,19 @@ def test_degraded_in_the_graph_is_what_the_handler_records(tiny_pipeline, make_j
     graph = orjson.loads(graphfile.decode(blobs.data[ending.fields["graph_key"]]))
     assert list(task.degraded) == [REDUCE_TOPK, handler_module.ATTRIBUTION_FALLBACK]
     assert graph["degraded"] == list(task.degraded) and graph["attribution_method"] == HEURISTIC
+
+
+def test_the_neuronpedia_check_refuses_what_its_schema_refuses(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    plan = tiny_pipeline.default_plan("sentence")
+    _, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION, "sentence"), plan, GRADIENT)
+    check_neuronpedia(graph)
+    node = graph["nodes"][0]
+    for broken in (
+        {**graph, "qParams": None},
+        {**graph, "metadata": {k: v for k, v in graph["metadata"].items() if k != "scan"}},
+        {**graph, "nodes": [{k: v for k, v in node.items() if k != "jsNodeId"}]},
+        {**graph, "nodes": [{**node, "feature": "17"}]},
+        {**graph, "links": [{"source": "a", "target": "b"}]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            check_neuronpedia(broken)
