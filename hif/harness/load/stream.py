@@ -65,7 +65,7 @@ class StreamTimes:
 
     __slots__ = (
         "content_raw",  # the UTF-8 text of each content event (JSON escapes only where it had one)
-        "content_times",
+        "content_times",  # monotonic milliseconds of each content event (the ITL pass reads ms)
         "error",
         "explanation",
         "first_byte",
@@ -119,7 +119,7 @@ class StreamTimes:
                     if not self.first_output:
                         self.first_output = now
                 self.last_content = now
-                self.content_times.extend([now] * len(pieces))
+                self.content_times.extend([now * 1000.0] * len(pieces))
                 if buf.find(b"\\", 0, end) >= 0:  # a JSON escape somewhere: decode those pieces
                     pieces = [_unescape(p) if b"\\" in p else p for p in pieces]
                 self.content_raw.extend(pieces)
@@ -226,12 +226,13 @@ class StreamBook:
         cache = self._cache
         if len(cache) > CACHE_PIECES:
             cache.clear()
-        missing = list({p for pieces in streams for p in pieces if p not in cache})
+        missing = list(set(itertools.chain.from_iterable(streams)).difference(cache))
         if missing:
             assert self.tokenizer is not None
             texts = [p.decode("utf-8", "replace") for p in missing]
             cache.update(zip(missing, self.tokenizer.count(texts), strict=True))
-        return [[cache[p] for p in pieces] for pieces in streams]
+        get = cache.__getitem__
+        return [list(map(get, pieces)) for pieces in streams]
 
 
 def settle_one(
@@ -243,7 +244,7 @@ def settle_one(
     tpot_out: Callable[[float], None],
     counts: Any,
 ) -> None:
-    """Token fields, ITL and TPOT of one stream (``times`` monotonic seconds of content events)."""
+    """Token fields, ITL and TPOT of one stream (``times`` monotonic milliseconds of content events)."""
     prompt_srv, completion_srv = usage_tokens(usage)
     line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
     local = sum(chunk_tokens) if chunk_tokens is not None else None
@@ -260,7 +261,7 @@ def settle_one(
         counts["stream_output_tokens"] += output
     itl_max = None
     if chunk_tokens is not None and len(times) > 1 and min(chunk_tokens[1:]) == 1 == max(chunk_tokens[1:]):
-        gaps = [(b - a) * 1000.0 for a, b in itertools.pairwise(times)]  # one token a chunk
+        gaps = list(map(float.__sub__, times[1:], times))  # one token a chunk: the gaps, in C
         itl.extend(gaps)
         itl_max = max(gaps)
     elif chunk_tokens is not None and len(times) > 1:
@@ -268,14 +269,14 @@ def settle_one(
         for t, k in zip(times[1:], chunk_tokens[1:], strict=True):
             if k <= 0:
                 continue  # a whitespace-only piece: its gap joins the next token's
-            gap_ms = (t - prev) * 1000.0 / k
+            gap_ms = (t - prev) / k
             itl.extend([gap_ms] * k)
             itl_max = gap_ms if itl_max is None or gap_ms > itl_max else itl_max
             prev = t
     line["itl_max_ms"] = itl_max
     tpot = None
     if output is not None and output > 1 and len(times) > 1:
-        tpot = (times[-1] - times[0]) * 1000.0 / (output - 1)
+        tpot = (times[-1] - times[0]) / (output - 1)
         tpot_out(tpot)
     line["tpot_ms"] = tpot
     sent_to_last_s = (line["latency_ms"] or 0.0) / 1000.0

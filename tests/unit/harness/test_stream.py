@@ -39,7 +39,7 @@ def test_an_event_split_across_reads_counts_when_it_completes() -> None:
     st = feed_all(
         [(b'data: {"choices":[{"delta":{"con', 1.0), (b'tent":"a \\"q\\""}}]}\n', 2.0), (b"\n", 3.0)]
     )
-    assert st.content_times == [3.0] and st.content_raw == [b'a "q"']
+    assert st.content_times == [3000.0] and st.content_raw == [b'a "q"']
 
 
 def test_quoted_keys_inside_content_are_not_keys() -> None:
@@ -73,6 +73,6 @@ def test_many_events_in_one_read_with_escapes_and_null_usage() -> None:
     )
     st = feed_all([(read, 5.0), (b'ent":"e"}}]}\n\ndata: [DONE]\n\n', 6.0)])
     assert st.first_output == st.first_content == 5.0 and st.last_content == 6.0
-    assert st.content_times == [5.0, 5.0, 6.0]
+    assert st.content_times == [5000.0, 5000.0, 6000.0]
     assert st.content_raw == [b'a\\b "c"', b" d", b"e"]
     assert usage_tokens(st.usage) == (2, 4) and st.error is None and not st.pending
