@@ -35,14 +35,16 @@ if TYPE_CHECKING:
 
 # Inside a JSON string a quote is escaped (\"), so `"content":"x` can only be the key itself.
 # The string's body is written unrolled (runs of plain bytes between escapes): ~2x faster in
-# ``findall`` than one alternation per byte.
-_PIECES = re.compile(rb'"content"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+# ``findall`` than one alternation per byte. It needs one byte at least, so a role-only
+# ``"content": ""`` never matches.
+_PIECES = re.compile(rb'"content"\s*:\s*"((?:[^"\\]|\\.)[^"\\]*(?:\\.[^"\\]*)*)"')
 _OUTPUT_KEYS = (b'"reasoning', b'"tool_calls"')
 _CLOSING_KEYS = (b'"usage"', b'"explanation"', b'"error"')
 _OTHER_OUTPUT = re.compile(rb'"(?:reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{')
 _ERROR = re.compile(rb'data:\s*\{\s*"error"\s*:')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
-_TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _EXPLANATION = b'"explanation"'
 _DATA = re.compile(rb"\s*data:\s*")
 
@@ -111,18 +113,15 @@ class StreamTimes:
         pieces = _PIECES.findall(buf, 0, end)
         tail = 0
         if pieces:
-            if b"" in pieces:
-                pieces = [p for p in pieces if p]
-            if pieces:
-                if not self.first_content:
-                    self.first_content = now
-                    if not self.first_output:
-                        self.first_output = now
-                self.last_content = now
-                self.content_times.extend([now * 1000.0] * len(pieces))
-                if buf.find(b"\\", 0, end) >= 0:  # a JSON escape somewhere: decode those pieces
-                    pieces = [_unescape(p) if b"\\" in p else p for p in pieces]
-                self.content_raw.extend(pieces)
+            if not self.first_content:
+                self.first_content = now
+                if not self.first_output:
+                    self.first_output = now
+            self.last_content = now
+            self.content_times.extend([now * 1000.0] * len(pieces))
+            if buf.find(b"\\", 0, end) >= 0:  # a JSON escape somewhere: decode those pieces
+                pieces = [_unescape(p) if b"\\" in p else p for p in pieces]
+            self.content_raw.extend(pieces)
             # Usage, the explanation and an error close a stream, so they are looked for from the
             # read's last content event on (a server that puts usage in every chunk has it there
             # too): the rest of the read was content.
@@ -130,13 +129,16 @@ class StreamTimes:
             tail = last + 2 if last >= 0 else 0
         if not self.first_output:  # reasoning or a tool call matter only before any output
             for key in _OUTPUT_KEYS:
-                self._each(buf, key, 0, end, self._output)
+                i = buf.find(key, 0, end)
+                if i >= 0:
+                    self._each(buf, key, i, end, self._output)
         for key in _CLOSING_KEYS:  # bytes.find per key: ~10x faster here than one regex alternation
-            self._each(buf, key, tail, end, self._closing)
+            i = buf.find(key, tail, end)
+            if i >= 0:
+                self._each(buf, key, i, end, self._closing)
 
     def _each(self, buf: bytes, key: bytes, i: int, end: int, seen: Callable[[bytes, float], None]) -> None:
-        """``seen`` for each event of ``buf[i:end]`` naming ``key``."""
-        i = buf.find(key, i, end)
+        """``seen`` for each event of ``buf[:end]`` naming ``key``, the first at ``i``."""
         while i >= 0:
             start = buf.rfind(b"\n\n", 0, i)
             start = start + 2 if start >= 0 else 0
@@ -178,8 +180,8 @@ def usage_tokens(raw: bytes | None) -> tuple[int | None, int | None]:
     """(prompt_tokens, completion_tokens) from the raw usage event, None where absent."""
     if raw is None:
         return None, None
-    found = {m.group(1): int(m.group(2)) for m in _TOKENS.finditer(raw)}
-    return found.get(b"prompt_tokens"), found.get(b"completion_tokens")
+    prompt, completion = _PROMPT_TOKENS.search(raw), _COMPLETION_TOKENS.search(raw)
+    return (int(prompt.group(1)) if prompt else None, int(completion.group(1)) if completion else None)
 
 
 class StreamBook:
@@ -260,11 +262,18 @@ def settle_one(
     if output:
         counts["stream_output_tokens"] += output
     itl_max = None
-    if chunk_tokens is not None and len(times) > 1 and min(chunk_tokens[1:]) == 1 == max(chunk_tokens[1:]):
-        gaps = list(map(float.__sub__, times[1:], times))  # one token a chunk: the gaps, in C
-        itl.extend(gaps)
-        itl_max = max(gaps)
-    elif chunk_tokens is not None and len(times) > 1:
+    n = len(times)
+    if chunk_tokens is not None and n > 1 and chunk_tokens.count(1) - (chunk_tokens[0] == 1) == n - 1:
+        # One token a chunk (after the first). Times never decrease, so equal ends mean every
+        # event came in one read: n - 1 gaps of zero.
+        if times[0] == times[-1]:
+            itl.extend(itertools.repeat(0.0, n - 1))
+            itl_max = 0.0
+        else:
+            gaps = list(map(float.__sub__, times[1:], times))  # the gaps, in C
+            itl.extend(gaps)
+            itl_max = max(gaps)
+    elif chunk_tokens is not None and n > 1:
         prev = times[0]
         for t, k in zip(times[1:], chunk_tokens[1:], strict=True):
             if k <= 0:
@@ -275,7 +284,7 @@ def settle_one(
             prev = t
     line["itl_max_ms"] = itl_max
     tpot = None
-    if output is not None and output > 1 and len(times) > 1:
+    if output is not None and output > 1 and n > 1:
         tpot = (times[-1] - times[0]) / (output - 1)
         tpot_out(tpot)
     line["tpot_ms"] = tpot
