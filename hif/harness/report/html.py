@@ -149,6 +149,22 @@ def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "bands": _bands(d, start),
             }
         )
+        if any(v is not None for v in s.get("ttft_p95_ms") or ()):  # a run that streamed (v4)
+            out.append(
+                {
+                    "id": "stream",
+                    "title": "Streamed chats: TTFT and TPOT (ms)",
+                    "x": grid,
+                    "lines": [
+                        _line("TTFT p95", col("ttft_p95_ms"), "tab:blue"),
+                        _line("TTFT p99", col("ttft_p99_ms"), "tab:purple"),
+                        _line("TPOT p95", col("tpot_p95_ms"), "tab:orange"),
+                        _line("TPOT p99", col("tpot_p99_ms"), "tab:brown"),
+                        *_slo_lines(d, [("ttft_p95_ms", "tab:red"), ("tpot_p95_ms", "tab:red")], n),
+                    ],
+                    "bands": _bands(d, start),
+                }
+            )
         out.append(
             {
                 "id": "sla",
