@@ -303,12 +303,13 @@ def render_html(d: Mapping[str, Any], out_dir: Path) -> Path:
     charts = chart_specs(d)
     chart_sections = {
         "latency": md._chat(d),
+        "stream": md._streaming(d),
         "sla": md._explanations(d),
         "rates": [],
         "backpressure": md._backpressure(d),
         "soak": md._soak(d, {}),
     }
-    titles = {"latency": "Chat lane", "sla": "Explanation SLA", "rates": "Goodput and explanation rates",
+    titles = {"latency": "Chat lane", "stream": "Streaming", "sla": "Explanation SLA", "rates": "Goodput and explanation rates",
               "backpressure": "Backpressure", "soak": "Soak"}  # fmt: skip
     body = [
         "<h1>Load report</h1>",
