@@ -309,8 +309,8 @@ def render_html(d: Mapping[str, Any], out_dir: Path) -> Path:
         "backpressure": md._backpressure(d),
         "soak": md._soak(d, {}),
     }
-    titles = {"latency": "Chat lane", "stream": "Streaming", "sla": "Explanation SLA", "rates": "Goodput and explanation rates",
-              "backpressure": "Backpressure", "soak": "Soak"}  # fmt: skip
+    titles = {"latency": "Chat lane", "stream": "Streaming", "sla": "Explanation SLA", "soak": "Soak",
+              "rates": "Goodput and explanation rates", "backpressure": "Backpressure"}  # fmt: skip
     body = [
         "<h1>Load report</h1>",
         _block(md._inputs(d)),
