@@ -8,7 +8,7 @@ round, the medians and head / base.
 
     python bench/ab.py --base 718a381 hotpath                 # runner hot path, us per request
     python bench/ab.py --base 718a381 generator --rounds 5    # load runner req/s and runner / wrk
-    python bench/ab.py --base 862f83e hotpath-stream          # streamed hot path, whole answer in one read
+    python bench/ab.py --base 862f83e hotpath-stream          # streamed hot path, a read per SSE chunk
     python bench/ab.py --base 862f83e stream --rounds 5       # streamed / non-streamed runner req/s
 
 The head is this working tree. Each preset names the bench command and how to read its figure.
@@ -76,9 +76,9 @@ PRESETS = {
         _generator,
         "req/s",
     ),
-    # Streamed: the hot path with the whole 64-chunk answer in one read, and the runner end to end.
+    # Streamed: the hot path with a read per chunk, and the runner end to end.
     "hotpath-stream": Preset(
-        ["bench/hotpath.py", "--rounds", "1", "--requests", "20000", "--stream", "--one-read"], _hotpath, "us"
+        ["bench/hotpath.py", "--rounds", "1", "--requests", "5000", "--stream"], _hotpath, "us"
     ),
     "stream": Preset(
         ["bench/generator_throughput.py", "--stream", "--rounds", "1", "--seconds", "6"], _stream, "req/s"
