@@ -8,6 +8,8 @@ round, the medians and head / base.
 
     python bench/ab.py --base 718a381 hotpath                 # runner hot path, us per request
     python bench/ab.py --base 718a381 generator --rounds 5    # load runner req/s and runner / wrk
+    python bench/ab.py --base 862f83e hotpath-stream          # streamed hot path, a read per SSE chunk
+    python bench/ab.py --base 862f83e stream --rounds 5       # streamed / non-streamed runner req/s
 
 The head is this working tree. Each preset names the bench command and how to read its figure.
 """
@@ -41,7 +43,11 @@ def _hotpath(_tree: Path, stdout: str) -> dict[str, float]:
     bare = re.search(r"bare httptools parse.*?:\s+([\d.]+) us", stdout)
     if not runner or not bare:
         raise RuntimeError(f"hotpath printed no figure:\n{stdout}")
-    return {"runner_us": float(runner.group(1)), "bare_us": float(bare.group(1))}
+    figures = {"runner_us": float(runner.group(1)), "bare_us": float(bare.group(1))}
+    token_pass = re.search(r"token pass .*?:\s+([\d.]+) us", stdout)
+    if token_pass:
+        figures["token_pass_us"] = float(token_pass.group(1))
+    return figures
 
 
 def _generator(tree: Path, _stdout: str) -> dict[str, float]:
@@ -54,12 +60,28 @@ def _generator(tree: Path, _stdout: str) -> dict[str, float]:
     }
 
 
+def _stream(tree: Path, _stdout: str) -> dict[str, float]:
+    data = json.loads((tree / "bench" / "out" / "generator_throughput_stream_c64.json").read_text())
+    return {
+        "non_streamed_rps": float(data["non_streamed_req_per_s"][0]),
+        "streamed_rps": float(data["streamed_req_per_s"][0]),
+        "streamed_over_non_streamed": float(data["streamed_over_non_streamed"] or 0.0),
+    }
+
+
 PRESETS = {
     "hotpath": Preset(["bench/hotpath.py", "--rounds", "1", "--requests", "100000"], _hotpath, "us"),
     "generator": Preset(
         ["bench/generator_throughput.py", "--rounds", "1", "--skip-locust", "--seconds", "6"],
         _generator,
         "req/s",
+    ),
+    # Streamed: the hot path with a read per chunk, and the runner end to end.
+    "hotpath-stream": Preset(
+        ["bench/hotpath.py", "--rounds", "1", "--requests", "5000", "--stream"], _hotpath, "us"
+    ),
+    "stream": Preset(
+        ["bench/generator_throughput.py", "--stream", "--rounds", "1", "--seconds", "6"], _stream, "req/s"
     ),
 }
 

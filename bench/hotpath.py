@@ -12,6 +12,7 @@ on top of both; ``bench/generator_throughput.py`` measures the whole thing again
     python bench/hotpath.py                 # 200k requests per round, 5 rounds, medians
     python bench/hotpath.py --requests 50000 --rounds 3
     python bench/hotpath.py --stream --requests 5000   # streamed: 64 one-token SSE chunks each
+    python bench/hotpath.py --stream --one-read         # the whole stream in one read, as a fast server's
 
 ``--stream``: each answer is a chunked SSE stream (a role-only chunk, 64 one-token content chunks,
 a finish chunk, a usage chunk, ``[DONE]``), each chunk its own read, as a stream at decode speed
@@ -92,7 +93,9 @@ class FakeTransport:
         pass
 
 
-async def runner_round(n: int, results: Path, batch: int, stream: bool = False) -> tuple[float, float]:
+async def runner_round(
+    n: int, results: Path, batch: int, stream: bool = False, one_read: bool = False
+) -> tuple[float, float]:
     """(us per request on the hot path, us per request in the token pass)."""
     settings = LoadSettings(
         base_url="http://127.0.0.1:9",
@@ -126,7 +129,7 @@ async def runner_round(n: int, results: Path, batch: int, stream: bool = False) 
     await asyncio.sleep(0)  # the loop turn that writes the first requests
     feeds = [w.data_received for w in wires]
     turns = n // batch
-    reads = SSE_READS if stream else [ANSWER]
+    reads = _reads(stream, one_read)
     t0 = time.perf_counter()
     for _ in range(turns):
         for read in reads:
@@ -159,10 +162,16 @@ class _Bare:
         self.body = []
 
 
-def bare_round(n: int, stream: bool = False) -> float:
+def _reads(stream: bool, one_read: bool) -> list[bytes]:
+    if not stream:
+        return [ANSWER]
+    return [b"".join(SSE_READS)] if one_read else SSE_READS
+
+
+def bare_round(n: int, stream: bool = False, one_read: bool = False) -> float:
     bare = _Bare()
     feed = bare.parser.feed_data
-    reads = SSE_READS if stream else [ANSWER]
+    reads = _reads(stream, one_read)
     t0 = time.perf_counter()
     for _ in range(n):
         for read in reads:
@@ -178,15 +187,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=16, help="answers handled per loop turn")
     p.add_argument("--stream", action="store_true", help="streamed answers (64 one-token SSE chunks)")
+    p.add_argument("--one-read", action="store_true", help="with --stream: each answer arrives in one read")
     args = p.parse_args()
     runner, bare, settle = [], [], []
     with tempfile.TemporaryDirectory(prefix="hif-hotpath-") as tmp:
         for i in range(args.rounds):  # interleaved, so drift on a noisy machine hits both
-            bare.append(bare_round(args.requests, args.stream))
+            bare.append(bare_round(args.requests, args.stream, args.one_read))
             loop = new_event_loop()  # uvloop, as the runner uses
             try:
                 hot, token_pass = loop.run_until_complete(
-                    runner_round(args.requests, Path(tmp) / str(i), args.batch, args.stream)
+                    runner_round(args.requests, Path(tmp) / str(i), args.batch, args.stream, args.one_read)
                 )
             finally:
                 loop.close()

@@ -57,7 +57,8 @@ SUMMARY_SCHEMA: Final = "hif.summary.v3"
 METRICS_SCHEMA: Final = "hif.metrics.v1"
 SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
 SOAK_SCHEMAS: Final = ("hif.soak.v1", SOAK_SCHEMA)  # versions --resume and the report read
-REPORT_SCHEMA: Final = "hif.report.v3"  # v3 adds goodput and saturation; SLA series at terminal time
+REPORT_SCHEMA: Final = "hif.report.v4"  # v4 adds streamed chats: chat.stream, TTFT/TPOT series and windows
+REPORT_SCHEMA_V3: Final = "hif.report.v3"  # goodput and saturation; read as is (no Streaming section)
 REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 
@@ -336,10 +337,21 @@ class SoakSummaryData(TypedDict):
     checkpoint: dict[str, Any]
 
 
+class ReportStream(TypedDict):
+    """Streamed chats (v4), from the chat records: TTFT from the send and from the intended start,
+    and TPOT per request. ITL needs the per-token gaps, which only summary.json has."""
+
+    streams: int
+    ttft_ms: ReportPercentiles
+    intended_ttft_ms: ReportPercentiles
+    tpot_ms: ReportPercentiles
+
+
 class ReportChat(TypedDict, total=False):
     requests: int
     latency_ms: ReportPercentiles
     intended_latency_ms: ReportPercentiles
+    stream: ReportStream  # v4, runs that streamed
 
 
 class ReportExplanations(TypedDict, total=False):
@@ -348,9 +360,9 @@ class ReportExplanations(TypedDict, total=False):
 
 
 class ReportData(TypedDict):
-    """report.json (v2). Only the parts a reader relies on are typed in depth."""
+    """report.json (v4). Only the parts a reader relies on are typed in depth."""
 
-    schema: Literal["hif.report.v3"]
+    schema: Literal["hif.report.v4"]
     generated_at: float
     inputs: dict[str, Any]
     run: dict[str, Any]
@@ -377,8 +389,8 @@ _V1_KEYS = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "max": "max_ms"}
 def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
     """A report.json of any supported version, in the current version's keys (v1 -> v2: every
     percentile dict's ``p50``/``p95``/``p99``/``max`` become ``p50_ms``/.../``max_ms``; v2 -> v3
-    only adds keys, which a v2 file lacks and the views do without)."""
-    if data.get("schema") == REPORT_SCHEMA_V2:
+    and v3 -> v4 only add keys, which an older file lacks and the views do without)."""
+    if data.get("schema") in (REPORT_SCHEMA_V2, REPORT_SCHEMA_V3):
         return {**data, "schema": REPORT_SCHEMA}
     if data.get("schema") != REPORT_SCHEMA_V1:
         return data

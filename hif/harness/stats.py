@@ -261,6 +261,13 @@ class IntervalRecorder:
             h = self._current[tag] = LatencyHistogram()
         return h._pending.append
 
+    def record_count(self, tag: str, ms: float, count: int) -> None:
+        """``count`` equal values at once (the streamed runner's zero gaps of one read)."""
+        h = self._current.get(tag)
+        if h is None:
+            h = self._current[tag] = LatencyHistogram()
+        h.record(ms, count)
+
     def pending(self, tag: str) -> list[float]:
         """:meth:`appender`'s list itself, for recording many values with one ``extend`` (the
         streamed runner's per-token gaps); the same validity rule applies."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
     loop = new_event_loop()
     try:
         settings = settings_from_args(args)
+        # The start-up's objects (modules, the tokenizer) live as long as the run: frozen, they
+        # are out of the collector's walks, which took ~7% of a streamed run's CPU in a profile.
+        gc.freeze()
         summary = loop.run_until_complete(_run(settings))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)

@@ -56,6 +56,7 @@ class LiveView:
             "chat p50": _ms(view["p50_ms"]),
             "chat p95": _ms(view["p95_ms"]),
             "chat intended p99": _ms(view["intended_p99_ms"]),
+            **self._stream_fields(view),
             "errors": f"{view['errors']} ({error_rate:.1%})",
             "polls in flight": str(polls_in_flight),
             "traces done": str(view["traces"]),
@@ -64,6 +65,16 @@ class LiveView:
             "loop lag p99": _ms(view["loop_lag_p99_ms"]),
             "chaos": ",".join(chaos) or "-",
         }
+
+    @staticmethod
+    def _stream_fields(view: dict[str, Any]) -> dict[str, str]:
+        """TTFT and ITL p95 of a bucket that held streams (ITL "-" without a local tokenizer).
+
+        A bucket's streams are settled (their ITL counted) by the ticker before the bucket
+        closes, so the figures shown are the bucket's own."""
+        if "ttft_p95_ms" not in view:
+            return {}
+        return {"TTFT p95": _ms(view["ttft_p95_ms"]), "ITL p95": _ms(view.get("itl_p95_ms"))}
 
     def update(self, view: dict[str, Any], *, polls_in_flight: int, chaos: Sequence[str]) -> None:
         """Show one finished bucket's view (``Bucket.view()``)."""

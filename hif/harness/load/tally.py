@@ -104,7 +104,12 @@ class Bucket:
     def _stream_view(self) -> dict[str, float]:
         """Streamed runs' figures over time (absent from a bucket without streams)."""
         out = {}
-        for key, tag, p in (("ttft_p95_ms", TTFT, 95), ("itl_p99_ms", ITL, 99), ("tpot_p95_ms", TPOT, 95)):
+        for key, tag, p in (
+            ("ttft_p95_ms", TTFT, 95),
+            ("itl_p95_ms", ITL, 95),
+            ("itl_p99_ms", ITL, 99),
+            ("tpot_p95_ms", TPOT, 95),
+        ):
             h = self.hists.get(tag)
             if h is not None and h.count:
                 out[key] = round(h.percentile(p), 3)

@@ -172,6 +172,30 @@ def latency_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
     return _save(fig, out_dir, "chart_latency.png")
 
 
+def stream_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
+    """TTFT and TPOT p95/p99 per time bucket, for a run that streamed (report v4)."""
+    s, run = data["series"], data["run"]
+    if not s.get("t") or not any(v is not None for v in s.get("ttft_p95_ms") or ()):
+        return None
+    x = _x(s, run["start_ts"])
+    fig = Figure(figsize=(10, 4.5))
+    ax = fig.subplots()
+    step = s["bucket_s"]
+    _line(ax, x, s["ttft_p95_ms"], "TTFT p95", step)
+    _line(ax, x, s["ttft_p99_ms"], "TTFT p99", step, linestyle="--")
+    _line(ax, x, s["tpot_p95_ms"], "TPOT p95", step)
+    _line(ax, x, s["tpot_p99_ms"], "TPOT p99", step, linestyle="--")
+    gate = _threshold(data, "ttft_p95_ms")
+    if gate is not None:
+        ax.axhline(gate, color="red", linewidth=0.8, linestyle=":", label=f"SLO TTFT p95 {gate:g} ms")
+    _shade(ax, data["chaos"]["windows"], run["start_ts"], run["end_ts"])
+    ax.set_ylabel("ms")
+    ax.set_xlabel(f"seconds since start (buckets of {s['bucket_s']:g} s)")
+    ax.set_title("Streamed chats: time to first token and per output token (chaos windows shaded)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, out_dir, "chart_stream.png")
+
+
 def sla_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
     s, run = data["series"], data["run"]
     if not any(v for v in s.get("traces", [])):
@@ -315,6 +339,7 @@ def render_charts(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
     out = {}
     for key, fn in (
         ("latency", latency_chart),
+        ("stream", stream_chart),
         ("sla", sla_chart),
         ("backpressure", backpressure_chart),
         ("soak", soak_chart),

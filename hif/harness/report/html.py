@@ -149,6 +149,22 @@ def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "bands": _bands(d, start),
             }
         )
+        if any(v is not None for v in s.get("ttft_p95_ms") or ()):  # a run that streamed (v4)
+            out.append(
+                {
+                    "id": "stream",
+                    "title": "Streamed chats: TTFT and TPOT (ms)",
+                    "x": grid,
+                    "lines": [
+                        _line("TTFT p95", col("ttft_p95_ms"), "tab:blue"),
+                        _line("TTFT p99", col("ttft_p99_ms"), "tab:purple"),
+                        _line("TPOT p95", col("tpot_p95_ms"), "tab:orange"),
+                        _line("TPOT p99", col("tpot_p99_ms"), "tab:brown"),
+                        *_slo_lines(d, [("ttft_p95_ms", "tab:red"), ("tpot_p95_ms", "tab:red")], n),
+                    ],
+                    "bands": _bands(d, start),
+                }
+            )
         out.append(
             {
                 "id": "sla",
@@ -287,13 +303,14 @@ def render_html(d: Mapping[str, Any], out_dir: Path) -> Path:
     charts = chart_specs(d)
     chart_sections = {
         "latency": md._chat(d),
+        "stream": md._streaming(d),
         "sla": md._explanations(d),
         "rates": [],
         "backpressure": md._backpressure(d),
         "soak": md._soak(d, {}),
     }
-    titles = {"latency": "Chat lane", "sla": "Explanation SLA", "rates": "Goodput and explanation rates",
-              "backpressure": "Backpressure", "soak": "Soak"}  # fmt: skip
+    titles = {"latency": "Chat lane", "stream": "Streaming", "sla": "Explanation SLA", "soak": "Soak",
+              "rates": "Goodput and explanation rates", "backpressure": "Backpressure"}  # fmt: skip
     body = [
         "<h1>Load report</h1>",
         _block(md._inputs(d)),

@@ -145,6 +145,46 @@ def _chat(d: Mapping[str, Any]) -> list[str]:
     return out
 
 
+STREAM_VIEWS = (
+    ("TTFT", "ttft_ms"),
+    ("TTFT, intended start", "intended_ttft_ms"),
+    ("TPOT", "tpot_ms"),
+)
+
+
+def _streaming(d: Mapping[str, Any]) -> list[str]:
+    """Streamed chats (``--stream``): TTFT and TPOT for the run and per chaos window; a run that
+    did not stream (or a report older than v4) has no such section."""
+    st = d["chat"].get("stream")
+    if not st:
+        return []
+    out = [
+        "## Streaming",
+        "",
+        f"{st['streams']:,} streamed chats. TTFT: send -> first content token; TPOT: (last - first "
+        "content event) / (output tokens - 1), per request; the chat lane's latency above is "
+        "end-to-end, to the last content event (docs/load.md defines each). Inter-token latency is "
+        "per token, in summary.json and histograms.hlog (chat records do not carry it).",
+        "",
+    ]
+    out += table(
+        ("view", "count", "p50", "p95", "p99", "max"),
+        [
+            (n, f"{h['count']:,}", _ms(h["p50_ms"]), _ms(h["p95_ms"]), _ms(h["p99_ms"]), _ms(h["max_ms"]))
+            for n, k in STREAM_VIEWS
+            if (h := st.get(k))
+        ],
+    )
+    rows = [
+        (w["flag"], *(_three(w, "chat", k, _ms) for k in ("ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms")))
+        for w in d["chaos"]["windows"]
+    ]
+    if rows:
+        out += ["Per chaos window, pre / during / post (ms):", ""]
+        out += table(("chaos window", "TTFT p95", "TTFT p99", "TPOT p95"), rows)
+    return out
+
+
 def _explanations(d: Mapping[str, Any]) -> list[str]:
     e = d["explanations"]
     out = [
@@ -460,6 +500,9 @@ def render_markdown(d: Mapping[str, Any], charts: Mapping[str, str]) -> str:
     out = _inputs(d) + _slo(d) + _chat(d)
     if "latency" in charts:
         out += [f"![chat latency over time]({charts['latency']})", ""]
+    out += _streaming(d)
+    if "stream" in charts:
+        out += [f"![TTFT and TPOT over time]({charts['stream']})", ""]
     out += _explanations(d)
     if "sla" in charts:
         out += [f"![explanation SLA over time]({charts['sla']})", ""]

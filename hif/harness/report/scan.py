@@ -35,6 +35,8 @@ _SEG_SPAN = 1 << 16
 _CAT_SPAN = 1 << 20
 
 Cell = tuple[int, int]  # (time bucket, segment)
+# Chat histograms of streamed chats, beside "service" and "intended" (docs/load.md defines each)
+STREAM_LABELS = ("ttft", "intended_ttft", "tpot")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,9 +143,11 @@ def _chat_rows(
     lines: list[bytes], intern: dict[tuple[Any, ...], int], bad: Callable[[int, Exception], None], plan: Plan
 ) -> _Block:
     """Columns of chat lines; the category is (status, error_class, explanation_state, chaos, late,
-    good): ``good`` is hif.harness.goodput's definition, inlined because this loop runs per line."""
+    good): ``good`` is hif.harness.goodput's definition, inlined because this loop runs per line.
+    A streamed chat (record v2, ``stream`` true) adds its TTFT, intended TTFT and TPOT."""
     block = _Block()
     ts_add, a_add, b_add, cat_add = block.ts.append, block.a.append, block.b.append, block.cat.append
+    streamed: list[tuple[int, float, float, float]] = []
     loads = orjson.loads
     chat_ms, good_traces = plan.goodput.chat_ms, plan.good_traces
     for i, line in enumerate(lines):
@@ -168,6 +172,9 @@ def _chat_rows(
             cid = intern.get(cat)
             if cid is None:
                 cid = intern[cat] = len(intern)
+            if r.get("stream") is True:
+                streamed.append((len(block.ts), _ms(r.get("ttft_ms")), _ms(r.get("intended_ttft_ms")),
+                                 _ms(r.get("tpot_ms"))))  # fmt: skip
         except Exception as exc:  # a corrupt line: anything that is not a valid record
             bad(i, exc)
             continue
@@ -175,7 +182,12 @@ def _chat_rows(
         a_add(a)
         b_add(b)
         cat_add(cid)
+    block.streamed = streamed
     return block
+
+
+def _ms(v: Any) -> float:
+    return NAN if v is None else float(v)
 
 
 def _explanation_rows(
@@ -226,6 +238,8 @@ class _Block:
         self.a: list[float] = []
         self.b: list[float] = []
         self.cat: list[int] = []
+        # streamed chats: (row, ttft_ms, intended_ttft_ms, tpot_ms), NaN where the stream had none
+        self.streamed: list[tuple[int, float, float, float]] = []
 
 
 class _Scanner:
@@ -277,6 +291,12 @@ class _Scanner:
             answered = np.ones(len(block.ts), dtype=bool)
             self._hists(tb_i, seg_i, a, answered, "service")
             self._hists(tb_i, seg_i, b, answered, "intended")
+            if block.streamed:
+                cols = np.asarray(block.streamed, dtype=np.float64)
+                rows = cols[:, 0].astype(np.int64)
+                every = np.ones(len(rows), dtype=bool)
+                for j, label in enumerate(STREAM_LABELS, start=1):
+                    self._hists(tb_i[rows], seg_i[rows], cols[:, j], every, label)
             return
         # the series places an SLA where the trace reached its terminal state (answer + sla_ms),
         # so a slowdown shows when it happened, not at the earlier chat answer; chaos-window parts

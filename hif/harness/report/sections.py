@@ -12,7 +12,7 @@ from hif.harness import goodput as gp
 from hif.harness.load.settings import RUNBOOK_SLOS
 from hif.harness.report.hist import SparseHist, to_latency_histogram
 from hif.harness.report.saturation import part_saturated
-from hif.harness.report.scan import CHAT, EXPLANATION, Partial
+from hif.harness.report.scan import CHAT, EXPLANATION, STREAM_LABELS, Partial
 from hif.harness.report.windows import Parts, Window
 
 DEFAULT_SLOS = RUNBOOK_SLOS  # the runbook's example targets: reference lines unless a run gated on them
@@ -80,7 +80,18 @@ def chat_stats(
         "latency_ms": hists("service").summary(),
         "intended_latency_ms": hists("intended").summary(),
         **gp.rates(good, n, duration_s or 0.0),
+        **stream_stats(hists),
     }
+
+
+def stream_stats(hists: Callable[[str], SparseHist]) -> dict[str, Any]:
+    """``{"stream": ...}`` in summary.json's shape (so hif.harness.gates reads it) when the cells
+    hold streamed chats, else nothing. ITL is not here: a chat record carries no per-token gaps."""
+    by_label = {label: hists(label) for label in STREAM_LABELS}
+    streams = max(h.total for h in by_label.values())
+    if not streams:
+        return {}
+    return {"stream": {"streams": streams, **{f"{k}_ms": h.summary() for k, h in by_label.items()}}}
 
 
 def explanation_stats(
@@ -135,6 +146,9 @@ def _encoded(p: Partial) -> dict[str, str]:
         (CHAT, "intended", "chat.intended"),
         (EXPLANATION, "sentence", "sla.sentence"),
         (EXPLANATION, "token", "sla.token"),
+        (CHAT, "ttft", "stream.ttft"),  # the stream tags of hif.harness.load.stream
+        (CHAT, "intended_ttft", "stream.ttft_intended"),
+        (CHAT, "tpot", "stream.tpot"),
     )
     for kind, label, tag in tags:
         h = _hist(p.seg_hist, kind, label, lambda _k: True, 3)
@@ -202,7 +216,13 @@ def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
         "admissions": c["admissions"],
         "goodput_rps": c["goodput_rps"],
         "goodput_share": c["goodput_share"],
+        **{f"{k}_{p}_ms": _stream_pct(c, k, p) for k in ("ttft", "tpot") for p in ("p95", "p99")},
     }
+
+
+def _stream_pct(c: Mapping[str, Any], name: str, p: str) -> float | None:
+    stream = c.get("stream")
+    return stream[f"{name}_ms"][f"{p}_ms"] if stream else None
 
 
 LANE_SHARES = (
@@ -245,6 +265,8 @@ def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw
             "chat_p95_ms": _delta(c["p95_ms"], c0["p95_ms"]),
             "error_rate": _delta(c["error_rate"], c0["error_rate"]),
             "goodput_share": _delta(c["goodput_share"], c0["goodput_share"]),
+            "ttft_p95_ms": _delta(c["ttft_p95_ms"], c0["ttft_p95_ms"]),
+            "tpot_p95_ms": _delta(c["tpot_p95_ms"], c0["tpot_p95_ms"]),
             **{k: _delta(e[k], e0[k]) for k in (*LANE_SHARES, "sentence_p95_ms", "token_p95_ms")},
             "expired_failed_rate": _delta(e["expired_failed_rate"], e0["expired_failed_rate"]),
         }
@@ -326,6 +348,10 @@ def explanation_recovery(
     return False, None
 
 
+# Streamed chats per time bucket (null in a bucket without streams, and in a non-streamed run)
+STREAM_SERIES = ("ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms", "tpot_p99_ms")
+
+
 def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
     """One point per time bucket (2-significant-figure percentiles) for charts and recovery."""
     tbs = sorted(
@@ -353,6 +379,7 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             "expl_offered_rps",
             "expl_completed_rps",
             "expl_complete_rate",
+            *STREAM_SERIES,
         )
     }
     out["bucket_s"] = bucket_s
@@ -377,6 +404,7 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             ("expl_offered_rps", e["offered_rps"]),
             ("expl_completed_rps", e["completed_rps"]),
             ("expl_complete_rate", e["complete_rate"]),
+            *((k, _stream_pct(c, k.split("_")[0], k.split("_")[1])) for k in STREAM_SERIES),
         ):
             out[key].append(value)
         for state in c["admissions"]:
@@ -433,6 +461,9 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
+    for n, gate in gates.REGISTRY.items():  # the stream gates, from the records' histograms
+        if n.startswith(("ttft_", "intended_ttft_", "tpot_")) and chat.get("stream"):
+            values[n] = gate.read(head)
     for n in targets:
         values.setdefault(n, runner_values.get(n))
 

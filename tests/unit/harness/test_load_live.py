@@ -47,6 +47,19 @@ def test_plain_line_shows_time_left_and_no_data_as_a_dash(capsys: pytest.Capture
     assert "token_p95=-" in line
 
 
+def test_a_streamed_bucket_shows_ttft_and_itl(capsys: pytest.CaptureFixture[str]) -> None:
+    live = LiveView("plain", title="hif load r1")
+    live.update(VIEW, **CONTEXT)  # not streamed: no stream fields
+    assert "TTFT" not in capsys.readouterr().err
+    live = LiveView("plain", title="hif load r1")
+    live.update({**VIEW, "ttft_p95_ms": 120.0, "itl_p95_ms": 21.5}, **CONTEXT)
+    line = capsys.readouterr().err
+    assert "TTFT_p95=120.0ms" in line and "ITL_p95=21.5ms" in line
+    live = LiveView("plain", title="hif load r1")
+    live.update({**VIEW, "ttft_p95_ms": 120.0}, **CONTEXT)  # no local tokenizer: no ITL
+    assert "ITL_p95=-" in capsys.readouterr().err
+
+
 def test_rich_panel_and_off(capsys: pytest.CaptureFixture[str]) -> None:
     live = LiveView("rich", title="hif load r1")
     live.update(VIEW, **CONTEXT)

@@ -195,6 +195,6 @@ def test_hif_report_reads_a_folder_written_before_the_change(
     assert report_main(argv) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["chat_requests"] == 2 and line["chat_p95_ms"] == pytest.approx(2.0, rel=1e-3)
-    assert json.loads((d / records.REPORT_JSON_FILE).read_text())["schema"] == "hif.report.v3"
+    assert json.loads((d / records.REPORT_JSON_FILE).read_text())["schema"] == "hif.report.v4"
     for name in (records.REPORT_JSON_FILE, records.CHAT_FILE, records.EXPLANATION_FILE):
         validate_file(d / name)

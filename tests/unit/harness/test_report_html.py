@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib import image
 
-from hif.harness.records import CHAOS_EVENTS_FILE, EXPLANATION_FILE, SOAK_SUMMARY_FILE
+from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, EXPLANATION_FILE, SOAK_SUMMARY_FILE
 from hif.harness.report import run as report
 from hif.harness.report.html import MAX_POINTS, REPORT_HTML_FILE, chart_specs, downsample
 from tests._browser import Chromium
@@ -25,6 +25,10 @@ def _page(tmp_path: Path) -> Path:
         if T0 + 30 <= t["ts"] < T0 + 50:
             t.update(state="shed", sla_ms=0.0)
     (d / EXPLANATION_FILE).write_text("".join(json.dumps(t) + "\n" for t in traces))
+    chats = [json.loads(line) for line in (d / CHAT_FILE).read_text().splitlines()]
+    for i, c in enumerate(chats):  # the chats streamed: TTFT and TPOT feed the stream chart
+        c.update(v="hif.chat.v2", stream=True, ttft_ms=5.0 + i % 7, intended_ttft_ms=6.0 + i % 7, tpot_ms=2.0)
+    (d / CHAT_FILE).write_text("".join(json.dumps(c) + "\n" for c in chats))
     events = [
         {"ts": T0 + 30, "action": "enable", "flag": "rate-limit-spike", "params": {"severity": "hard"}},
         {"ts": T0 + 50, "action": "disable", "flag": "rate-limit-spike", "params": {}},
@@ -60,7 +64,7 @@ def test_series_are_capped_and_spikes_survive() -> None:
 def test_charts_have_a_point_on_every_bucket_and_gaps_as_nulls(tmp_path: Path) -> None:
     data = json.loads((_page(tmp_path).parent / "report.json").read_text())
     specs = {c["id"]: c for c in chart_specs(data)}
-    assert set(specs) == {"latency", "sla", "rates", "backpressure", "soak"}
+    assert set(specs) == {"latency", "stream", "sla", "rates", "backpressure", "soak"}
     lat = specs["latency"]
     assert all(len(ln["values"]) == len(lat["x"]) for ln in lat["lines"])
     sla = specs["sla"]["lines"][0]["values"]  # sentence p95: nothing completes during the hard shed
@@ -77,7 +81,7 @@ def test_report_html_in_headless_chromium(tmp_path: Path, chromium: Chromium) ->
     assert errors is not None and errors.group(1).strip() == "", errors and errors.group(1)
     sections = dom.count('class="chart-section"')
     charts = re.findall(r'class="chart" id="chart-(\w+)" data-points="(\d+)"', dom)
-    assert sections == 5 and len(charts) == sections
+    assert sections == 6 and len(charts) == sections
     assert f'data-charts="{sections}"' in dom
     assert all(int(n) > 0 for _, n in charts), charts
     assert dom.count("<canvas") >= sections  # uPlot drew a canvas per chart
