@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import socket
 import ssl
@@ -158,3 +159,21 @@ def test_tls_serves_https_and_keys_off_loopback_without_tls_warn(
         assert "without TLS" not in proc.log()
     with gateway(tmp_path, "--keys", str(keys), "--host", "0.0.0.0") as gw:
         wait_until(lambda: "without TLS" in log_of(tmp_path, gw), timeout_s=10)
+
+
+def test_serve_with_tls_becomes_ready_and_prints_https(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    port, metrics, explainer = free_port(), free_port(), free_port()
+    cmd = hif_cmd(
+        "serve", "--port", str(port), "--metrics-port", str(metrics), "--explainer-metrics-port",
+        str(explainer), "--data-dir", str(tmp_path / "data"), "--tls-cert", str(cert), "--tls-key", str(key),
+        "--pipeline-loader", "tests.integration._fake_pipeline:load_pipeline",
+    )  # fmt: skip
+    env = {**os.environ, "CHAOS_CONTROL_PATH": str(tmp_path / "chaos.json")}
+    with running(cmd, name="serve-tls", log_dir=tmp_path, env=env) as proc:
+        proc.wait_log("hif serve: ready", timeout_s=120)
+        assert f"gateway=https://127.0.0.1:{port}" in proc.log()
+        context = ssl.create_default_context(cafile=str(cert))
+        assert _https_ok(f"https://127.0.0.1:{port}/readyz", context)
