@@ -13,7 +13,8 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     lines = [
         "# Comparison",
         "",
-        f"A (baseline): `{data['a']['path']}` ({data['a']['kind']}); B: `{data['b']['path']}` ({data['b']['kind']}).",
+        f"A (baseline): `{data['a']['path']}` ({data['a']['kind']}); "
+        f"B: `{data['b']['path']}` ({data['b']['kind']}).",
         "",
         f"Difference = B - A. Beyond noise: the {m['confidence']:.0%} bootstrap interval of the difference "
         f"({m['draws']} draws, resampling {m['resampled']}) excludes zero.",

@@ -22,7 +22,7 @@ from hif.errors import HarnessError
 from hif.harness import goodput, records
 from hif.harness.compare.bootstrap import difference_interval
 from hif.harness.compare.inputs import Source, load_source
-from hif.harness.compare.measures import LOWER_IS_WORSE, metric_names, measures
+from hif.harness.compare.measures import LOWER_IS_WORSE, measures, metric_names
 from hif.harness.compare.settings import CompareSettings
 
 COMPARE_JSON_FILE = "compare.json"
