@@ -397,6 +397,7 @@ class CapacityFrontier(TypedDict):
     first_broken: str | None
     steps: int
     reached_max: bool
+    generator_short: bool  # a step stayed invalid: the generator could not offer the rate
 
 
 class CapacityData(TypedDict):
