@@ -1,4 +1,4 @@
-"""Runbook entry point: ``python -m tests.load.capacity --base-url ...`` (or ``python tests/load/capacity.py``).
+"""Runbook entry point: ``python -m tests.load.capacity ...`` (or ``python tests/load/capacity.py``).
 
 A thin shell over :func:`hif.harness.capacity_main` (also ``hif capacity``); see docs/capacity.md.
 """

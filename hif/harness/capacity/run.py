@@ -132,6 +132,7 @@ class _Search:
 async def run_capacity(settings: CapacitySettings, *, run: RunLoad = run_load) -> dict[str, Any]:
     """Search every attach rate; save capacity.json and render its views. Pre-flight and
     configuration errors are raised (HarnessError: exit 2) before any step is judged."""
+    settings.require_gates()
     started = time.time()
     search = _Search(settings, run)
     frontier = []

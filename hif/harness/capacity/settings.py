@@ -68,8 +68,6 @@ class CapacitySettings:
             raise ConfigError("rate_max", f"must be >= rate_min ({self.rate_min}), got {self.rate_max}")
         if self.growth <= 1.0:
             raise ConfigError("growth", f"must be > 1, got {self.growth}")
-        if not self.slo:
-            raise ConfigError("slo", "a capacity search needs at least one --slo gate (e.g. chat_p95_ms=500)")
         self.attach_list  # noqa: B018 - validates
         self.gates  # noqa: B018
         self.step_settings(1.0, 0.0, Path("."))  # the load runner's own checks, at start-up
@@ -89,6 +87,12 @@ class CapacitySettings:
     @property
     def gates(self) -> list[Gate]:
         return parse_gates(self.slo)
+
+    def require_gates(self) -> None:
+        """A search needs something to judge (checked when it starts: the CLI adds ``--slo`` after
+        the other options are built)."""
+        if not self.slo:
+            raise ConfigError("slo", "a capacity search needs at least one --slo gate (e.g. chat_p95_ms=500)")
 
     def step_settings(self, rate: float, attach: float, results_dir: Path, **extra: Any) -> LoadSettings:
         """One step: an open-loop load run at ``rate`` req/s and ``attach``, warm-up included."""

@@ -1,0 +1,143 @@
+"""The capacity search's parts: settings, gates and their sample counts, the judge, the search."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hif.errors import ConfigError
+from hif.harness.capacity.cli import main
+from hif.harness.capacity.gates import Gate, parse_gates
+from hif.harness.capacity.judge import Window, judge
+from hif.harness.capacity.run import run_capacity
+from hif.harness.capacity.search import search
+from hif.harness.capacity.settings import CapacitySettings
+from hif.harness.client import new_event_loop
+from hif.harness.records import HISTOGRAM_LOG_FILE
+from hif.harness.stats import Interval, LatencyHistogram, write_intervals
+from hif.harness.target import TargetScript, TargetServer
+from tests.schemas import validate_file
+
+T0 = 1_700_000_000.0
+
+
+def test_settings_refuse_bad_values() -> None:
+    with pytest.raises(ConfigError, match="slo"):
+        CapacitySettings().require_gates()
+    with pytest.raises(ConfigError, match="attach_rates"):
+        CapacitySettings(slo=("chat_p95_ms=500",), attach_rates="0,1.5")
+    with pytest.raises(ConfigError, match="rate_max"):
+        CapacitySettings(slo=("chat_p95_ms=500",), rate_min=10, rate_max=5)
+    with pytest.raises(ConfigError, match="slo"):
+        CapacitySettings(slo=("p42=1",))
+
+
+def test_cli_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--attach-rates", "x", "--slo", "chat_p95_ms=500"]) == 2
+    assert main(["--rate-min", "-1", "--slo", "chat_p95_ms=500"]) == 2
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("hif: ") == 3 and "attach_rates" in err
+
+
+def test_sample_counts_behind_a_verdict() -> None:
+    p95, err = parse_gates(["chat_p95_ms=500", "error_rate=0.01"])
+    assert p95.min_samples(20) == 400  # 20 values beyond the p95
+    assert err.min_samples(20) == 100  # one error moves the share by the threshold
+    assert p95.margin(400.0) == pytest.approx(0.2) and p95.margin(600.0) == pytest.approx(-0.2)
+
+
+def _folder(d: Path, per_second: list[list[float]]) -> Window:
+    d.mkdir(parents=True)
+    intervals = []
+    for i, values in enumerate(per_second):
+        h = LatencyHistogram()
+        for v in values:
+            h.record(v)
+        intervals.append(Interval("chat.service", T0 + i, T0 + i + 1, h))
+        intervals.append(Interval("chat.intended", T0 + i, T0 + i + 1, h))
+    with open(d / HISTOGRAM_LOG_FILE, "w") as fh:
+        write_intervals(fh, intervals)
+    return Window(d, T0 + 1, T0 + len(per_second))
+
+
+def test_judge_discards_warm_up_and_needs_samples(tmp_path: Path) -> None:
+    gates = [Gate("chat_p95_ms", 100.0)]
+    # a slow first second (warm-up), then steady 50 ms
+    w = _folder(tmp_path / "a", [[900.0] * 50] + [[50.0] * 50] * 4)
+    assert judge(gates, [w], min_tail=20)["verdict"] == "inconclusive"  # 200 values < 400
+    verdict = judge(gates, [w], min_tail=5)
+    assert verdict["verdict"] == "pass" and verdict["gates"][0]["value"] == pytest.approx(50.0, rel=0.01)
+
+
+def test_judge_flags_a_climbing_queue_as_saturation(tmp_path: Path) -> None:
+    climbing = [[10.0] * 60] + [[20.0 + 40 * i] * 60 for i in range(6)]
+    verdict = judge([Gate("chat_p95_ms", 150.0)], [_folder(tmp_path / "a", climbing)], min_tail=1)
+    assert verdict["verdict"] == "fail" and verdict["saturated"]
+    steady = [[10.0] * 60] + [[50.0] * 60] * 6
+    assert not judge([Gate("chat_p95_ms", 150.0)], [_folder(tmp_path / "b", steady)], min_tail=1)["saturated"]
+
+
+def test_search_bounds() -> None:
+    never = search(lambda r: "fail", rate_min=10, rate_max=100, growth=2, resolution=0.1, max_steps=5)
+    assert never.rate_rps is None and never.steps == 1
+    always = search(lambda r: "pass", rate_min=10, rate_max=100, growth=2, resolution=0.1, max_steps=9)
+    assert always.rate_rps == 100 and always.reached_max
+    short = search(
+        lambda r: "invalid" if r > 30 else "pass",
+        rate_min=10,
+        rate_max=100,
+        growth=2,
+        resolution=0.1,
+        max_steps=9,
+    )
+    assert short.generator_short and short.rate_rps == 20
+    # an inconclusive step is never credited
+    unsure = search(
+        lambda r: "pass" if r < 30 else "inconclusive",
+        rate_min=10,
+        rate_max=100,
+        growth=2,
+        resolution=0.1,
+        max_steps=9,
+    )
+    assert unsure.rate_rps is not None and unsure.rate_rps < 30
+
+
+def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
+    async def go() -> dict[str, object]:
+        server = TargetServer(TargetScript(delay_ms=40.0))
+        await server.start()
+        try:
+            settings = CapacitySettings(
+                base_url=server.url,
+                slo=("chat_p95_ms=10",),
+                attach_rates="0",
+                rate_min=50.0,
+                rate_max=100.0,
+                warmup_seconds=0.2,
+                step_seconds=1.5,
+                drain_seconds=0.0,
+                min_tail_samples=1,
+                idle_timeout_seconds=1.0,
+                metrics_url_gateway="off",
+                metrics_url_explainer="off",
+                results_dir=tmp_path,
+            )
+            return await run_capacity(settings)
+        finally:
+            await server.close()
+
+    loop = new_event_loop()
+    try:
+        data = loop.run_until_complete(asyncio.wait_for(go(), 60))
+    finally:
+        loop.close()
+    assert data["exit_code"] == 1 and data["status"] == "lowest_step_failed"
+    assert data["frontier"][0]["rate_rps"] is None
+    assert data["steps"][0]["first_broken"] == "chat_p95_ms"
+    validate_file(tmp_path / "capacity.json")
+    assert "none (lowest step broke a gate)" in (tmp_path / "capacity.md").read_text()
+    assert "<svg" in (tmp_path / "capacity.svg").read_text()
