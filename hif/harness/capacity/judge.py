@@ -40,7 +40,7 @@ class Window:
 def judge(gates: Sequence[Gate], windows: Sequence[Window], min_tail: int) -> dict[str, Any]:
     """``{"verdict", "gates": [...], "first_broken", "saturated", "growth"}`` for the merged windows."""
     values = _values(gates, windows)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for gate in gates:
         value, samples = values[gate.name]
         need = gate.min_samples(min_tail)
