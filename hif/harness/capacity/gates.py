@@ -44,6 +44,15 @@ class Gate:
         room = self.threshold - value if self.kind == "ceiling" else value - self.threshold
         return room / abs(self.threshold)
 
+    def applies(self, attach_rate: float, granularity: str) -> bool:
+        """Whether a step at ``attach_rate`` can judge this gate at all: with nothing attached there
+        is no explanation lane (a missing value then is not a lack of samples), and a sentence-only
+        run has no token SLA."""
+        lane = {"sentence_p95_ms": ("sentence", "mix"), "token_p95_ms": ("token", "mix")}
+        if self.name in lane:
+            return attach_rate > 0 and granularity in lane[self.name]
+        return attach_rate > 0 if self.name == "expired_failed_rate" else True
+
     def min_samples(self, min_tail: int) -> int:
         """Values a verdict needs: ``min_tail`` beyond a percentile; for a share, enough requests that
         one event moves it by no more than the threshold."""

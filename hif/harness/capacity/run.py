@@ -62,7 +62,8 @@ class _Search:
         windows = [window]
         if repeat_of is not None:
             windows = [*self.steps[repeat_of]["_windows"], window]
-        verdict = judge(s.gates, windows, s.min_tail_samples)
+        gates = [g for g in s.gates if g.applies(attach, s.granularity)]
+        verdict = judge(gates, windows, s.min_tail_samples)
         stopped = d["stopped_by"] == "stop"
         if stopped:  # ended early by the runaway watch: a fail whatever the shortened sample says
             verdict = {**verdict, "verdict": "fail", "saturated": True}

@@ -49,6 +49,16 @@ def test_sample_counts_behind_a_verdict() -> None:
     assert p95.margin(400.0) == pytest.approx(0.2) and p95.margin(600.0) == pytest.approx(-0.2)
 
 
+def test_explanation_gates_apply_only_where_explanations_are_asked_for() -> None:
+    sentence, token, expired, chat = parse_gates(
+        ["sentence_p95_ms=1500", "token_p95_ms=3500", "expired_failed_rate=0.05", "chat_p95_ms=500"]
+    )
+    assert not sentence.applies(0.0, "sentence") and sentence.applies(0.1, "mix")
+    assert not token.applies(0.3, "sentence") and token.applies(0.3, "token")
+    assert not expired.applies(0.0, "mix") and expired.applies(0.1, "sentence")
+    assert chat.applies(0.0, "sentence")
+
+
 def _folder(d: Path, per_second: list[list[float]]) -> Window:
     d.mkdir(parents=True)
     intervals = []
