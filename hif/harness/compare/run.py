@@ -177,15 +177,17 @@ def _public(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_compare(data: dict[str, Any], out_dir: Path) -> Path:
-    """compare.json (atomically), then compare.md rendered from the saved file."""
-    from hif.harness.compare.markdown import render_markdown
+    """compare.json (atomically), then compare.md and compare.html rendered from the saved file."""
+    from hif.harness.compare.markdown import render_html, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / COMPARE_JSON_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     tmp.replace(path)
-    (out_dir / COMPARE_MD_FILE).write_text(render_markdown(json.loads(path.read_text())))
+    saved = json.loads(path.read_text())
+    (out_dir / COMPARE_MD_FILE).write_text(render_markdown(saved))
+    (out_dir / "compare.html").write_text(render_html(saved))
     return path
 
 

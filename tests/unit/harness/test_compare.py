@@ -108,6 +108,8 @@ def test_cli_writes_files_that_match_the_schema(tmp_path: Path) -> None:
     validate_file(out / "compare.json")
     md = (out / "compare.md").read_text()
     assert "| chat_p95_ms |" in md and "**worse**" in md
+    html = (out / "compare.html").read_text()
+    assert "<td>chat_p95_ms</td>" in html and "#c62828" in html
 
 
 def test_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
