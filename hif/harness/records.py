@@ -410,7 +410,7 @@ class CapacityData(TypedDict):
     method: dict[str, Any]
     steps: list[CapacityStep]
     frontier: list[CapacityFrontier]
-    status: Literal["finished", "lowest_step_failed", "generator_short", "interrupted"]
+    status: Literal["finished", "lowest_step_failed", "no_rate_passed", "generator_short", "interrupted"]
     exit_code: int
 
 

@@ -3,7 +3,8 @@
     hif capacity --base-url http://localhost:8080 --slo chat_p95_ms=500 --slo sentence_p95_ms=1500 \\
         --attach-rates 0,0.1,0.3 --rate-min 5 --rate-max 80 --step-seconds 15
 
-Exit codes: 0 the search finished, 1 even the lowest step broke a gate, 2 bad flags or a failed
+Exit codes: 0 the search finished, 1 even the lowest step broke a gate (or no step at any rate had
+samples enough to pass), 2 bad flags or a failed
 pre-flight, 3 the generator could not offer the rates asked, 130 interrupted.
 """
 
@@ -52,7 +53,13 @@ def frontier_lines(data: dict[str, object]) -> list[str]:
     out = []
     for f in data["frontier"]:  # type: ignore[attr-defined]
         rate = (
-            "none (the lowest step broke a gate)" if f["rate_rps"] is None else f"{f['rate_rps']:.1f} req/s"
+            f"{f['rate_rps']:.1f} req/s"
+            if f["rate_rps"] is not None
+            else (
+                "none (the lowest step broke a gate)"
+                if f["first_broken"]
+                else "none (no step had samples enough)"
+            )
         )
         out.append(f"attach {f['attach_rate']:g}: {rate}; first to break: {f['first_broken'] or 'none'}")
     return out

@@ -26,7 +26,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         "|---:|---:|---|---|---:|",
     ]
     for f in data["frontier"]:
-        rate = "none (lowest step broke a gate)" if f["rate_rps"] is None else f"{f['rate_rps']:.1f}"
+        rate = f"{f['rate_rps']:.1f}" if f["rate_rps"] is not None else _none(f)
         if f["reached_max"]:
             rate += " (rate_max: beyond)"
         interval = (
@@ -99,6 +99,10 @@ def render_svg(data: Mapping[str, Any]) -> str:
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _none(f: Mapping[str, Any]) -> str:
+    return "none (lowest step broke a gate)" if f["first_broken"] else "none (no step had samples enough)"
 
 
 def _gate(g: Mapping[str, Any]) -> str:

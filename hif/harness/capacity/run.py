@@ -187,8 +187,10 @@ def _document(
 ) -> dict[str, Any]:
     if any(f["generator_short"] for f in frontier):
         status, code = "generator_short", EXIT_GENERATOR
-    elif any(f["rate_rps"] is None for f in frontier):
+    elif any(f["rate_rps"] is None and f["first_broken"] for f in frontier):
         status, code = "lowest_step_failed", EXIT_LOWEST_FAILED
+    elif any(f["rate_rps"] is None for f in frontier):  # every step inconclusive: nothing proven
+        status, code = "no_rate_passed", EXIT_LOWEST_FAILED
     else:
         status, code = "finished", EXIT_OK
     return {

@@ -1,7 +1,8 @@
 """Bracketing, then bisection, for the highest rate at which a probe passes: pure, so testable.
 
 The probe runs (and judges) one step at a rate and returns its verdict: ``pass``, ``fail``,
-``inconclusive`` (counted as not a pass: a rate is only ever credited on evidence) or ``invalid``
+``inconclusive`` (never credited: while bracketing the climb goes on, since nothing broke and a
+higher rate brings more samples; while bisecting it counts as not a pass) or ``invalid``
 (the generator, not the server, was the limit: the search stops, since no higher rate can be
 measured either).
 
@@ -43,10 +44,13 @@ def search(
         steps += 1
         if verdict == "invalid":
             return _result(lo, hi or rate, steps, rate_max, short=True)
-        if verdict != "pass":
+        if verdict == "fail":
             hi = rate
             break
-        lo = rate
+        if verdict == "pass":
+            lo = rate
+        # inconclusive (too few samples: low rates feed the explanation lane slowly): not credited,
+        # but no gate broke either, so climb on; a higher rate brings more samples per second
         if rate >= rate_max:
             return _result(lo, rate_max, steps, rate_max)
         rate = min(rate * growth, rate_max)

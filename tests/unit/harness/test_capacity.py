@@ -151,3 +151,18 @@ def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
     validate_file(tmp_path / "capacity.json")
     assert "none (lowest step broke a gate)" in (tmp_path / "capacity.md").read_text()
     assert "<svg" in (tmp_path / "capacity.svg").read_text()
+
+
+def test_bracketing_climbs_past_inconclusive_steps() -> None:
+    """Low rates feed the explanation lane too slowly for a p95: the climb goes on, uncredited."""
+    trace: list[float] = []
+
+    def probe(rate: float) -> str:
+        trace.append(rate)
+        return "inconclusive" if rate < 30 else ("pass" if rate <= 60 else "fail")
+
+    result = search(probe, rate_min=10, rate_max=200, growth=2, resolution=0.1, max_steps=10)
+    assert trace[:4] == [10, 20, 40, 80]
+    assert result.rate_rps is not None and 55 <= result.rate_rps <= 60
+    nothing = search(lambda r: "inconclusive", rate_min=10, rate_max=40, growth=2, resolution=0.1, max_steps=9)
+    assert nothing.rate_rps is None and nothing.steps == 3
