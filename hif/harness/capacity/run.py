@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -151,20 +152,31 @@ async def run_capacity(settings: CapacitySettings, *, run: RunLoad = run_load) -
 async def _search_async(
     search: _Search, attach: float, s: CapacitySettings, loop: asyncio.AbstractEventLoop
 ) -> searching.Result:
-    # search() is synchronous (pure, testable); each probe is a coroutine run on this loop from a
-    # worker thread, so the loop keeps serving the load runs while the search waits.
+    # search() is synchronous (pure, testable); it runs in a daemon thread and each probe is a
+    # coroutine run on this loop, so the loop keeps serving the load runs while the search waits,
+    # and a Ctrl-C that closes the loop never leaves a thread that blocks the process's exit.
+    done: asyncio.Future[searching.Result] = loop.create_future()
+
     def probe(rate: float) -> str:
         return asyncio.run_coroutine_threadsafe(search.probe(rate, attach), loop).result()
 
-    return await asyncio.to_thread(
-        searching.search,
-        probe,
-        rate_min=s.rate_min,
-        rate_max=s.rate_max,
-        growth=s.growth,
-        resolution=s.resolution,
-        max_steps=s.max_steps,
-    )
+    def work() -> None:
+        try:
+            result = searching.search(
+                probe,
+                rate_min=s.rate_min,
+                rate_max=s.rate_max,
+                growth=s.growth,
+                resolution=s.resolution,
+                max_steps=s.max_steps,
+            )
+        except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    threading.Thread(target=work, name=f"capacity-search-{attach:g}", daemon=True).start()
+    return await done
 
 
 def _frontier(attach: float, result: searching.Result, steps: list[dict[str, Any]]) -> dict[str, Any]:

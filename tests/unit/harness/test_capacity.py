@@ -166,3 +166,10 @@ def test_bracketing_climbs_past_inconclusive_steps() -> None:
     assert result.rate_rps is not None and 55 <= result.rate_rps <= 60
     nothing = search(lambda r: "inconclusive", rate_min=10, rate_max=40, growth=2, resolution=0.1, max_steps=9)
     assert nothing.rate_rps is None and nothing.steps == 3
+
+
+def test_failed_preflight_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--base-url", "http://127.0.0.1:1", "--slo", "chat_p95_ms=500", "--results-dir", str(tmp_path)]
+    off = ["--metrics-url-gateway", "off", "--metrics-url-explainer", "off", "--idle-timeout-seconds", "0.1"]
+    assert main(args + off) == 2
+    assert capsys.readouterr().err.startswith("hif: ")
