@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +70,7 @@ class _Search:
         if stopped:  # ended early by the runaway watch: a fail whatever the shortened sample says
             verdict = {**verdict, "verdict": "fail", "saturated": True}
             verdict["first_broken"] = verdict["first_broken"] or "chat_p95_ms (saturation)"
-        valid = bool(d["generator"]["valid"])
+        valid = generator_valid(d, rate, s.arrival)
         row = {
             "index": index,
             "attach_rate": attach,
@@ -116,19 +117,51 @@ class _Search:
         """One verdict at ``rate``: a step, retried once when the generator was the limit, extended
         while too few samples back a gate, repeated once (and judged on all its parts) when a gate
         sits within the noise margin of its threshold."""
-        row = await self.step(rate, attach)
-        if row["verdict"] == "invalid":
-            row = await self.step(rate, attach)
-        for _ in range(MAX_EXTENSIONS):  # too few samples: extend the step (judged on all parts)
-            if row["verdict"] != "inconclusive" or not any(g["samples"] for g in row["gates"]):
-                break
-            row = await self.step(rate, attach, repeat_of=row["index"])
+        row = await self._valid_step(rate, attach, None)
+        parts = 1
+        while row["verdict"] == "inconclusive" and self._extendable(row, parts):
+            row = await self._valid_step(rate, attach, row["index"])
+            parts += 1
         if row["verdict"] in ("pass", "fail") and not row["saturated"] and self._near(row):
-            row = await self.step(rate, attach, repeat_of=row["index"])
+            row = await self._valid_step(rate, attach, row["index"])
         return str(row["verdict"])
+
+    async def _valid_step(self, rate: float, attach: float, repeat_of: int | None) -> dict[str, Any]:
+        """A step, run once more when the generator was the limit (the second verdict stands)."""
+        row = await self.step(rate, attach, repeat_of)
+        if row["verdict"] == "invalid":
+            row = await self.step(rate, attach, repeat_of)
+        return row
+
+    def _extendable(self, row: dict[str, Any], parts: int) -> bool:
+        """Whether MAX_EXTENSIONS more parts could bring every short gate its samples, at the rate
+        samples came so far (a gate with none, or one still short after them, is not extended: the
+        climb to a higher rate brings samples faster)."""
+        for g in row["gates"]:
+            if g["verdict"] != "inconclusive":
+                continue
+            per_part = g["samples"] / parts
+            if not per_part or g["min_samples"] > per_part * (1 + MAX_EXTENSIONS):
+                return False
+        return parts <= MAX_EXTENSIONS
 
     def _near(self, row: dict[str, Any]) -> bool:
         return any(g["margin"] is not None and abs(g["margin"]) < self.s.noise_margin for g in row["gates"])
+
+
+def generator_valid(summary: dict[str, Any], rate: float, arrival: str) -> bool:
+    """The runner's self-check, except a Poisson step's shortfall within its own noise: at a few
+    requests per second a Poisson schedule offers 20% fewer than asked by chance (46 of 60 at
+    4 req/s over 15 s), which says nothing about the generator. Within 3 standard deviations
+    (sqrt of the expected count) of the asked count, the achieved-rate reason is not counted."""
+    gen = summary["generator"]
+    if gen["valid"]:
+        return True
+    expected = rate * float(summary["duration_s"])
+    allowed = 3.0 * math.sqrt(expected) + 1.0 if arrival == "poisson" else 0.0
+    chance = int(summary["chat"]["requests"]) >= expected - allowed
+    others = [r for r in gen["reasons"] if not r.startswith("achieved ")]
+    return chance and not others
 
 
 async def run_capacity(settings: CapacitySettings, *, run: RunLoad = run_load) -> dict[str, Any]:

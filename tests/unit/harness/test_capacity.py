@@ -164,7 +164,9 @@ def test_bracketing_climbs_past_inconclusive_steps() -> None:
     result = search(probe, rate_min=10, rate_max=200, growth=2, resolution=0.1, max_steps=10)
     assert trace[:4] == [10, 20, 40, 80]
     assert result.rate_rps is not None and 55 <= result.rate_rps <= 60
-    nothing = search(lambda r: "inconclusive", rate_min=10, rate_max=40, growth=2, resolution=0.1, max_steps=9)
+    nothing = search(
+        lambda r: "inconclusive", rate_min=10, rate_max=40, growth=2, resolution=0.1, max_steps=9
+    )
     assert nothing.rate_rps is None and nothing.steps == 3
 
 
@@ -173,3 +175,22 @@ def test_failed_preflight_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     off = ["--metrics-url-gateway", "off", "--metrics-url-explainer", "off", "--idle-timeout-seconds", "0.1"]
     assert main(args + off) == 2
     assert capsys.readouterr().err.startswith("hif: ")
+
+
+def test_a_poisson_shortfall_within_its_noise_is_not_the_generators() -> None:
+    from hif.harness.capacity.run import generator_valid
+
+    reason = "achieved 3 req/s < 80% of the asked 4 with the server keeping up"
+    summary = {
+        "generator": {"valid": False, "reasons": [reason]},
+        "duration_s": 15.0,
+        "chat": {"requests": 46},
+    }
+    assert generator_valid(summary, 4.0, "poisson")  # 46 of 60 expected: 1.8 sd
+    assert not generator_valid(summary, 4.0, "constant")
+    assert not generator_valid({**summary, "chat": {"requests": 20}}, 4.0, "poisson")
+    lag = {
+        **summary,
+        "generator": {"valid": False, "reasons": [reason, "event-loop lag p99 300 ms > 100 ms"]},
+    }
+    assert not generator_valid(lag, 4.0, "poisson")
