@@ -213,9 +213,7 @@ async def _search_async(
 
 
 def _frontier(attach: float, result: searching.Result, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    failing = [st for st in steps if st["verdict"] == "fail" and st["first_broken"]]
-    # the breaking SLO: the one that broke the step just above the frontier
-    above = min(failing, key=lambda st: st["rate_rps"], default=None)
+    above = lowest_failing(steps)
     return {
         "attach_rate": attach,
         "rate_rps": result.rate_rps,
@@ -225,6 +223,16 @@ def _frontier(attach: float, result: searching.Result, steps: list[dict[str, Any
         "reached_max": result.reached_max,
         "generator_short": result.generator_short,
     }
+
+
+def lowest_failing(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The failing step at the lowest rate, counting only final verdicts: a part that a later
+    extension or repeat was judged together with is superseded by it."""
+    superseded = {st["repeat_of"] for st in steps if st["repeat_of"] is not None}
+    failing = [
+        st for st in steps if st["verdict"] == "fail" and st["first_broken"] and st["index"] not in superseded
+    ]
+    return min(failing, key=lambda st: st["rate_rps"], default=None)
 
 
 def _document(

@@ -194,3 +194,26 @@ def test_a_poisson_shortfall_within_its_noise_is_not_the_generators() -> None:
         "generator": {"valid": False, "reasons": [reason, "event-loop lag p99 300 ms > 100 ms"]},
     }
     assert not generator_valid(lag, 4.0, "poisson")
+
+
+def test_first_to_break_counts_final_verdicts_only() -> None:
+    from hif.harness.capacity.run import lowest_failing
+
+    steps = [
+        {
+            "index": 0,
+            "rate_rps": 16.0,
+            "verdict": "fail",
+            "first_broken": "sentence_p95_ms",
+            "repeat_of": None,
+        },
+        {"index": 1, "rate_rps": 16.0, "verdict": "pass", "first_broken": None, "repeat_of": 0},
+        {
+            "index": 2,
+            "rate_rps": 36.0,
+            "verdict": "fail",
+            "first_broken": "expired_failed_rate",
+            "repeat_of": None,
+        },
+    ]
+    assert lowest_failing(steps) == steps[2]
