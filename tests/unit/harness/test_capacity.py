@@ -217,3 +217,20 @@ def test_first_to_break_counts_final_verdicts_only() -> None:
         },
     ]
     assert lowest_failing(steps) == steps[2]
+
+
+def test_the_readme_command_parses() -> None:
+    import dataclasses
+    import re
+    import shlex
+
+    from hif.config import build
+    from hif.harness.capacity.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    line = re.search(r"`(python -m tests\.load\.capacity [^`]+)`", readme)
+    assert line is not None
+    args = build_parser().parse_args(shlex.split(line.group(1))[3:])
+    settings = dataclasses.replace(build(CapacitySettings, cli=args, env={}), slo=tuple(args.slo))
+    settings.require_gates()
+    assert settings.attach_list == [0.0, 0.1, 0.3] and len(settings.gates) == 2

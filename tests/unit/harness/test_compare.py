@@ -145,3 +145,16 @@ def test_capacity_frontiers_compare_by_their_intervals(tmp_path: Path) -> None:
         row(build_compare(CompareSettings(baseline=a, candidate=c)), "frontier@0")["verdict"]
         == "within_noise"
     )
+
+
+def test_the_readme_command_parses() -> None:
+    import re
+    import shlex
+
+    from hif.harness.compare.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    line = re.search(r"`(python -m tests\.load\.compare [^`]+)`", readme)
+    assert line is not None
+    args = build_parser().parse_args(shlex.split(line.group(1))[3:])
+    assert args.fail_on == "chat_p95_ms,sentence_p95_ms"
