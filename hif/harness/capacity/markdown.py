@@ -92,7 +92,11 @@ def render_svg(data: Mapping[str, Any]) -> str:
         out.append(f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     for px, py, f in points:
         label = escape(f"{f['rate_rps']:.1f} ({f['first_broken'] or 'none broke'})")
-        out.append(f'<text x="{px + 6:.1f}" y="{py - 6:.1f}" fill="#1565c0">{label}</text>')
+        right = px > W / 2  # labels of points on the right half run leftwards, inside the chart
+        anchor, dx = ("end", -6) if right else ("start", 6)
+        out.append(
+            f'<text x="{px + dx:.1f}" y="{py - 6:.1f}" text-anchor="{anchor}" fill="#1565c0">{label}</text>'
+        )
     out.append(
         f'<text x="{W - PAD}" y="{PAD - 10}" text-anchor="end">'
         "green pass, red fail, grey inconclusive/invalid; blue: frontier (first SLO to break)</text>"
