@@ -17,7 +17,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class _Search:
         return any(g["margin"] is not None and abs(g["margin"]) < self.s.noise_margin for g in row["gates"])
 
 
-def generator_valid(summary: dict[str, Any], rate: float, arrival: str) -> bool:
+def generator_valid(summary: Mapping[str, Any], rate: float, arrival: str) -> bool:
     """The runner's self-check, except a Poisson step's shortfall within its own noise: at a few
     requests per second a Poisson schedule offers 20% fewer than asked by chance (46 of 60 at
     4 req/s over 15 s), which says nothing about the generator. Within 3 standard deviations
