@@ -158,3 +158,18 @@ def test_the_readme_command_parses() -> None:
     assert line is not None
     args = build_parser().parse_args(shlex.split(line.group(1))[3:])
     assert args.fail_on == "chat_p95_ms,sentence_p95_ms"
+
+
+def test_a_report_folder_reads_its_merged_shards(tmp_path: Path) -> None:
+    from hif.harness.compare.inputs import load_source
+
+    s1, s2 = write_run(tmp_path / "s1", seed=1), write_run(tmp_path / "s2", seed=2)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    report = {"schema": records.REPORT_SCHEMA, "inputs": {"results_dirs": [str(s1), str(s2)]}}
+    (merged / records.REPORT_JSON_FILE).write_text(json.dumps(report))
+    source = load_source(merged)
+    assert source.kind == "merged" and len(source.summaries) == 2 and len(source.hlogs) == 2
+    data = build_compare(CompareSettings(baseline=s1, candidate=merged))
+    # the shards' intervals of one second are one block: twice the samples, as many blocks
+    assert row(data, "chat_p95_ms")["samples"] == [INTERVALS * PER_INTERVAL, 2 * INTERVALS * PER_INTERVAL]
