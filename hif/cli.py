@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "soak": ("hif.harness.soak.cli", "run a soak test (same flags as tests/load/soak_runner.py)"),
     "chaos": ("hif.harness.chaos.cli", "toggle chaos flags (same flags as tests/chaos/chaos_injector.py)"),
     "report": ("hif.harness.report.cli", "render report.json/report.md from results"),
+    "compare": ("hif.harness.compare.cli", "compare two results folders, beyond noise or not"),
+    "capacity": ("hif.harness.capacity.cli", "search the highest load at which every SLO holds"),
 }
 
 

@@ -67,6 +67,9 @@ class DemoSettings:
     metrics_port: int = _same_option(GatewaySettings, "metrics_port", 9091)
     explainer_metrics_port: int = _same_option(ExplainerSettings, "explainer_metrics_port", 9090)
     results_dir: Path = _same_option(LoadSettings, "results_dir", DEFAULT_RESULTS_DIR)
+    capacity: bool = option(
+        False, help="instead of the load + chaos window, run a short capacity search and print its frontier"
+    )
 
     def __post_init__(self) -> None:
         positive("duration_seconds", self.duration_seconds)
@@ -155,8 +158,44 @@ def _stop_system(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+# ``hif demo --capacity``: two attach rates, at most six steps each of 2 + 10 s (about 4 minutes)
+DEMO_CAPACITY = {
+    "attach_rates": "0,0.3",
+    "rate_min": 10.0,
+    "rate_max": 160.0,
+    "step_seconds": 10.0,
+    "warmup_seconds": 2.0,
+    "drain_seconds": 15.0,
+    "max_steps": 6,
+    "min_tail_samples": 5,
+    "concurrency": 128,
+}
+
+
+def _capacity(s: DemoSettings, base_url: str, features: str) -> int:
+    from hif.harness.capacity.cli import frontier_lines
+    from hif.harness.capacity.run import run_capacity_sync
+    from hif.harness.capacity.settings import CapacitySettings
+
+    settings = CapacitySettings(
+        base_url=base_url,
+        features=features,
+        metrics_url_gateway=f"http://127.0.0.1:{s.metrics_port}/metrics",
+        metrics_url_explainer=f"http://127.0.0.1:{s.explainer_metrics_port}/metrics",
+        results_dir=s.results_dir / "capacity",
+        slo=("chat_p95_ms=500", "error_rate=0.01", "sentence_p95_ms=1500", "expired_failed_rate=0.05"),
+        **DEMO_CAPACITY,  # type: ignore[arg-type]
+    )
+    data = run_capacity_sync(settings)
+    print(f"demo: capacity search written to {settings.results_dir / 'capacity.md'}", flush=True)
+    for line in frontier_lines(data):
+        print(f"demo: {line}", flush=True)
+    return int(data["exit_code"])
+
+
 def run_demo(s: DemoSettings) -> int:
-    """Start, load with a chaos window, report, stop. 0 once the report is written; 3 for an invalid run."""
+    """Start, load with a chaos window, report, stop. 0 once the report is written; 3 for an invalid run.
+    With ``capacity``: start, search, print the frontier, stop (the search's exit code)."""
     from hif.explainer.featureset import load_registry
     from hif.harness import ReportSettings, run_load_sync, run_report
 
@@ -169,6 +208,8 @@ def run_demo(s: DemoSettings) -> int:
     stop = threading.Event()
     try:
         _wait_ready(f"{base_url}/readyz", proc, READY_TIMEOUT_S)
+        if s.capacity:
+            return _capacity(s, base_url, load_registry().default)
         window = threading.Thread(target=_chaos_window, args=(s, stop), daemon=True)
         window.start()
         summary = run_load_sync(

@@ -28,6 +28,8 @@ FILES: dict[str, tuple[str, bool]] = {
     records.SOAK_SUMMARY_FILE: ("soak_summary", False),
     records.REPORT_JSON_FILE: ("report", False),
     records.METRICS_FILE: ("metrics_scrape", True),
+    "compare.json": ("compare", False),
+    "capacity.json": ("capacity", False),
 }
 
 

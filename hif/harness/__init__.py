@@ -6,8 +6,9 @@
     run_report(ReportSettings(results_dirs=(summary.data["settings"]["results_dir"],)))
 
 Sub-packages: ``load/`` (the runner), ``soak/`` (segments of load runs), ``report/`` (report.json
-and the views rendered from it), ``chaos/`` (the injector CLI); ``records`` owns every file format
-they write and read, ``stats`` the HDR histograms. Names resolve on first use (PEP 562), so
+and the views rendered from it), ``chaos/`` (the injector CLI), ``compare/`` (two results folders,
+beyond noise or not), ``capacity/`` (the highest load at which every gate holds); ``records`` owns
+every file format they write and read, ``stats`` the HDR histograms. Names resolve on first use (PEP 562), so
 ``import hif.harness`` stays cheap: ``hif chaos`` never loads numpy, ``hif load`` never loads the
 report's matplotlib.
 """
@@ -44,6 +45,12 @@ _EXPORTS: dict[str, str] = {
     "SoakSummaryData": "hif.harness.records",
     "Percentiles": "hif.harness.records",
     "GoodputTargets": "hif.harness.goodput",
+    "CompareSettings": "hif.harness.compare.settings",
+    "build_compare": "hif.harness.compare.run",
+    "run_compare": "hif.harness.compare.run",
+    "CapacitySettings": "hif.harness.capacity.settings",
+    "run_capacity": "hif.harness.capacity.run",
+    "run_capacity_sync": "hif.harness.capacity.run",
 }
 # the command-line entry points (``main(argv) -> exit code``), as the runbook's shims call them
 _MAINS: dict[str, str] = {
@@ -51,6 +58,8 @@ _MAINS: dict[str, str] = {
     "soak_main": "hif.harness.soak.cli",
     "report_main": "hif.harness.report.cli",
     "chaos_main": "hif.harness.chaos.cli",
+    "compare_main": "hif.harness.compare.cli",
+    "capacity_main": "hif.harness.capacity.cli",
 }
 
 __all__ = [
@@ -58,7 +67,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PREFLIGHT",
     "EXIT_SLO_FAILED",
+    "CapacitySettings",
     "ChatRecord",
+    "CompareSettings",
     "ExplanationRecord",
     "GoodputTargets",
     "LoadSettings",
@@ -71,11 +82,17 @@ __all__ = [
     "RequestMix",
     "SoakSettings",
     "SoakSummaryData",
+    "build_compare",
     "build_report",
+    "capacity_main",
     "chaos_main",
+    "compare_main",
     "load_main",
     "render_report",
     "report_main",
+    "run_capacity",
+    "run_capacity_sync",
+    "run_compare",
     "run_load",
     "run_load_sync",
     "run_report",
@@ -86,7 +103,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from hif.harness.capacity.cli import main as capacity_main
+    from hif.harness.capacity.run import run_capacity, run_capacity_sync
+    from hif.harness.capacity.settings import CapacitySettings
     from hif.harness.chaos.cli import main as chaos_main
+    from hif.harness.compare.cli import main as compare_main
+    from hif.harness.compare.run import build_compare, run_compare
+    from hif.harness.compare.settings import CompareSettings
     from hif.harness.goodput import GoodputTargets
     from hif.harness.load.cli import main as load_main
     from hif.harness.load.run import run_load, run_load_sync

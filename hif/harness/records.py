@@ -61,6 +61,8 @@ REPORT_SCHEMA: Final = "hif.report.v4"  # v4 adds streamed chats: chat.stream, T
 REPORT_SCHEMA_V3: Final = "hif.report.v3"  # goodput and saturation; read as is (no Streaming section)
 REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
+COMPARE_SCHEMA: Final = "hif.compare.v1"
+CAPACITY_SCHEMA: Final = "hif.capacity.v1"
 
 CHAT_FILE = "chat_results.jsonl"
 EXPLANATION_FILE = "explanation_results.jsonl"
@@ -381,6 +383,96 @@ class ReportData(TypedDict):
     saturation: NotRequired[dict[str, Any]]
 
 
+class CompareRow(TypedDict):
+    """One compared metric: A's value, B's, B - A and its bootstrap interval (null: no data)."""
+
+    name: str
+    a: float | None
+    b: float | None
+    difference: float | None
+    relative: float | None
+    ci: list[float] | None
+    samples: list[float]
+    worse_when: Literal["higher", "lower"]
+    verdict: Literal["worse", "better", "within_noise", "no_data"]
+    intervals: NotRequired[list[list[float] | None]]  # capacity frontiers: each search's interval
+
+
+class CompareData(TypedDict):
+    """compare.json: ``hif compare A B``."""
+
+    schema: Literal["hif.compare.v1"]
+    generated_at: float
+    a: dict[str, Any]
+    b: dict[str, Any]
+    settings_differences: list[str]
+    forced: bool
+    method: dict[str, Any]
+    metrics: list[CompareRow]
+    worse: list[str]
+    better: list[str]
+    fail_on: list[str]
+    failed: list[str]
+    exit_code: int
+
+
+class CapacityGate(TypedDict):
+    """One gate judged on one step (after its warm-up)."""
+
+    name: str
+    kind: Literal["ceiling", "floor"]
+    threshold: float
+    value: float | None
+    margin: float | None  # (threshold - value) / threshold for a ceiling; positive: room left
+    samples: int
+    min_samples: int
+    verdict: Literal["pass", "fail", "inconclusive"]
+
+
+class CapacityStep(TypedDict):
+    """One step of the search: one run folder at one rate and attach rate."""
+
+    index: int
+    attach_rate: float
+    rate_rps: float
+    results_dir: str
+    verdict: Literal["pass", "fail", "inconclusive", "invalid"]
+    gates: list[CapacityGate]
+    first_broken: str | None  # the gate with the most negative margin on a failing step
+    achieved_rps: float
+    generator_valid: bool
+    reasons: list[str]
+    saturated: bool
+    repeat_of: int | None  # the step this one repeats (a verdict within noise of a threshold)
+    idle_wait_s: float
+
+
+class CapacityFrontier(TypedDict):
+    """The highest passing rate for one attach rate, and the bracket it lies in."""
+
+    attach_rate: float
+    rate_rps: float | None  # null: even the lowest step broke a gate
+    interval_rps: list[float] | None  # [highest pass, lowest fail]; the fail is rate_max when none failed
+    first_broken: str | None
+    steps: int
+    reached_max: bool
+    generator_short: bool  # a step stayed invalid: the generator could not offer the rate
+
+
+class CapacityData(TypedDict):
+    """capacity.json: ``hif capacity``."""
+
+    schema: Literal["hif.capacity.v1"]
+    started_at: float
+    ended_at: float
+    settings: dict[str, Any]
+    method: dict[str, Any]
+    steps: list[CapacityStep]
+    frontier: list[CapacityFrontier]
+    status: Literal["finished", "lowest_step_failed", "no_rate_passed", "generator_short", "interrupted"]
+    exit_code: int
+
+
 # --- reading older versions -------------------------------------------------------------------
 
 _V1_KEYS = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "max": "max_ms"}
@@ -418,6 +510,8 @@ SCHEMAS: dict[str, tuple[type, str]] = {
     "metrics_scrape": (MetricsScrape, METRICS_SCHEMA),
     "soak_summary": (SoakSummaryData, SOAK_SCHEMA),
     "report": (ReportData, REPORT_SCHEMA),
+    "compare": (CompareData, COMPARE_SCHEMA),
+    "capacity": (CapacityData, CAPACITY_SCHEMA),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import heapq
 import itertools
 import random
 import time
@@ -40,6 +41,11 @@ class TargetScript:
     # stall is written when the stall ends (a stalled stream), so the script fixes every timing.
     stream_tokens: int = 64
     token_gap_ms: float = 0.0
+    # A queueing server with a known answer: ``slots`` chats served at once, first come first
+    # served, each for ``delay_ms`` (service "fixed") or an exponential time of that mean
+    # ("exponential"); 0 slots: every chat answered after delay_ms, none waits.
+    slots: int = 0
+    service: str = "fixed"
 
 
 class _State:
@@ -57,6 +63,18 @@ class _State:
         # chat then costs this target about what a plain one does, so a generator bench
         # measures the generator.
         self.stream_whole = b"".join(self.stream_parts)
+        self.free_at = [0.0] * script.slots  # when each slot is next free (a heap)
+
+    def service_s(self, now: float) -> float:
+        """The chat's answer delay: its wait for a slot (if slots are modelled) plus its service time."""
+        s = self.script
+        mean_s = s.delay_ms / 1000.0
+        service = self.rng.expovariate(1.0 / mean_s) if s.service == "exponential" and mean_s > 0 else mean_s
+        if not self.free_at:
+            return service
+        start = max(now, heapq.heappop(self.free_at))
+        heapq.heappush(self.free_at, start + service)
+        return start + service - now
 
     def stall_left_s(self, now: float) -> float:
         s = self.script
@@ -169,7 +187,7 @@ class _TargetProtocol(asyncio.Protocol):
 
     def _chat(self, body: bytes, now: float) -> tuple[int, bytes, bytes, float]:
         s, st = self.state.script, self.state
-        delay_s = s.delay_ms / 1000.0
+        delay_s = st.service_s(now)
         if s.error_rate and st.rng.random() < s.error_rate:
             return 500, b'{"error":{"message":"scripted failure","type":"server_error"}}', b"", delay_s
         req = orjson.loads(body) if body else {}

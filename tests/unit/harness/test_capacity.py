@@ -1,0 +1,236 @@
+"""The capacity search's parts: settings, gates and their sample counts, the judge, the search."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hif.errors import ConfigError
+from hif.harness.capacity.cli import main
+from hif.harness.capacity.gates import Gate, parse_gates
+from hif.harness.capacity.judge import Window, judge
+from hif.harness.capacity.run import run_capacity
+from hif.harness.capacity.search import search
+from hif.harness.capacity.settings import CapacitySettings
+from hif.harness.client import new_event_loop
+from hif.harness.records import HISTOGRAM_LOG_FILE
+from hif.harness.stats import Interval, LatencyHistogram, write_intervals
+from hif.harness.target import TargetScript, TargetServer
+from tests.schemas import validate_file
+
+T0 = 1_700_000_000.0
+
+
+def test_settings_refuse_bad_values() -> None:
+    with pytest.raises(ConfigError, match="slo"):
+        CapacitySettings().require_gates()
+    with pytest.raises(ConfigError, match="attach_rates"):
+        CapacitySettings(slo=("chat_p95_ms=500",), attach_rates="0,1.5")
+    with pytest.raises(ConfigError, match="rate_max"):
+        CapacitySettings(slo=("chat_p95_ms=500",), rate_min=10, rate_max=5)
+    with pytest.raises(ConfigError, match="slo"):
+        CapacitySettings(slo=("p42=1",))
+
+
+def test_cli_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--attach-rates", "x", "--slo", "chat_p95_ms=500"]) == 2
+    assert main(["--rate-min", "-1", "--slo", "chat_p95_ms=500"]) == 2
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("hif: ") == 3 and "attach_rates" in err
+
+
+def test_sample_counts_behind_a_verdict() -> None:
+    p95, err = parse_gates(["chat_p95_ms=500", "error_rate=0.01"])
+    assert p95.min_samples(20) == 400  # 20 values beyond the p95
+    assert err.min_samples(20) == 100  # one error moves the share by the threshold
+    assert p95.margin(400.0) == pytest.approx(0.2) and p95.margin(600.0) == pytest.approx(-0.2)
+
+
+def test_explanation_gates_apply_only_where_explanations_are_asked_for() -> None:
+    sentence, token, expired, chat = parse_gates(
+        ["sentence_p95_ms=1500", "token_p95_ms=3500", "expired_failed_rate=0.05", "chat_p95_ms=500"]
+    )
+    assert not sentence.applies(0.0, "sentence") and sentence.applies(0.1, "mix")
+    assert not token.applies(0.3, "sentence") and token.applies(0.3, "token")
+    assert not expired.applies(0.0, "mix") and expired.applies(0.1, "sentence")
+    assert chat.applies(0.0, "sentence")
+
+
+def _folder(d: Path, per_second: list[list[float]]) -> Window:
+    d.mkdir(parents=True)
+    intervals = []
+    for i, values in enumerate(per_second):
+        h = LatencyHistogram()
+        for v in values:
+            h.record(v)
+        intervals.append(Interval("chat.service", T0 + i, T0 + i + 1, h))
+        intervals.append(Interval("chat.intended", T0 + i, T0 + i + 1, h))
+    with open(d / HISTOGRAM_LOG_FILE, "w") as fh:
+        write_intervals(fh, intervals)
+    return Window(d, T0 + 1, T0 + len(per_second))
+
+
+def test_judge_discards_warm_up_and_needs_samples(tmp_path: Path) -> None:
+    gates = [Gate("chat_p95_ms", 100.0)]
+    # a slow first second (warm-up), then steady 50 ms
+    w = _folder(tmp_path / "a", [[900.0] * 50] + [[50.0] * 50] * 4)
+    assert judge(gates, [w], min_tail=20)["verdict"] == "inconclusive"  # 200 values < 400
+    verdict = judge(gates, [w], min_tail=5)
+    assert verdict["verdict"] == "pass" and verdict["gates"][0]["value"] == pytest.approx(50.0, rel=0.01)
+
+
+def test_judge_flags_a_climbing_queue_as_saturation(tmp_path: Path) -> None:
+    climbing = [[10.0] * 60] + [[20.0 + 40 * i] * 60 for i in range(6)]
+    verdict = judge([Gate("chat_p95_ms", 150.0)], [_folder(tmp_path / "a", climbing)], min_tail=1)
+    assert verdict["verdict"] == "fail" and verdict["saturated"]
+    steady = [[10.0] * 60] + [[50.0] * 60] * 6
+    assert not judge([Gate("chat_p95_ms", 150.0)], [_folder(tmp_path / "b", steady)], min_tail=1)["saturated"]
+
+
+def test_search_bounds() -> None:
+    never = search(lambda r: "fail", rate_min=10, rate_max=100, growth=2, resolution=0.1, max_steps=5)
+    assert never.rate_rps is None and never.steps == 1
+    always = search(lambda r: "pass", rate_min=10, rate_max=100, growth=2, resolution=0.1, max_steps=9)
+    assert always.rate_rps == 100 and always.reached_max
+    short = search(
+        lambda r: "invalid" if r > 30 else "pass",
+        rate_min=10,
+        rate_max=100,
+        growth=2,
+        resolution=0.1,
+        max_steps=9,
+    )
+    assert short.generator_short and short.rate_rps == 20
+    # an inconclusive step is never credited
+    unsure = search(
+        lambda r: "pass" if r < 30 else "inconclusive",
+        rate_min=10,
+        rate_max=100,
+        growth=2,
+        resolution=0.1,
+        max_steps=9,
+    )
+    assert unsure.rate_rps is not None and unsure.rate_rps < 30
+
+
+def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
+    async def go() -> dict[str, object]:
+        server = TargetServer(TargetScript(delay_ms=40.0))
+        await server.start()
+        try:
+            settings = CapacitySettings(
+                base_url=server.url,
+                slo=("chat_p95_ms=10",),
+                attach_rates="0",
+                rate_min=50.0,
+                rate_max=100.0,
+                warmup_seconds=0.2,
+                step_seconds=1.5,
+                drain_seconds=0.0,
+                min_tail_samples=1,
+                idle_timeout_seconds=1.0,
+                metrics_url_gateway="off",
+                metrics_url_explainer="off",
+                results_dir=tmp_path,
+            )
+            return await run_capacity(settings)
+        finally:
+            await server.close()
+
+    loop = new_event_loop()
+    try:
+        data = loop.run_until_complete(asyncio.wait_for(go(), 60))
+    finally:
+        loop.close()
+    assert data["exit_code"] == 1 and data["status"] == "lowest_step_failed"
+    assert data["frontier"][0]["rate_rps"] is None
+    assert data["steps"][0]["first_broken"] == "chat_p95_ms"
+    validate_file(tmp_path / "capacity.json")
+    assert "none (lowest step broke a gate)" in (tmp_path / "capacity.md").read_text()
+    assert "<svg" in (tmp_path / "capacity.svg").read_text()
+
+
+def test_bracketing_climbs_past_inconclusive_steps() -> None:
+    """Low rates feed the explanation lane too slowly for a p95: the climb goes on, uncredited."""
+    trace: list[float] = []
+
+    def probe(rate: float) -> str:
+        trace.append(rate)
+        return "inconclusive" if rate < 30 else ("pass" if rate <= 60 else "fail")
+
+    result = search(probe, rate_min=10, rate_max=200, growth=2, resolution=0.1, max_steps=10)
+    assert trace[:4] == [10, 20, 40, 80]
+    assert result.rate_rps is not None and 55 <= result.rate_rps <= 60
+    nothing = search(
+        lambda r: "inconclusive", rate_min=10, rate_max=40, growth=2, resolution=0.1, max_steps=9
+    )
+    assert nothing.rate_rps is None and nothing.steps == 3
+
+
+def test_failed_preflight_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--base-url", "http://127.0.0.1:1", "--slo", "chat_p95_ms=500", "--results-dir", str(tmp_path)]
+    off = ["--metrics-url-gateway", "off", "--metrics-url-explainer", "off", "--idle-timeout-seconds", "0.1"]
+    assert main(args + off) == 2
+    assert capsys.readouterr().err.startswith("hif: ")
+
+
+def test_a_poisson_shortfall_within_its_noise_is_not_the_generators() -> None:
+    from hif.harness.capacity.run import generator_valid
+
+    reason = "achieved 3 req/s < 80% of the asked 4 with the server keeping up"
+    summary = {
+        "generator": {"valid": False, "reasons": [reason]},
+        "duration_s": 15.0,
+        "chat": {"requests": 46},
+    }
+    assert generator_valid(summary, 4.0, "poisson")  # 46 of 60 expected: 1.8 sd
+    assert not generator_valid(summary, 4.0, "constant")
+    assert not generator_valid({**summary, "chat": {"requests": 20}}, 4.0, "poisson")
+    lag = {
+        **summary,
+        "generator": {"valid": False, "reasons": [reason, "event-loop lag p99 300 ms > 100 ms"]},
+    }
+    assert not generator_valid(lag, 4.0, "poisson")
+
+
+def test_first_to_break_counts_final_verdicts_only() -> None:
+    from hif.harness.capacity.run import lowest_failing
+
+    steps = [
+        {
+            "index": 0,
+            "rate_rps": 16.0,
+            "verdict": "fail",
+            "first_broken": "sentence_p95_ms",
+            "repeat_of": None,
+        },
+        {"index": 1, "rate_rps": 16.0, "verdict": "pass", "first_broken": None, "repeat_of": 0},
+        {
+            "index": 2,
+            "rate_rps": 36.0,
+            "verdict": "fail",
+            "first_broken": "expired_failed_rate",
+            "repeat_of": None,
+        },
+    ]
+    assert lowest_failing(steps) == steps[2]
+
+
+def test_the_readme_command_parses() -> None:
+    import dataclasses
+    import re
+    import shlex
+
+    from hif.config import build
+    from hif.harness.capacity.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    line = re.search(r"`(python -m tests\.load\.capacity [^`]+)`", readme)
+    assert line is not None
+    args = build_parser().parse_args(shlex.split(line.group(1))[3:])
+    settings = dataclasses.replace(build(CapacitySettings, cli=args, env={}), slo=tuple(args.slo))
+    settings.require_gates()
+    assert settings.attach_list == [0.0, 0.1, 0.3] and len(settings.gates) == 2
