@@ -2,6 +2,7 @@
 
     hif featureset list
     hif featureset build [NAME] [--out DIR] [--epochs N] [--train-tokens N] [--seed N] [--cache FILE]
+                         [--corpus PATH] [--model DIR --out DIR [--layer L] [--latents N] [--k K]]
     hif featureset eval [NAME] [--heldout-tokens N] [--json]
 
 ``eval`` exits 1 when a goal is missed; any HifError is one ``hif: <message>`` line and exit 2.
@@ -51,25 +52,41 @@ def _list(registry: Registry) -> int:
 
 
 def _build(registry: Registry, name: str | None, settings: BuildSettings) -> int:
-    from hif.explainer.training.train import TrainConfig, build_featureset
+    from hif.explainer.training.train import TrainConfig, build_featureset, model_featureset
 
-    info = registry.get(name or registry.default)
+    if settings.model is not None and settings.out is not None:
+        if name:
+            raise HifError("give a featureset NAME or --model DIR, not both")
+        info = model_featureset(
+            settings.model, layer=settings.layer, latents=settings.latents, k=settings.k, out=settings.out
+        )
+    else:
+        info = registry.get(name or registry.default)
     # Registry-declared unavailable (e.g. sae-gpt4-2m, no sae_path): never fake its features.
     # "Weights not built yet" is exactly what a build is for.
     if info.reason and (info.sae_path is None or "not built" not in info.reason):
         raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
     config = dataclasses.replace(TrainConfig(), **settings.recipe_overrides())
-    for result in build_featureset(info, settings.out, config=config, cache=settings.cache):
+    results = build_featureset(
+        info, settings.out, config=config, cache=settings.cache, user_corpus=settings.corpus
+    )
+    for result in results:
         _print_build(info.name, result.folder, result.metrics)
     return 0
 
 
 def _print_build(name: str, folder: Path, m: dict[str, Any]) -> None:
     print(f"built {name} layer {m['layer']} in {folder}")
+    by_domain = "  ".join(f"{d} {v:.4f}" for d, v in m["fvu_by_domain"].items())
     print(
-        f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
-        f"  mean L0 {m['mean_l0']:.1f}"
+        f"  held-out FVU {by_domain}  dead latents {m['dead_latents_pct']:.2f}%  mean L0 {m['mean_l0']:.1f}"
     )
+    labels = m["labels"]
+    if labels.get("latents"):
+        print(
+            f"  label score median {labels['median']:.3f} (p25 {labels['p25']:.3f}, p75 {labels['p75']:.3f});"
+            f" {labels['labelled_pct']:.1f}% at or above {labels['threshold']}"
+        )
     print(
         f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s,"
         f" train {m['train_seconds']}s, seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"

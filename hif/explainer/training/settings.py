@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from hif.config import option, positive
+from hif.errors import ConfigError
 
 ENV = "HIF_FEATURESET_"
 
@@ -31,9 +32,28 @@ class BuildSettings:
     cache: Path | None = option(
         None, help="activation cache file: a rebuild skips the forward passes", env=f"{ENV}CACHE"
     )
+    corpus: Path | None = option(
+        None,
+        help="train on your own text: a file or folder of .txt/.md (blank-line documents) or .jsonl",
+        env=f"{ENV}CORPUS",
+    )
+    model: Path | None = option(
+        None,
+        help="a local Hugging Face causal LM folder to train an SAE for (needs --out)",
+        env=f"{ENV}MODEL",
+    )
+    layer: int = option(
+        0, help="with --model: the block whose residual output the SAE reads", env=f"{ENV}LAYER"
+    )
+    latents: int = option(4096, help="with --model: SAE latents", env=f"{ENV}LATENTS")
+    k: int = option(32, help="with --model: active latents per token", env=f"{ENV}K")
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "train_tokens", "heldout_tokens"):
+        if self.model is not None and self.out is None:
+            raise ConfigError("model", "--model needs --out DIR (where the SAE is written)")
+        if self.layer < 0:
+            raise ConfigError("layer", f"must be >= 0, got {self.layer}")
+        for key in ("epochs", "train_tokens", "heldout_tokens", "latents", "k"):
             value = getattr(self, key)
             if value is not None:
                 positive(key, value)
