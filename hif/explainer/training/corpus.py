@@ -29,7 +29,7 @@ import json
 import random
 import sysconfig
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hif.errors import FeaturesetError
@@ -44,12 +44,48 @@ USER = "user"
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # The English files the Debian ``fortunes`` package ships (art and ascii-art are pictures, not text).
-FORTUNE_FILES = (
-    "computers cookie debian definitions disclaimer drugs education ethnic food goedel humorists kids "
-    "knghtbrd law linux linuxcookie love magic medicine men-women miscellaneous news paradoxum people "
-    "perl pets platitudes politics pratchett science songs-poems sports startrek tao translate-me wisdom "
-    "work zippy"
-).split()
+FORTUNE_FILES = tuple(
+    [
+        "computers",
+        "cookie",
+        "debian",
+        "definitions",
+        "disclaimer",
+        "drugs",
+        "education",
+        "ethnic",
+        "food",
+        "goedel",
+        "humorists",
+        "kids",
+        "knghtbrd",
+        "law",
+        "linux",
+        "linuxcookie",
+        "love",
+        "magic",
+        "medicine",
+        "men-women",
+        "miscellaneous",
+        "news",
+        "paradoxum",
+        "people",
+        "perl",
+        "pets",
+        "platitudes",
+        "politics",
+        "pratchett",
+        "science",
+        "songs-poems",
+        "sports",
+        "startrek",
+        "tao",
+        "translate-me",
+        "wisdom",
+        "work",
+        "zippy",
+    ]
+)
 JARGON = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
 DEBIAN_FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
 
@@ -84,7 +120,7 @@ def _paragraphs(text: str) -> list[str]:
     return [p for p in paras if len(p) >= MIN_DOC_CHARS]
 
 
-def _fortunes(names: list[str]) -> list[str]:
+def _fortunes(names: Sequence[str]) -> list[str]:
     docs: list[str] = []
     for name in names:
         text = (FORTUNES_DIR / name).read_text(encoding="utf-8", errors="replace")

@@ -77,7 +77,7 @@ def label_latents(
 
     ``context(row) -> str`` renders held-out row ``row`` with its token in ``[[ ]]``.
     """
-    t_val, t_row, t_start, t_end = grouped_codes(sae, train.x)
+    _, t_row, t_start, t_end = grouped_codes(sae, train.x)
     h_val, h_row, h_start, h_end = grouped_codes(sae, heldout.x)
     spell = _Speller(tokenizer)
     rows_by_token: dict[str, set[int]] = defaultdict(set)
@@ -132,7 +132,8 @@ class _Speller:
     """Token id -> its string, cached (labelling spells each held-out token several times)."""
 
     def __init__(self, tokenizer: Tokens) -> None:
-        self.tokenizer, self.cache = tokenizer, {}  # type: dict[int, str]
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
 
     def __call__(self, token_id: int) -> str:
         if token_id not in self.cache:

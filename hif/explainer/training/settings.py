@@ -73,8 +73,11 @@ class BuildSettings:
 class EvalSettings:
     SECTION: typing.ClassVar[str] = "featureset_eval"
 
-    heldout_tokens: int = option(30_000, help="held-out tokens to measure on", env=f"{ENV}HELDOUT_TOKENS")
+    heldout_tokens: int = option(
+        10_000, help="held-out tokens per domain to measure on", env=f"{ENV}HELDOUT_TOKENS"
+    )
     json: bool = option(False, help="print the result as JSON", env=f"{ENV}JSON")
+    store: bool = option(True, help="store the result under `eval` in metrics.json", env=f"{ENV}STORE")
 
     def __post_init__(self) -> None:
         positive("heldout_tokens", self.heldout_tokens)
