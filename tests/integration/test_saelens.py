@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from hif.explainer.core.sae import TopKSAE
-from hif.explainer.featureset import load_registry
 from hif.explainer.features import layer_folder
+from hif.explainer.featureset import load_registry
 
 pytestmark = pytest.mark.slow
 
