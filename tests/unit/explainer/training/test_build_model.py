@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,29 @@ def test_model_without_config_is_one_line_exit_2(tmp_path: Path, capsys: pytest.
 def test_model_needs_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["build", "--model", str(tmp_path)]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_the_built_sae_explains_a_turn_with_token_probabilities(
+    tiny_lm: TinyLM, tmp_path: Path, make_job: Any
+) -> None:
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.featureset import load_registry
+
+    assert _build(tiny_lm, _corpus(tmp_path), tmp_path / "sae") == 0
+    registry = tmp_path / "featuresets.toml"
+    registry.write_text(
+        f'default = "mine"\n[featuresets.mine]\nmodel = "{tiny_lm.root / "model"}"\n'
+        f'model_kind = "causal-lm"\nlayers = [1]\nlatents = 32\nk = 4\nsae_path = "{tmp_path / "sae"}"\n'
+    )
+    pipeline = load_pipeline(load_registry(registry).get("mine"), device="cpu", threads=1)
+    job = make_job("how do i use it ?", "open the file . close the file when done .", "token")
+    plan = pipeline.default_plan("token")
+    [ex] = pipeline.extract([job], [plan])
+    dec = pipeline.decode(ex, plan)
+    graph = pipeline.graph(job, dec, pipeline.attribute(dec, plan), plan)
+    targets = [n for n in graph["nodes"] if n["is_target_logit"]]
+    # Teacher forcing: one target per produced token, each carrying that token's probability.
+    assert targets and all(0.0 < n["token_prob"] < 1.0 for n in targets)
+    assert all(n["clerp"].endswith(")") and "(p=" in n["clerp"] for n in targets)
+    scored = [n for n in graph["nodes"] if n.get("hif_label_score") is not None]
+    assert scored, "feature nodes carry their label's held-out score"
