@@ -17,8 +17,9 @@ carry: how much of the explanation the SAE leaves unexplained.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -71,10 +72,14 @@ def _job(pipeline: SAEPipeline, prompt: str, completion: str) -> Job:
     )
 
 
+def _shift(x: torch.Tensor, *, delta: torch.Tensor) -> torch.Tensor:
+    return x + delta[None]
+
+
 def _targets_sum(pipeline: SAEPipeline, decoding: Decoding, ablate: list[Node]) -> float:
     """Summed targets with the ``ablate`` nodes' codes zeroed (each layer's error term held fixed)."""
     positions = {s.index: list(s.positions) for s in decoding.segments}
-    hooks = {}
+    hooks: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
     for layer in sorted({n[0] for n in ablate}):
         sae, codes = pipeline.saes[layer], decoding.codes[layer]
         values = codes.values.clone()
@@ -82,7 +87,7 @@ def _targets_sum(pipeline: SAEPipeline, decoding: Decoding, ablate: list[Node]) 
             rows = positions[seg]
             values[rows] = values[rows].masked_fill(codes.indices[rows] == latent, 0.0)
         delta = sae.decode_sparse(values, codes.indices) - sae.decode_sparse(codes.values, codes.indices)
-        hooks[layer] = lambda x, delta=delta: x + delta[None]
+        hooks[layer] = functools.partial(_shift, delta=delta)
     ids = torch.tensor([decoding.tokens], device=pipeline.subject.device)
     with torch.no_grad():
         out = pipeline.subject.run_replaced(ids, hooks)
