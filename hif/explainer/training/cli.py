@@ -68,7 +68,12 @@ def _build(registry: Registry, name: str | None, settings: BuildSettings) -> int
         raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
     config = dataclasses.replace(TrainConfig(), **settings.recipe_overrides())
     results = build_featureset(
-        info, settings.out, config=config, cache=settings.cache, user_corpus=settings.corpus
+        info,
+        settings.out,
+        config=config,
+        cache=settings.cache,
+        user_corpus=settings.corpus,
+        relabel=settings.relabel,
     )
     for result in results:
         _print_build(info.name, result.folder, result.metrics)
@@ -87,6 +92,9 @@ def _print_build(name: str, folder: Path, m: dict[str, Any]) -> None:
             f"  label score median {labels['median']:.3f} (p25 {labels['p25']:.3f}, p75 {labels['p75']:.3f});"
             f" {labels['labelled_pct']:.1f}% at or above {labels['threshold']}"
         )
+    if "labels_corpus_sha256" in m:
+        print(f"  relabelled on corpus sha256 {m['labels_corpus_sha256'][:16]}; weights unchanged")
+        return
     print(
         f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s,"
         f" train {m['train_seconds']}s, seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"

@@ -37,6 +37,11 @@ class BuildSettings:
         help="train on your own text: a file or folder of .txt/.md (blank-line documents) or .jsonl",
         env=f"{ENV}CORPUS",
     )
+    relabel: bool = option(
+        False,
+        help="keep the SAE in the folder: only re-derive, score and measure its labels",
+        env=f"{ENV}RELABEL",
+    )
     model: Path | None = option(
         None,
         help="a local Hugging Face causal LM folder to train an SAE for (needs --out)",

@@ -280,8 +280,12 @@ def build_featureset(
     config: TrainConfig | None = None,
     cache: Path | None = None,
     user_corpus: Path | None = None,
+    relabel: bool = False,
 ) -> list[BuildResult]:
     """Train one SAE per hook layer of ``info`` on the corpus mix (or ``user_corpus``); one result per layer.
+
+    ``relabel``: keep the SAE already in the folder; derive and score its labels and measure it on
+    the held-out domains again (metrics.json keeps the training record it had).
 
     One layer: cfg/weights/metrics/labels go to ``out_dir`` (default: the featureset's sae_path).
     Several: each layer's SAE goes to ``<out_dir>/layer_<L>/``, the layout the pipeline loads.
@@ -303,6 +307,7 @@ def build_featureset(
             config,
             cache if len(layers) == 1 else _layer_cache(cache, layer),
             user_corpus,
+            relabel,
         )
         for layer, where in layers
     ]
@@ -336,6 +341,7 @@ def _build_layer(
     config: TrainConfig,
     cache: Path | None,
     user_corpus: Path | None,
+    relabel: bool = False,
 ) -> BuildResult:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -343,6 +349,8 @@ def _build_layer(
     data = _collect_corpus(subject, layer, config, cache, user_corpus)
     collected = time.perf_counter()
     log.info("layer %d: collected %d train tokens in %.1fs", layer, len(data.train.x), collected - started)
+    if relabel:
+        return _relabel(subject, folder, data)
     sae = train_sae(data.train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()
     sae.cfg = {
@@ -380,5 +388,27 @@ def _build_layer(
         "train_seconds": round(trained - collected, 1),
     }
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (folder / LABELS_FILE).write_text(json.dumps(labels, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return BuildResult(sae=sae, metrics=metrics, folder=folder)
+
+
+def _relabel(subject: SubjectModel, folder: Path, data: CorpusActivations) -> BuildResult:
+    sae = TopKSAE.load(folder)
+    labels = label_latents(
+        sae, data.train, data.label_split, subject.tokenizer, lambda r: _context(data.label_split, r, subject)
+    )
+    path = folder / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(
+        {
+            **domain_metrics(sae, data),
+            "labels": score_summary(labels),
+            "labels_corpus_sha256": data.sha256,
+            "labels_corpus_sources": data.sources,
+            "label_split_tokens": len(data.label_split.x),
+        }
+    )
+    metrics.setdefault("train_tokens", 0)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (folder / LABELS_FILE).write_text(json.dumps(labels, separators=(",", ":"), ensure_ascii=False) + "\n")
     return BuildResult(sae=sae, metrics=metrics, folder=folder)

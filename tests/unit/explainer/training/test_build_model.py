@@ -25,7 +25,7 @@ def _corpus(tmp_path: Path) -> Path:
     return path
 
 
-def _build(tiny_lm: TinyLM, corpus: Path, out: Path) -> int:
+def _build(tiny_lm: TinyLM, corpus: Path, out: Path, *extra: str) -> int:
     return main(
         [
             "build",
@@ -37,6 +37,7 @@ def _build(tiny_lm: TinyLM, corpus: Path, out: Path) -> int:
             "--k", "4",
             "--epochs", "3",
             "--heldout-tokens", "500",
+            *extra,
         ]
     )  # fmt: skip
 
@@ -98,3 +99,16 @@ def test_the_built_sae_explains_a_turn_with_token_probabilities(
     assert all(n["clerp"].endswith(")") and "(p=" in n["clerp"] for n in targets)
     scored = [n for n in graph["nodes"] if n.get("hif_label_score") is not None]
     assert scored, "feature nodes carry their label's held-out score"
+
+
+def test_relabel_keeps_the_weights_and_rescores_the_labels(tiny_lm: TinyLM, tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path)
+    assert _build(tiny_lm, corpus, tmp_path / "a") == 0
+    before = _digest(tmp_path / "a")
+    (tmp_path / "a" / "labels.json").unlink()
+    assert _build(tiny_lm, corpus, tmp_path / "a", "--relabel") == 0
+    assert _digest(tmp_path / "a") == before
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["labels_corpus_sha256"] and metrics["train_tokens"] > 0  # the training record stays
+    labels = json.loads((tmp_path / "a" / "labels.json").read_text())
+    assert len(labels) == 32 and any(e.get("candidate") for e in labels.values())
