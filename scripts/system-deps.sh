@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: redis-server (distributed mode), prometheus/promtool (the
-# dashboard and alert-rule checks) and chromium (browser tests). Installed only when missing.
+# dashboard and alert-rule checks), chromium (browser tests) and the text the featureset corpus
+# reads (fortunes, jargon-text, debian-faq, fortune-anarchism: see docs/featuresets.md). Installed only when missing.
 # Without root nothing is installed: the tests that need a missing tool skip, naming the package,
 # except under CI=true, where they fail (a skip there would hide a broken setup).
 set -euo pipefail
@@ -8,8 +9,12 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -f /usr/share/games/fortunes/cookie ] || missing+=(fortunes)
+[ -f /usr/share/games/fortunes/anarchism ] || missing+=(fortune-anarchism)
+[ -f /usr/share/doc/jargon-text/jargon.txt.gz ] || missing+=(jargon-text)
+[ -f /usr/share/doc/debian/FAQ/debian-faq.en.txt.gz ] || missing+=(debian-faq)
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system-deps: redis-server, prometheus and chromium present"
+    echo "system-deps: redis-server, prometheus, chromium and the corpus packages present"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -114,6 +114,8 @@ def _feature_nodes(
                     "influence": None,
                     "clerp": str(label.get("label") or f"latent {node.feature} (layer {node.layer})"),
                     "hif_latent": node.feature,
+                    # The label's held-out score (training/labels.py); null where labels predate scoring.
+                    "hif_label_score": label.get("score"),
                     "hif_effect": _r(effect[i]),
                     "hif_method": attribution.method,  # "heuristic" marks a fallback-scored node
                 },

@@ -2,6 +2,7 @@
 
     hif featureset list
     hif featureset build [NAME] [--out DIR] [--epochs N] [--train-tokens N] [--seed N] [--cache FILE]
+                         [--corpus PATH] [--model DIR --out DIR [--layer L] [--latents N] [--k K]]
     hif featureset eval [NAME] [--heldout-tokens N] [--json]
 
 ``eval`` exits 1 when a goal is missed; any HifError is one ``hif: <message>`` line and exit 2.
@@ -51,25 +52,49 @@ def _list(registry: Registry) -> int:
 
 
 def _build(registry: Registry, name: str | None, settings: BuildSettings) -> int:
-    from hif.explainer.training.train import TrainConfig, build_featureset
+    from hif.explainer.training.train import TrainConfig, build_featureset, model_featureset
 
-    info = registry.get(name or registry.default)
+    if settings.model is not None and settings.out is not None:
+        if name:
+            raise HifError("give a featureset NAME or --model DIR, not both")
+        info = model_featureset(
+            settings.model, layer=settings.layer, latents=settings.latents, k=settings.k, out=settings.out
+        )
+    else:
+        info = registry.get(name or registry.default)
     # Registry-declared unavailable (e.g. sae-gpt4-2m, no sae_path): never fake its features.
     # "Weights not built yet" is exactly what a build is for.
     if info.reason and (info.sae_path is None or "not built" not in info.reason):
         raise HifError(f"featureset {info.name!r} cannot be built here: {info.reason}")
     config = dataclasses.replace(TrainConfig(), **settings.recipe_overrides())
-    for result in build_featureset(info, settings.out, config=config, cache=settings.cache):
+    results = build_featureset(
+        info,
+        settings.out,
+        config=config,
+        cache=settings.cache,
+        user_corpus=settings.corpus,
+        relabel=settings.relabel,
+    )
+    for result in results:
         _print_build(info.name, result.folder, result.metrics)
     return 0
 
 
 def _print_build(name: str, folder: Path, m: dict[str, Any]) -> None:
     print(f"built {name} layer {m['layer']} in {folder}")
+    by_domain = "  ".join(f"{d} {v:.4f}" for d, v in m["fvu_by_domain"].items())
     print(
-        f"  held-out FVU {m['fvu']:.4f}  dead latents {m['dead_latents_pct']:.2f}%"
-        f"  mean L0 {m['mean_l0']:.1f}"
+        f"  held-out FVU {by_domain}  dead latents {m['dead_latents_pct']:.2f}%  mean L0 {m['mean_l0']:.1f}"
     )
+    labels = m["labels"]
+    if labels.get("latents"):
+        print(
+            f"  label score median {labels['median']:.3f} (p25 {labels['p25']:.3f}, p75 {labels['p75']:.3f});"
+            f" {labels['labelled_pct']:.1f}% at or above {labels['threshold']}"
+        )
+    if "labels_corpus_sha256" in m:
+        print(f"  relabelled on corpus sha256 {m['labels_corpus_sha256'][:16]}; weights unchanged")
+        return
     print(
         f"  {m['train_tokens']} train tokens, collect {m['collect_seconds']}s,"
         f" train {m['train_seconds']}s, seed {m['seed']}, corpus sha256 {m['corpus_sha256'][:16]}"
@@ -78,27 +103,47 @@ def _print_build(name: str, folder: Path, m: dict[str, Any]) -> None:
 
 def _eval(registry: Registry, name: str | None, settings: EvalSettings) -> int:
     from hif.explainer.core.pipeline import load_pipeline
-    from hif.explainer.training.evaluate import evaluate
+    from hif.explainer.training.evaluate import evaluate, store
 
     info = registry.resolve(name)
-    result = evaluate(load_pipeline(info, device="cpu"), heldout_tokens=settings.heldout_tokens)
+    pipeline = load_pipeline(info, device="cpu")
+    result = evaluate(pipeline, heldout_tokens=settings.heldout_tokens)
     if settings.json:
         print(json.dumps({"featureset": info.name, **result.as_dict()}, indent=2))
     else:
         _print_eval(info.name, result)
+    if settings.store:
+        print(f"stored in {store(pipeline, result)}", file=sys.stderr)
     return 0 if all(result.goals().values()) else 1
 
 
 def _print_eval(name: str, result: Any) -> None:
     print(f"featureset {name}")
-    print(f"  held-out FVU        {result.fvu:.4f}   ({result.heldout_tokens} tokens)")
+    for domain, fvu in result.fvu_by_domain.items():
+        print(f"  held-out FVU {domain:<9} {fvu:.4f}   ({result.heldout_tokens_by_domain[domain]} tokens)")
     print(f"  dead latents        {result.dead_latents_pct:.2f}%")
     print(f"  mean L0             {result.mean_l0:.1f}")
+    labels = result.labels
+    if labels.get("scored"):
+        print(
+            f"  label score         median {labels['median']:.3f}  p10 {labels['p10']:.3f}"
+            f"  p90 {labels['p90']:.3f}  labelled {labels['labelled_pct']:.1f}% (>= {labels['threshold']})"
+        )
+    else:
+        print("  label score         not scored (labels.json predates scoring)")
+    print("  faithfulness (sentence graphs; mean |change of summed targets| after zeroing 5 nodes)")
     print(
-        f"  ablation top-5      {result.ablation_top_mean:.5f}"
-        f"  random-5 {result.ablation_random_mean:.5f}  "
-        f"ratio {result.ablation_ratio:.1f}x"
+        f"    {'text':<9} {'top5-attr':>10} {'rand5-act':>10} {'top5-act':>10} {'rand5-graph':>11}"
+        f" {'attr/act':>9} {'attr/rand':>9} {'error %':>8}"
     )
+    for domain, row in result.faithfulness.items():
+        if row:
+            print(
+                f"    {domain:<9} {row['top5_attributed']:>10.5f} {row['random5_active']:>10.5f}"
+                f" {row['top5_activation']:>10.5f} {row['random5_graph']:>11.5f}"
+                f" {row['ratio_vs_activation']:>8.2f}x {row['ratio_vs_random_active']:>8.2f}x"
+                f" {row['error_mass_pct']:>8.1f}"
+            )
     for goal, ok in result.goals().items():
         print(f"  [{'ok' if ok else 'MISS'}] {goal}")
 

@@ -1,37 +1,41 @@
-"""``hif featureset eval``: is the SAE good enough, and does attribution find what matters?
+"""``hif featureset eval``: does the SAE fit chat text, and does attribution find what matters?
 
-Three goals, measured on data the SAE never trained on:
+Measured on data the SAE never trained on (see ``corpus``: held-out sources per domain):
 
-- held-out fraction of variance unexplained <= 0.15;
-- dead latents (never firing on held-out tokens) < 5 %;
-- ablation: zeroing the 5 (token, latent) codes with the largest |gradient x activation| moves the
-  target at least 5x more than zeroing 5 random active codes (mean over ABLATION_PROMPTS; the SAE
-  error term is held fixed, so only the ablated codes change the residual stream).
+- FVU per domain (prose, dialogue, code) <= 0.15 each;
+- dead latents (never firing on any held-out token) < 2 %;
+- faithfulness on sentence graphs (``faithfulness``): zeroing the top-5 attributed nodes moves the
+  targets at least 2x more than zeroing the top-5 by activation (mean over held-out turns);
+- error nodes carry < 15 % of the direct attribution mass on chat turns.
+
+The label-score distribution is reported from the featureset's ``labels.json``. The result is
+printed and stored under ``eval`` in the featureset's ``metrics.json`` (per layer folder).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from hif.explainer.core.attribution import gradient_layer, target_specs, target_values
-from hif.explainer.core.decoding import Decoding
+from hif.errors import FeaturesetError
 from hif.explainer.core.pipeline import SAEPipeline
-from hif.explainer.training import corpus, train
-from hif.store.base import Job
+from hif.explainer.features import layer_folder
+from hif.explainer.training import corpus, faithfulness, train
+from hif.explainer.training.labels import score_summary
 
 GOAL_FVU = 0.15
-GOAL_DEAD_PCT = 5.0
-GOAL_ABLATION_RATIO = 5.0
-ABLATE_N = 5
-RANDOM_DRAWS = 8
-SEED = 1234
+GOAL_DEAD_PCT = 2.0
+GOAL_RATIO_VS_ACTIVATION = 2.0
+GOAL_ERROR_MASS_PCT = 15.0
+CHAT = "chat"
 
-# Fixed (prompt, completion) pairs: chat-like turns, several sentences each.
-ABLATION_PROMPTS: tuple[tuple[str, str], ...] = (
+# Fixed chat turns (question, multi-sentence answer): the "chat text" the error-mass goal is about.
+CHAT_TURNS: tuple[tuple[str, str], ...] = (
     (
         "How do I open a file in Python?",
         "Use the built-in open() function. It returns a file object. "
@@ -42,122 +46,116 @@ ABLATION_PROMPTS: tuple[tuple[str, str], ...] = (
         "A dictionary maps keys to values. Keys must be hashable. Lookups are fast on average.",
     ),
     (
-        "Explain list comprehensions.",
-        "They build a list from an iterable in one expression. You can add a condition to filter items.",
+        "Can you suggest a dinner for tonight?",
+        "A simple pasta with garlic and olive oil takes twenty minutes. Add a green salad. "
+        "If you have time, bake some bread.",
     ),
     (
         "Why does my loop never end?",
         "The condition never becomes false. Check that the counter changes "
         "inside the loop. A break statement also exits it.",
     ),
-    (
-        "What does the socket module do?",
-        "It gives access to the BSD socket interface. You can open network connections and send bytes.",
-    ),
-    (
-        "How are exceptions handled?",
-        "Wrap the code in a try statement. Each except clause names the errors "
-        "it handles. A finally clause always runs.",
-    ),
     ("Tell me about the weather today.", "It is sunny and warm in the afternoon. Rain may arrive tonight."),
+    (
+        "My flight was cancelled, what should I do?",
+        "Ask the airline to rebook you on the next flight. Keep your receipts for meals. "
+        "You may be owed compensation.",
+    ),
     (
         "How do threads differ from processes?",
         "Threads share memory inside one process. "
         "Processes have separate address spaces. Switching threads is cheaper.",
+    ),
+    (
+        "I feel tired every morning.",
+        "Try going to bed at the same time each night. Avoid screens before sleep. "
+        "If it goes on, talk to a doctor.",
     ),
 )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvalResult:
-    fvu: float
+    fvu_by_domain: dict[str, float]
     dead_latents_pct: float
     mean_l0: float
-    heldout_tokens: int
-    ablation_top_mean: float
-    ablation_random_mean: float
+    heldout_tokens_by_domain: dict[str, int]
+    labels: dict[str, Any]
+    faithfulness: dict[str, dict[str, float]]  # domain (and "chat", "heldout") -> table row
 
     @property
-    def ablation_ratio(self) -> float:
-        return self.ablation_top_mean / max(self.ablation_random_mean, 1e-12)
+    def fvu(self) -> float:
+        return max(self.fvu_by_domain.values())
 
     def goals(self) -> dict[str, bool]:
-        return {
-            f"fvu <= {GOAL_FVU}": self.fvu <= GOAL_FVU,
-            f"dead latents < {GOAL_DEAD_PCT}%": self.dead_latents_pct < GOAL_DEAD_PCT,
-            f"ablation ratio >= {GOAL_ABLATION_RATIO}x": self.ablation_ratio >= GOAL_ABLATION_RATIO,
-        }
+        goals = {f"fvu {d} <= {GOAL_FVU}": v <= GOAL_FVU for d, v in self.fvu_by_domain.items()}
+        goals[f"dead latents < {GOAL_DEAD_PCT}%"] = self.dead_latents_pct < GOAL_DEAD_PCT
+        held = self.faithfulness.get("heldout", {})
+        goals[f"top-5 attributed >= {GOAL_RATIO_VS_ACTIVATION}x top-5 by activation (held-out)"] = (
+            held.get("ratio_vs_activation", 0.0) >= GOAL_RATIO_VS_ACTIVATION
+        )
+        chat = self.faithfulness.get(CHAT, {})
+        goals[f"error nodes < {GOAL_ERROR_MASS_PCT}% of attribution mass (chat)"] = (
+            chat.get("error_mass_pct", 100.0) < GOAL_ERROR_MASS_PCT
+        )
+        return goals
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "ablation_ratio": self.ablation_ratio, "goals": self.goals()}
+        return {**dataclasses.asdict(self), "fvu": self.fvu, "goals": self.goals()}
 
 
-def _target_total(pipeline: SAEPipeline, decoding: Decoding, layer: int, values: torch.Tensor) -> float:
-    """Sum of the targets with the layer's codes replaced by ``values`` (error term held fixed)."""
-    sae, codes = pipeline.saes[layer], decoding.codes[layer]
-    original, indices = codes.values.clone(), codes.indices.clone()
-    ids = torch.tensor([decoding.tokens], device=pipeline.subject.device)
-
-    def ablated(x: torch.Tensor) -> torch.Tensor:
-        error = x[0] - sae.decode_sparse(original, indices)
-        return (sae.decode_sparse(values, indices) + error)[None]
-
-    with torch.no_grad():
-        out = pipeline.subject.run_replaced(ids, {layer: ablated})
-        targets = target_specs(decoding, pipeline.subject.kind)
-        return float(sum(target_values(out, targets, decoding, pipeline.subject.kind)))
+def _labels_summary(pipeline: SAEPipeline) -> dict[str, Any]:
+    per_layer = {layer: score_summary(labels) for layer, labels in pipeline.labels.items()}
+    top = max(per_layer) if per_layer else None
+    # Labels written before scoring existed carry no score: say so rather than report zeros.
+    if top is None or not any(e.get("candidate") for e in pipeline.labels[top].values()):
+        return {"scored": False}
+    return {"scored": True, **per_layer[top]}
 
 
-def ablation_effects(
-    pipeline: SAEPipeline, prompt: str, completion: str, rng: random.Random
-) -> tuple[float, float]:
-    """(|change| from ablating the top-5 attributed codes, mean |change| from 5 random active codes)."""
-    job = Job(
-        trace_id="eval",
-        tenant="eval",
-        granularity="token",
-        featureset=pipeline.featureset.name,
-        prompt=prompt,
-        completion=completion,
-        created_at=0.0,
-        expires_at=float("inf"),
-        budget_s=0.0,
-    )
-    plan = pipeline.default_plan("token")
-    layer = plan.layers[0]
-    [extraction] = pipeline.extract([job], [plan])
-    decoding = pipeline.decode(extraction, plan)
-    targets = target_specs(decoding, pipeline.subject.kind)
-    feat, _, _ = gradient_layer(pipeline.subject, pipeline.saes[layer], decoding, layer, targets)
-    codes = decoding.codes[layer].values.clone()
-    score = feat.sum(0).abs().flatten()
-    active = torch.nonzero(codes.flatten() > 0).flatten().tolist()
-    base = _target_total(pipeline, decoding, layer, codes)
-
-    def moved(flat_slots: list[int]) -> float:
-        ablated = codes.clone().flatten()
-        ablated[flat_slots] = 0.0
-        return abs(_target_total(pipeline, decoding, layer, ablated.view_as(codes)) - base)
-
-    top = sorted(active, key=lambda i: -float(score[i]))[:ABLATE_N]
-    randoms = [moved(rng.sample(active, min(ABLATE_N, len(active)))) for _ in range(RANDOM_DRAWS)]
-    return moved(top), sum(randoms) / len(randoms)
+def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    rng = random.Random(faithfulness.SEED)
+    rows: dict[str, list[faithfulness.TurnEffects]] = {}
+    for domain, docs in heldout.items():
+        turns = faithfulness.turns_from_documents(docs)
+        rows[domain] = [faithfulness.turn_effects(pipeline, p, c, rng) for p, c in turns]
+    rows[CHAT] = [faithfulness.turn_effects(pipeline, p, c, rng) for p, c in CHAT_TURNS]
+    table = {domain: faithfulness.summarise(turns) for domain, turns in rows.items()}
+    table["heldout"] = faithfulness.summarise([t for d, ts in rows.items() if d != CHAT for t in ts])
+    return table
 
 
-def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 30_000) -> EvalResult:
-    """Recompute the held-out metrics and run the ablation test for ``pipeline``'s first layer."""
-    layer = pipeline.featureset.layers[0]
-    _, heldout_docs = corpus.split_documents(corpus.corpus_documents())
-    windows = train.token_windows(pipeline.subject, heldout_docs, heldout_tokens)
-    acts = train.collect(pipeline.subject, windows, layer)
-    metrics = train.heldout_metrics(pipeline.saes[layer], acts.x)
-    rng = random.Random(SEED)
-    effects = [ablation_effects(pipeline, p, c, rng) for p, c in ABLATION_PROMPTS]
+def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 10_000) -> EvalResult:
+    """Per-domain FVU (``heldout_tokens`` per domain), dead latents, label scores and faithfulness.
+
+    FVU and dead latents are measured on the deepest hook layer's SAE (the one linked to targets).
+    """
+    layer = max(pipeline.featureset.layers)
+    heldout = corpus.heldout_documents()
+    sae = pipeline.saes[layer]
+    acts = {
+        d: train.collect(pipeline.subject, train.token_windows(pipeline.subject, docs, heldout_tokens), layer)
+        for d, docs in heldout.items()
+    }
+    per_domain = {d: train.heldout_metrics(sae, a.x) for d, a in acts.items()}
+    pooled = train.heldout_metrics(sae, torch.cat([a.x for a in acts.values()]))
     return EvalResult(
-        fvu=metrics["fvu"],
-        dead_latents_pct=metrics["dead_latents_pct"],
-        mean_l0=metrics["mean_l0"],
-        heldout_tokens=len(acts.x),
-        ablation_top_mean=sum(t for t, _ in effects) / len(effects),
-        ablation_random_mean=sum(r for _, r in effects) / len(effects),
+        fvu_by_domain={d: m["fvu"] for d, m in per_domain.items()},
+        dead_latents_pct=pooled["dead_latents_pct"],
+        mean_l0=pooled["mean_l0"],
+        heldout_tokens_by_domain={d: len(a.x) for d, a in acts.items()},
+        labels=_labels_summary(pipeline),
+        faithfulness=_faithfulness(pipeline, heldout),
     )
+
+
+def store(pipeline: SAEPipeline, result: EvalResult) -> Path:
+    """Write ``result`` under ``eval`` in the deepest layer's metrics.json; returns that file."""
+    folder = layer_folder(pipeline.featureset, max(pipeline.featureset.layers))
+    if folder is None:
+        raise FeaturesetError(f"featureset {pipeline.featureset.name!r} has no SAE folder to store in")
+    path = folder / train.METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics["eval"] = result.as_dict()
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path

@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from hif.config import option, positive
+from hif.errors import ConfigError
 
 ENV = "HIF_FEATURESET_"
 
@@ -31,9 +32,33 @@ class BuildSettings:
     cache: Path | None = option(
         None, help="activation cache file: a rebuild skips the forward passes", env=f"{ENV}CACHE"
     )
+    corpus: Path | None = option(
+        None,
+        help="train on your own text: a file or folder of .txt/.md (blank-line documents) or .jsonl",
+        env=f"{ENV}CORPUS",
+    )
+    relabel: bool = option(
+        False,
+        help="keep the SAE in the folder: only re-derive, score and measure its labels",
+        env=f"{ENV}RELABEL",
+    )
+    model: Path | None = option(
+        None,
+        help="a local Hugging Face causal LM folder to train an SAE for (needs --out)",
+        env=f"{ENV}MODEL",
+    )
+    layer: int = option(
+        0, help="with --model: the block whose residual output the SAE reads", env=f"{ENV}LAYER"
+    )
+    latents: int = option(4096, help="with --model: SAE latents", env=f"{ENV}LATENTS")
+    k: int = option(32, help="with --model: active latents per token", env=f"{ENV}K")
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "train_tokens", "heldout_tokens"):
+        if self.model is not None and self.out is None:
+            raise ConfigError("model", "--model needs --out DIR (where the SAE is written)")
+        if self.layer < 0:
+            raise ConfigError("layer", f"must be >= 0, got {self.layer}")
+        for key in ("epochs", "train_tokens", "heldout_tokens", "latents", "k"):
             value = getattr(self, key)
             if value is not None:
                 positive(key, value)
@@ -53,8 +78,11 @@ class BuildSettings:
 class EvalSettings:
     SECTION: typing.ClassVar[str] = "featureset_eval"
 
-    heldout_tokens: int = option(30_000, help="held-out tokens to measure on", env=f"{ENV}HELDOUT_TOKENS")
+    heldout_tokens: int = option(
+        10_000, help="held-out tokens per domain to measure on", env=f"{ENV}HELDOUT_TOKENS"
+    )
     json: bool = option(False, help="print the result as JSON", env=f"{ENV}JSON")
+    store: bool = option(True, help="store the result under `eval` in metrics.json", env=f"{ENV}STORE")
 
     def __post_init__(self) -> None:
         positive("heldout_tokens", self.heldout_tokens)

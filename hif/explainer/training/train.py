@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hif.explainer.core.model import SubjectModel, resolve_model_path
+from hif.errors import FeaturesetError
+from hif.explainer.core.model import CAUSAL_LM, SubjectModel, resolve_model_path
 from hif.explainer.core.sae import TopKSAE, fvu
 from hif.explainer.featureset import FeaturesetInfo
 from hif.explainer.training import corpus
+from hif.explainer.training.labels import label_latents, score_summary
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class TrainConfig:
     aux_coef: float = 1 / 32
     dead_after_tokens: int = 100_000  # a latent silent this long counts as dead for AuxK
     max_train_tokens: int = 300_000
-    max_heldout_tokens: int = 30_000
+    max_heldout_tokens: int = 10_000  # per held-out domain (the label split gets this per domain too)
 
 
 @dataclasses.dataclass(slots=True)
@@ -210,39 +211,6 @@ def heldout_metrics(sae: TopKSAE, acts: torch.Tensor, chunk: int = 8192) -> dict
     }
 
 
-@torch.inference_mode()
-def feature_labels(sae: TopKSAE, acts: Activations, subject: SubjectModel, top: int = 8) -> dict[str, Any]:
-    """Per latent: a short label (its most frequent max-activating tokens) and a few contexts."""
-    vals, lats, rows = [], [], []
-    for start in range(0, acts.x.shape[0], 8192):
-        values, indices = sae.topk(sae.pre_acts(acts.x[start : start + 8192].float()))
-        vals.append(values.flatten())
-        lats.append(indices.flatten())
-        rows.append(torch.arange(start, start + values.shape[0]).repeat_interleave(values.shape[1]))
-    val, lat, row = torch.cat(vals), torch.cat(lats), torch.cat(rows)
-    order = torch.argsort(val, descending=True, stable=True)
-    order = order[torch.argsort(lat[order], stable=True)]  # grouped by latent, strongest first
-    starts = torch.searchsorted(lat[order], torch.arange(sae.d_sae))
-    ends = torch.searchsorted(lat[order], torch.arange(sae.d_sae), right=True)
-    tok = subject.tokenizer
-    labels: dict[str, Any] = {}
-    for latent in range(sae.d_sae):
-        picks = order[int(starts[latent]) : min(int(ends[latent]), int(starts[latent]) + top)]
-        picks = picks[val[picks] > 0]
-        if picks.numel() == 0:
-            labels[str(latent)] = {"label": "dead latent", "top_tokens": [], "contexts": []}
-            continue
-        tokens = [str(tok.convert_ids_to_tokens(int(acts.token_ids[row[p]]))) for p in picks]
-        common = [t for t, _ in Counter(tokens).most_common(3)]
-        labels[str(latent)] = {
-            "label": " / ".join(common),
-            "max_activation": round(float(val[picks[0]]), 4),
-            "top_tokens": tokens,
-            "contexts": [_context(acts, int(row[p]), subject) for p in picks[:3]],
-        }
-    return labels
-
-
 def _context(acts: Activations, row: int, subject: SubjectModel, before: int = 8, after: int = 3) -> str:
     window = acts.windows[int(acts.window[row])]
     pos = int(acts.position[row])
@@ -254,21 +222,55 @@ def _context(acts: Activations, row: int, subject: SubjectModel, before: int = 8
     return text.strip()
 
 
+@dataclasses.dataclass(slots=True)
+class CorpusActivations:
+    train: Activations
+    label_split: Activations  # training sources, not trained on: labels are scored here
+    heldout: dict[str, Activations]  # domain -> activations of sources outside the training mix
+    sha256: str
+    documents: int
+    sources: list[str]
+
+
 def _collect_corpus(
-    subject: SubjectModel, layer: int, config: TrainConfig, cache: Path | None
-) -> tuple[Activations, Activations, str, int]:
-    """(train, held-out, corpus hash, documents); ``cache`` skips the forward passes on a rebuild."""
+    subject: SubjectModel, layer: int, config: TrainConfig, cache: Path | None, user_corpus: Path | None
+) -> CorpusActivations:
+    """Activations of every split; ``cache`` skips the forward passes on a rebuild."""
     if cache is not None and cache.is_file():
         saved = torch.load(cache, weights_only=False)
-        return saved["train"], saved["heldout"], saved["hash"], saved["documents"]
-    docs = corpus.corpus_documents()
-    train_docs, heldout_docs = corpus.split_documents(docs)
-    train = collect(subject, token_windows(subject, train_docs, config.max_train_tokens), layer)
-    heldout = collect(subject, token_windows(subject, heldout_docs, config.max_heldout_tokens), layer)
-    result = (train, heldout, corpus.corpus_hash(docs), len(docs))
+        if isinstance(saved, CorpusActivations):
+            return saved
+        raise FeaturesetError(f"activation cache {cache} is from an older build: delete it")
+    docs = corpus.load_corpus(user_corpus)
+    n = config.max_heldout_tokens
+
+    def acts(texts: list[str], tokens: int) -> Activations:
+        return collect(subject, token_windows(subject, texts, tokens), layer)
+
+    result = CorpusActivations(
+        train=acts(docs.train, config.max_train_tokens),
+        label_split=acts(docs.label_split, n * len(docs.heldout)),
+        heldout={domain: acts(texts, n) for domain, texts in docs.heldout.items()},
+        sha256=docs.sha256,
+        documents=docs.documents,
+        sources=docs.sources,
+    )
     if cache is not None:
-        torch.save(dict(zip(("train", "heldout", "hash", "documents"), result, strict=True)), cache)
+        torch.save(result, cache)
     return result
+
+
+def domain_metrics(sae: TopKSAE, data: CorpusActivations) -> dict[str, Any]:
+    """FVU per held-out domain (``fvu`` is the worst of them) and dead/L0 over all held-out tokens."""
+    per_domain = {d: heldout_metrics(sae, a.x) for d, a in data.heldout.items() if len(a.x)}
+    pooled = heldout_metrics(sae, torch.cat([data.label_split.x, *(a.x for a in data.heldout.values())]))
+    return {
+        "fvu": max((m["fvu"] for m in per_domain.values()), default=pooled["fvu"]),
+        "fvu_by_domain": {d: m["fvu"] for d, m in per_domain.items()},
+        "heldout_tokens_by_domain": {d: len(a.x) for d, a in data.heldout.items()},
+        "dead_latents_pct": pooled["dead_latents_pct"],
+        "mean_l0": pooled["mean_l0"],
+    }
 
 
 def build_featureset(
@@ -277,8 +279,13 @@ def build_featureset(
     *,
     config: TrainConfig | None = None,
     cache: Path | None = None,
+    user_corpus: Path | None = None,
+    relabel: bool = False,
 ) -> list[BuildResult]:
-    """Train one SAE per hook layer of ``info`` on the offline corpus; one result per layer.
+    """Train one SAE per hook layer of ``info`` on the corpus mix (or ``user_corpus``); one result per layer.
+
+    ``relabel``: keep the SAE already in the folder; derive and score its labels and measure it on
+    the held-out domains again (metrics.json keeps the training record it had).
 
     One layer: cfg/weights/metrics/labels go to ``out_dir`` (default: the featureset's sae_path).
     Several: each layer's SAE goes to ``<out_dir>/layer_<L>/``, the layout the pipeline loads.
@@ -288,12 +295,38 @@ def build_featureset(
     if folder is None:
         raise ValueError(f"featureset {info.name!r} has no sae_path to build into")
     subject = SubjectModel(resolve_model_path(info.model), info.model_kind, device="cpu")
-    if len(info.layers) == 1:
-        return [_build_layer(info, subject, info.layers[0], folder, config, cache)]
-    return [
-        _build_layer(info, subject, layer, folder / f"layer_{layer}", config, _layer_cache(cache, layer))
-        for layer in info.layers
+    layers = [
+        (layer, folder if len(info.layers) == 1 else folder / f"layer_{layer}") for layer in info.layers
     ]
+    return [
+        _build_layer(
+            info,
+            subject,
+            layer,
+            where,
+            config,
+            cache if len(layers) == 1 else _layer_cache(cache, layer),
+            user_corpus,
+            relabel,
+        )
+        for layer, where in layers
+    ]
+
+
+def model_featureset(model_dir: Path, *, layer: int, latents: int, k: int, out: Path) -> FeaturesetInfo:
+    """An ad-hoc featureset for a user's own local causal LM (``hif featureset build --model DIR``)."""
+    if not (model_dir / "config.json").is_file():
+        raise FeaturesetError(f"--model {model_dir} is not a Hugging Face model folder (no config.json)")
+    return FeaturesetInfo(
+        name=f"{model_dir.name}-res{layer}",
+        description=f"TopK SAE ({latents} latents, k={k}) after block {layer} of {model_dir}",
+        model=str(model_dir),
+        model_kind=CAUSAL_LM,
+        layers=(layer,),
+        latents=latents,
+        k=k,
+        sae_path=out,
+    )
 
 
 def _layer_cache(cache: Path | None, layer: int) -> Path | None:
@@ -307,20 +340,18 @@ def _build_layer(
     folder: Path,
     config: TrainConfig,
     cache: Path | None,
+    user_corpus: Path | None,
+    relabel: bool = False,
 ) -> BuildResult:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     cached = cache is not None and cache.is_file()
-    train, heldout, digest, n_docs = _collect_corpus(subject, layer, config, cache)
+    data = _collect_corpus(subject, layer, config, cache, user_corpus)
     collected = time.perf_counter()
-    log.info(
-        "layer %d: collected %d train / %d held-out tokens in %.1fs",
-        layer,
-        len(train.x),
-        len(heldout.x),
-        collected - started,
-    )
-    sae = train_sae(train.x, d_sae=info.latents, k=info.k, config=config)
+    log.info("layer %d: collected %d train tokens in %.1fs", layer, len(data.train.x), collected - started)
+    if relabel:
+        return _relabel(subject, folder, data)
+    sae = train_sae(data.train.x, d_sae=info.latents, k=info.k, config=config)
     trained = time.perf_counter()
     sae.cfg = {
         "model_name": str(info.model),
@@ -333,16 +364,21 @@ def _build_layer(
     folder.mkdir(parents=True, exist_ok=True)
     sae.save(folder, dtype=torch.float16)
     sae = TopKSAE.load(folder)  # measure what was written (fp16), not the fp32 copy in memory
+    labels = label_latents(
+        sae, data.train, data.label_split, subject.tokenizer, lambda r: _context(data.label_split, r, subject)
+    )
     metrics = {
-        **heldout_metrics(sae, heldout.x),
+        **domain_metrics(sae, data),
+        "labels": score_summary(labels),
         "featureset": info.name,
         "layer": layer,
         "d_sae": info.latents,
         "k": info.k,
-        "corpus_sha256": digest,
-        "corpus_documents": n_docs,
-        "train_tokens": len(train.x),
-        "heldout_tokens": len(heldout.x),
+        "corpus_sha256": data.sha256,
+        "corpus_documents": data.documents,
+        "corpus_sources": data.sources,
+        "train_tokens": len(data.train.x),
+        "label_split_tokens": len(data.label_split.x),
         "seed": config.seed,
         "config": dataclasses.asdict(config),
         "torch": torch.__version__,
@@ -352,6 +388,27 @@ def _build_layer(
         "train_seconds": round(trained - collected, 1),
     }
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    labels = feature_labels(sae, train, subject)
+    (folder / LABELS_FILE).write_text(json.dumps(labels, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return BuildResult(sae=sae, metrics=metrics, folder=folder)
+
+
+def _relabel(subject: SubjectModel, folder: Path, data: CorpusActivations) -> BuildResult:
+    sae = TopKSAE.load(folder)
+    labels = label_latents(
+        sae, data.train, data.label_split, subject.tokenizer, lambda r: _context(data.label_split, r, subject)
+    )
+    path = folder / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(
+        {
+            **domain_metrics(sae, data),
+            "labels": score_summary(labels),
+            "labels_corpus_sha256": data.sha256,
+            "labels_corpus_sources": data.sources,
+            "label_split_tokens": len(data.label_split.x),
+        }
+    )
+    metrics.setdefault("train_tokens", 0)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (folder / LABELS_FILE).write_text(json.dumps(labels, separators=(",", ":"), ensure_ascii=False) + "\n")
     return BuildResult(sae=sae, metrics=metrics, folder=folder)

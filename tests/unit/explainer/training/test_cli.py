@@ -27,6 +27,6 @@ def test_env_names_do_not_collide_with_the_load_runner() -> None:
 
 def test_eval_defaults_and_bad_values() -> None:
     settings = build(EvalSettings, cli=parser().parse_args(["eval", "--json"]), env={})
-    assert settings.json and settings.heldout_tokens == 30_000
+    assert settings.json and settings.heldout_tokens == 10_000 and settings.store  # per held-out domain
     with pytest.raises(ConfigError, match="heldout_tokens"):
         build(EvalSettings, cli=parser().parse_args(["eval", "--heldout-tokens", "0"]), env={})
