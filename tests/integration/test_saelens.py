@@ -1,15 +1,14 @@
 """The shipped SAEs load in SAELens (``SAE.load_from_disk``) and encode exactly as ours do.
 
 SAELens pulls a large dependency tree, so it lives in its own venv (``--system-site-packages``, so
-torch is reused) under ``.cache/saelens-venv``, made once from PyPI and reused. Where PyPI cannot be
-reached the test skips, except under ``CI=true``, where it fails.
+torch is reused) under ``.cache/saelens-venv``, made by scripts/saelens-venv.sh (scripts/test.sh runs
+it), never at test time. Without it the test skips, except under ``CI=true``, where it fails.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,10 @@ def _saelens_python() -> Path:
     python = VENV / "bin" / "python"
     if python.exists() and subprocess.run([python, "-c", "import sae_lens"], check=False).returncode == 0:
         return python
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV)], check=True)
-    done = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "sae-lens"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        why = f"cannot install sae-lens from PyPI: {done.stderr.strip().splitlines()[-1:]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {why}", pytrace=False)
-        pytest.skip(why)
-    return python
+    why = "SAELens is not installed in .cache/saelens-venv: run scripts/saelens-venv.sh"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {why}", pytrace=False)
+    pytest.skip(why)
 
 
 def _shipped_folders() -> list[Path]:
