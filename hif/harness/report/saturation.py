@@ -111,7 +111,7 @@ def first_lines(sat: Mapping[str, Any] | None, run_start: float) -> list[str]:
     ratio = "nothing completed" if sat["ratio"] is None else f"{sat['ratio']:.1f}x what it completed"
     return [
         f"**Explanation sidecar saturated** for {sat['saturated_s']:.0f} s "
-        f"from +{sat['first_ts'] - run_start:.0f} s: "
+        f"from +{max(0.0, sat['first_ts'] - run_start):.0f} s into the run: "
         f"offered {sat['offered_rps']:.1f} explanations/s, completed {sat['completed_rps']:.1f}/s "
         f"({ratio}; {sat['excess_rps']:.1f}/s beyond capacity). Chaos deltas on the explanation lane "
         f"are masked: it was failing before any fault ({rule}).{lag_note}",
