@@ -4,6 +4,7 @@ One definition per option serves as CLI flag, ``HIF_*`` environment variable and
 (as Locust does). Precedence: CLI > env > file > default. A bad value fails at start-up with a
 :class:`~hif.errors.ConfigError` naming its key.
 
+>>> from hif.gateway.settings import GatewaySettings
 >>> s = build(GatewaySettings, cli={"port": 9000}, env={"HIF_METRICS_PORT": "9191"})
 >>> (s.port, s.metrics_port)
 (9000, 9191)
@@ -12,6 +13,16 @@ Each settings class is a frozen, keyword-only dataclass whose fields are declare
 :func:`option`. ``add_options(parser, GatewaySettings, StoreSettings)`` adds their flags to an
 argparse parser (deduplicating shared names); ``build(cls, cli=ns, file=path)`` makes the object.
 The config file is TOML: keys at top level, or under a table named by the class's ``SECTION``.
+Each component keeps its settings class beside it (``hif/gateway/settings.py``, ...); this module
+holds only the machinery and the few constants several components share.
+
+Why not pydantic-settings: it would replace ``_convert`` and the env lookup (about 60 lines), but
+not the argparse side, which is what every command needs (flags generated from the same fields,
+repeatable options such as ``--slo`` and ``--results-dir``, boolean ``--x/--no-x`` pairs, shared
+flags deduplicated across classes); its CLI support parses into the model alone and would not
+keep the runbook's flags byte for byte.
+``tests/unit/harness/test_runbook_commands.py`` holds every runbook command line to its settings,
+so a later switch cannot silently change a flag.
 """
 
 from __future__ import annotations
