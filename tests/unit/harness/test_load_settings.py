@@ -234,3 +234,15 @@ def test_only_the_first_shard_and_the_parent_process_scrape_metrics(tmp_path: Pa
     assert LoadSettings(metrics_url_explainer="off").metrics_urls() == {
         "gateway": "http://localhost:9091/metrics"
     }
+
+
+def test_a_poisson_shortfall_within_its_noise_keeps_the_run_valid() -> None:
+    from hif.harness.load.summary import short_of_rate
+
+    # 4 req/s for 15 s: 60 expected; 46 is 1.8 sd short, 20 is 5 sd short.
+    assert not short_of_rate(4.0, 46, 15.0, poisson=True)
+    assert short_of_rate(4.0, 46, 15.0, poisson=False)  # a constant schedule owes every slot
+    assert short_of_rate(4.0, 20, 15.0, poisson=True)
+    # At high rates the 3 sd band is narrower than 20%: the 80% floor decides.
+    assert short_of_rate(1000.0, 7000, 10.0, poisson=True)
+    assert not short_of_rate(1000.0, 8500, 10.0, poisson=True)
