@@ -61,6 +61,24 @@ def option(
     )
 
 
+_KEEP = object()
+
+
+def same_option(cls: type, name: str, default: Any = _KEEP) -> Any:
+    """``cls``'s option ``name`` (help, choices, flag, env var), optionally with another default: an
+    option two commands share is defined once, in the class that owns it.
+
+    >>> from hif.harness.load.settings import LoadSettings
+    >>> @dataclasses.dataclass(frozen=True, kw_only=True)
+    ... class Demo:
+    ...     concurrency: int = same_option(LoadSettings, "concurrency", 8)
+    >>> Demo().concurrency
+    8
+    """
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return dataclasses.field(default=f.default if default is _KEEP else default, metadata=f.metadata)
+
+
 def flag_name(f: dataclasses.Field[Any]) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 

@@ -32,6 +32,7 @@ from hif.config import (
     chaos_control_path,
     option,
     positive,
+    same_option,
 )
 from hif.errors import ConfigError, HarnessError, HifError
 from hif.explainer.settings import ExplainerSettings
@@ -41,32 +42,25 @@ from hif.harness.load.settings import DEFAULT_RESULTS_DIR, LoadSettings
 READY_TIMEOUT_S = 300.0
 
 
-def _same_option(cls: type, name: str, default: Any) -> Any:
-    """``cls``'s option ``name`` (its help, choices, flag and env var) with the demo's own default,
-    so an option the demo shares with another command is defined once, there."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return dataclasses.field(default=default, metadata=f.metadata)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoSettings:
     """``hif demo``: every ``option`` is a CLI flag, ``HIF_*`` env var and file key (table ``[demo]``)."""
 
     SECTION: typing.ClassVar[str] = "demo"
 
-    duration_seconds: float = _same_option(LoadSettings, "duration_seconds", 60.0)
-    concurrency: int = _same_option(LoadSettings, "concurrency", 8)
+    duration_seconds: float = same_option(LoadSettings, "duration_seconds", 60.0)
+    concurrency: int = same_option(LoadSettings, "concurrency", 8)
     # Sized for one explainer worker on 2 CPU cores (~4-6 explanations/s): 20 chats/s x 0.15
     # offers ~3 explanations/s, so the chaos window, not plain overload, is what moves the SLOs.
-    rps_limit: float = _same_option(LoadSettings, "rps_limit", 20.0)
-    attach_rate: float = _same_option(LoadSettings, "attach_rate", 0.15)
-    granularity: str = _same_option(LoadSettings, "granularity", "mix")
+    rps_limit: float = same_option(LoadSettings, "rps_limit", 20.0)
+    attach_rate: float = same_option(LoadSettings, "attach_rate", 0.15)
+    granularity: str = same_option(LoadSettings, "granularity", "mix")
     chaos_at_seconds: float = option(20.0, help="when the chaos window opens, seconds after the load starts")
     chaos_seconds: float = option(20.0, help="how long the chaos window stays open")
-    port: int = _same_option(GatewaySettings, "port", 8080)
-    metrics_port: int = _same_option(GatewaySettings, "metrics_port", 9091)
-    explainer_metrics_port: int = _same_option(ExplainerSettings, "explainer_metrics_port", 9090)
-    results_dir: Path = _same_option(LoadSettings, "results_dir", DEFAULT_RESULTS_DIR)
+    port: int = same_option(GatewaySettings, "port", 8080)
+    metrics_port: int = same_option(GatewaySettings, "metrics_port", 9091)
+    explainer_metrics_port: int = same_option(ExplainerSettings, "explainer_metrics_port", 9090)
+    results_dir: Path = same_option(LoadSettings, "results_dir", DEFAULT_RESULTS_DIR)
     capacity: bool = option(
         False, help="instead of the load + chaos window, run a short capacity search and print its frontier"
     )

@@ -31,14 +31,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from hif.config import option
+from hif.config import option, same_option
 from hif.errors import ConfigError
 from hif.harness.load.preflight import check_run
 from hif.harness.load.results import clear_stale
 from hif.harness.load.run import run_load
 from hif.harness.load.settings import (
     DEFAULT_RESULTS_DIR,
-    RUNBOOK_FEATURES,
     RUNBOOK_SLOS,
     LoadSettings,
     metrics_urls,
@@ -67,20 +66,17 @@ class SoakSettings:
 
     SECTION: typing.ClassVar[str] = "soak"
 
-    base_url: str = option("http://localhost:8080", help="gateway base URL")
+    base_url: str = same_option(LoadSettings, "base_url")
     hours: float = option(2.0, help="soak length in hours (fractions allowed: 0.02 = 72 s)")
     profile: str = option("default", help="load profile", choices=tuple(PROFILES))
     segment_minutes: float = option(10.0, help="segment length in minutes (fractions allowed)")
     spike_minutes: float | None = option(None, help="spiky: minutes per high/low phase (default: a segment)")
     concurrency_scale: float = option(1.0, help="scale the profile's concurrency and rate limits")
-    features: str | None = option(
-        None,
-        help=f"featureset requested for explanations (none given: {RUNBOOK_FEATURES}, or the server's "
-        "default where that is not served)",
-    )
-    timeout_seconds: float = option(15.0, help="per-request timeout (connect + answer)")
-    auth_token: str | None = option(None, help="send Authorization: Bearer TOKEN")
-    tenant_id: str | None = option(None, help="send x-tenant-id: TID")
+    # Options the soak passes on to every segment's load run: defined once, by the load runner.
+    features: str | None = same_option(LoadSettings, "features")
+    timeout_seconds: float = same_option(LoadSettings, "timeout_seconds")
+    auth_token: str | None = same_option(LoadSettings, "auth_token")
+    tenant_id: str | None = same_option(LoadSettings, "tenant_id")
     results_dir: Path = option(DEFAULT_RESULTS_DIR, help="where result files and soak_summary.json go")
     metrics_url_gateway: str | None = option(None, help="gateway /metrics (default: base-url host, :9091)")
     metrics_url_explainer: str | None = option(None, help="explainer /metrics (default: base-url host :9090)")
