@@ -341,12 +341,14 @@ class SoakSummaryData(TypedDict):
 
 class ReportStream(TypedDict):
     """Streamed chats (v4), from the chat records: TTFT from the send and from the intended start,
-    and TPOT per request. ITL needs the per-token gaps, which only summary.json has."""
+    and TPOT per request. ITL needs the per-token gaps, which no record has: it comes from
+    histograms.hlog's ``stream.itl`` intervals, absent without them (no local tokenizer)."""
 
     streams: int
     ttft_ms: ReportPercentiles
     intended_ttft_ms: ReportPercentiles
     tpot_ms: ReportPercentiles
+    itl_ms: NotRequired[ReportPercentiles]
 
 
 class ReportChat(TypedDict, total=False):

@@ -11,6 +11,8 @@ import pytest
 
 from hif.harness.load.engine import Engine
 from hif.harness.load.settings import LoadSettings
+from hif.harness.report.run import build_report
+from hif.harness.report.settings import ReportSettings
 from tests.schemas import validate_file
 from tests.sse_server import CUT, DONE, ScriptedSSE, Served, chunk
 
@@ -72,6 +74,11 @@ def run(tmp_path: Path, script: Any, requests: int, **kw: Any) -> Run:
     return lines, summary, served
 
 
+def report_stream(d: Path) -> dict[str, Any]:
+    settings = ReportSettings(results_dirs=(d,), chaos_path=d / "no-chaos.json", jobs=1)
+    return build_report([d], settings)["chat"]["stream"]
+
+
 def truths(srv: Served) -> list[float]:
     """When each event left the server, in ms since its request arrived."""
     return [(s - srv.received) * 1000.0 for s in srv.sent]
@@ -108,6 +115,10 @@ def test_streamed_timings_match_the_script(tmp_path: Path) -> None:
     assert stream["usage_mismatch_rate"] == 0.0 and stream["token_source"] == "local"
     assert summary.data["chat"]["latency_ms"]["count"] == 5
     assert any("ttft_p95_ms" in b and "itl_p99_ms" in b for b in summary.data["buckets"])  # over time
+    # the report reads ITL back from histograms.hlog (no record has it): the runner's figures exactly
+    from_log = report_stream(tmp_path)["itl_ms"]
+    assert from_log["count"] == 5 * (output - 1)
+    assert from_log == pytest.approx({k: stream["itl_ms"][k] for k in from_log}, abs=1e-3)
 
 
 def test_without_a_tokenizer_tpot_uses_the_servers_usage_and_itl_is_absent(tmp_path: Path) -> None:
@@ -120,6 +131,7 @@ def test_without_a_tokenizer_tpot_uses_the_servers_usage_and_itl_is_absent(tmp_p
     assert typical(pairs)
     assert summary.data["chat"]["stream"]["itl_ms"]["count"] == 0
     assert summary.data["chat"]["stream"]["token_source"] == "server"
+    assert "itl_ms" not in report_stream(tmp_path)
 
 
 def test_a_stream_cut_mid_way_is_an_error_with_its_partial_timings(tmp_path: Path) -> None:

@@ -137,3 +137,19 @@ def to_latency_histogram(h: SparseHist) -> LatencyHistogram:
     for bucket_us, count in h.counts.items():
         out.record(bucket_us / 1000.0, count)
     return out
+
+
+def from_latency_histogram(h: LatencyHistogram) -> SparseHist:
+    """The inverse of :func:`to_latency_histogram`: an hlog interval's counts as a SparseHist.
+
+    Both use HdrHistogram's 3-figure layout over 1 us .. 1 h, so each non-empty index maps to its
+    lowest equivalent value, the key :func:`quantize_one` gives, and the percentiles agree.
+    """
+    hdr = h.hdr
+    counts = np.frombuffer(hdr.counts, dtype=np.int64 if hdr.word_size == 8 else np.int32)
+    return SparseHist(
+        {
+            int(hdr.get_lowest_equivalent_value(hdr.get_value_from_index(int(i)))): int(counts[i])
+            for i in np.flatnonzero(counts)
+        }
+    )

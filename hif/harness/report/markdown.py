@@ -149,12 +149,13 @@ STREAM_VIEWS = (
     ("TTFT", "ttft_ms"),
     ("TTFT, intended start", "intended_ttft_ms"),
     ("TPOT", "tpot_ms"),
+    ("ITL, per token", "itl_ms"),
 )
 
 
 def _streaming(d: Mapping[str, Any]) -> list[str]:
-    """Streamed chats (``--stream``): TTFT and TPOT for the run and per chaos window; a run that
-    did not stream (or a report older than v4) has no such section."""
+    """Streamed chats (``--stream``): TTFT, TPOT and (with a local tokenizer) ITL for the run and
+    per chaos window; a run that did not stream (or a report older than v4) has no such section."""
     st = d["chat"].get("stream")
     if not st:
         return []
@@ -163,8 +164,9 @@ def _streaming(d: Mapping[str, Any]) -> list[str]:
         "",
         f"{st['streams']:,} streamed chats. TTFT: send -> first content token; TPOT: (last - first "
         "content event) / (output tokens - 1), per request; the chat lane's latency above is "
-        "end-to-end, to the last content event (docs/load.md defines each). Inter-token latency is "
-        "per token, in summary.json and histograms.hlog (chat records do not carry it).",
+        "end-to-end, to the last content event (docs/load.md defines each). ITL, per token, comes "
+        "from histograms.hlog (chat records do not carry it); per chaos window, each of its intervals "
+        "counts in the part that holds the interval's midpoint.",
         "",
     ]
     out += table(
@@ -175,13 +177,17 @@ def _streaming(d: Mapping[str, Any]) -> list[str]:
             if (h := st.get(k))
         ],
     )
-    rows = [
-        (w["flag"], *(_three(w, "chat", k, _ms) for k in ("ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms")))
-        for w in d["chaos"]["windows"]
+    keys = [
+        "ttft_p95_ms",
+        "ttft_p99_ms",
+        "tpot_p95_ms",
+        *(("itl_p95_ms", "itl_p99_ms") if "itl_ms" in st else ()),
     ]
+    rows = [(w["flag"], *(_three(w, "chat", k, _ms) for k in keys)) for w in d["chaos"]["windows"]]
     if rows:
         out += ["Per chaos window, pre / during / post (ms):", ""]
-        out += table(("chaos window", "TTFT p95", "TTFT p99", "TPOT p95"), rows)
+        heads = [f"{k.split('_')[0].upper()} {k.split('_')[1]}" for k in keys]  # "TTFT p95"
+        out += table(("chaos window", *heads), rows)
     return out
 
 

@@ -31,10 +31,12 @@ from hif.errors import HarnessError
 from hif.harness import prometheus
 from hif.harness.goodput import DEFINITION as GOODPUT_DEFINITION
 from hif.harness.goodput import GoodputTargets
+from hif.harness.load.stream import ITL
 from hif.harness.records import (
     CHAOS_EVENTS_FILE,
     CHAT_FILE,
     EXPLANATION_FILE,
+    HISTOGRAM_LOG_FILE,
     METRICS_FILE,
     REPORT_JSON_FILE,
     REPORT_SCHEMA,
@@ -174,8 +176,17 @@ def build_report(
         windows = win.windows_from_buckets(build.flag_buckets(p), plan.t0, plan.bucket_s)
         wide = (plan.t0 - 1e12, plan.t0 + 1e12)
         parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], wide) for i, w in enumerate(windows)}
-    kw = {"exact": exact, "bounds": plan.boundaries, "t0": plan.t0, "bucket_s": plan.bucket_s, "run": run}
-    head = build.headline(p, run)
+    # ITL is in no record (a chat line has no per-token gaps): the hlog's stream.itl intervals
+    itl = win.interval_log((d / HISTOGRAM_LOG_FILE for d in dirs), ITL)
+    kw = {
+        "exact": exact,
+        "bounds": plan.boundaries,
+        "t0": plan.t0,
+        "bucket_s": plan.bucket_s,
+        "run": run,
+        "itl": itl,
+    }
+    head = build.headline(p, run, itl)
     scrapes = sorted(
         (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
     )

@@ -13,7 +13,7 @@ from hif.harness.load.settings import RUNBOOK_SLOS
 from hif.harness.report.hist import SparseHist, to_latency_histogram
 from hif.harness.report.saturation import part_saturated
 from hif.harness.report.scan import CHAT, EXPLANATION, STREAM_LABELS, Partial
-from hif.harness.report.windows import Parts, Window
+from hif.harness.report.windows import IntervalLog, Parts, Window
 
 DEFAULT_SLOS = RUNBOOK_SLOS  # the runbook's example targets: reference lines unless a run gated on them
 # Recovered: the chat p95 back within 10 % (or 5 ms) of pre and the error rate within one point,
@@ -86,7 +86,8 @@ def chat_stats(
 
 def stream_stats(hists: Callable[[str], SparseHist]) -> dict[str, Any]:
     """``{"stream": ...}`` in summary.json's shape (so hif.harness.gates reads it) when the cells
-    hold streamed chats, else nothing. ITL is not here: a chat record carries no per-token gaps."""
+    hold streamed chats, else nothing. ITL is not here: a chat record carries no per-token gaps
+    (:func:`headline` and :func:`part_stats` add it from the interval log)."""
     by_label = {label: hists(label) for label in STREAM_LABELS}
     streams = max(h.total for h in by_label.values())
     if not streams:
@@ -125,19 +126,22 @@ def explanation_stats(
     }
 
 
-def headline(p: Partial, run: tuple[float, float]) -> dict[str, Any]:
+def headline(p: Partial, run: tuple[float, float], itl: IntervalLog | None = None) -> dict[str, Any]:
     every: CellPred = lambda _tb, _seg: True  # noqa: E731
     duration = max(run[1] - run[0], 1e-9)
     chat = chat_stats(p, every, duration, lambda n: _hist(p.seg_hist, CHAT, n, lambda _k: True, 3))
+    itl_all = itl.within(-math.inf, math.inf) if itl is not None else SparseHist()
+    if itl_all.total and "stream" in chat:
+        chat["stream"]["itl_ms"] = itl_all.summary()
     expl = explanation_stats(
         p, every, lambda n: _hist(p.seg_hist, EXPLANATION, n, lambda _k: True, 3), duration
     )
     expl["sla_bound_ms"] = {g: SparseHist(h).summary() for g, h in sorted(p.bound_hist.items())}
     expl["polls"] = p.polls
-    return {"chat": chat, "explanations": expl, "histograms": _encoded(p)}
+    return {"chat": chat, "explanations": expl, "histograms": _encoded(p, itl_all)}
 
 
-def _encoded(p: Partial) -> dict[str, str]:
+def _encoded(p: Partial, itl: SparseHist) -> dict[str, str]:
     """The run's histograms in stats.LatencyHistogram's encoding (tags as in histograms.hlog), so a
     reader can merge reports exactly without the JSONL files."""
     out = {}
@@ -154,6 +158,8 @@ def _encoded(p: Partial) -> dict[str, str]:
         h = _hist(p.seg_hist, kind, label, lambda _k: True, 3)
         if h.total:
             out[tag] = to_latency_histogram(h).encode()
+    if itl.total:
+        out["stream.itl"] = to_latency_histogram(itl).encode()
     return out
 
 
@@ -183,8 +189,10 @@ def part_stats(
     t0: float,
     bucket_s: float,
     run: tuple[float, float],
+    itl: IntervalLog | None = None,
 ) -> dict[str, Any]:
-    """Stats of one pre/during/post part: by segments (event log) or by time buckets (records)."""
+    """Stats of one pre/during/post part: by segments (event log) or by time buckets (records);
+    ITL from the interval log, by each interval's midpoint (see hif.harness.report.windows)."""
     a, b = interval
     if exact:
         segs = _seg_range(bounds, a, b)
@@ -200,12 +208,12 @@ def part_stats(
         "from": a,
         "to": b,
         "seconds": seconds,
-        "chat": _brief_chat(chat),
+        "chat": _brief_chat(chat, itl.within(a, b) if itl is not None else SparseHist()),
         "explanations": _brief_expl(expl),
     }
 
 
-def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
+def _brief_chat(c: dict[str, Any], itl: SparseHist) -> dict[str, Any]:
     return {
         "requests": c["requests"],
         "rps": c["rps"],
@@ -217,6 +225,7 @@ def _brief_chat(c: dict[str, Any]) -> dict[str, Any]:
         "goodput_rps": c["goodput_rps"],
         "goodput_share": c["goodput_share"],
         **{f"{k}_{p}_ms": _stream_pct(c, k, p) for k in ("ttft", "tpot") for p in ("p95", "p99")},
+        **{f"itl_p{p:g}_ms": v for p, v in itl.percentiles_ms([95.0, 99.0]).items()},
     }
 
 
@@ -267,6 +276,7 @@ def window_report(p: Partial, w: Window, pt: Parts, series: dict[str, Any], **kw
             "goodput_share": _delta(c["goodput_share"], c0["goodput_share"]),
             "ttft_p95_ms": _delta(c["ttft_p95_ms"], c0["ttft_p95_ms"]),
             "tpot_p95_ms": _delta(c["tpot_p95_ms"], c0["tpot_p95_ms"]),
+            "itl_p95_ms": _delta(c["itl_p95_ms"], c0["itl_p95_ms"]),
             **{k: _delta(e[k], e0[k]) for k in (*LANE_SHARES, "sentence_p95_ms", "token_p95_ms")},
             "expired_failed_rate": _delta(e["expired_failed_rate"], e0["expired_failed_rate"]),
         }
@@ -461,8 +471,12 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
-    for n, gate in gates.REGISTRY.items():  # the stream gates, from the records' histograms
-        if n.startswith(("ttft_", "intended_ttft_", "tpot_")) and chat.get("stream"):
+    # the stream gates, from the records' histograms (ITL: from the interval log, when it has any)
+    stream = chat.get("stream") or {}
+    from_records = ("ttft_", "intended_ttft_", "tpot_") if stream else ()
+    from_hlog = ("itl_",) if "itl_ms" in stream else ()
+    for n, gate in gates.REGISTRY.items():
+        if n.startswith((*from_records, *from_hlog)):
             values[n] = gate.read(head)
     for n in targets:
         values.setdefault(n, runner_values.get(n))

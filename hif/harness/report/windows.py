@@ -6,14 +6,24 @@ post stop at the run's edges and at other windows, so one fault's aftermath is n
 next one's baseline. With an event log every edge is a segment boundary of the scan, so each part
 is a sum of whole segments; from the records alone windows are runs of time buckets in which some
 request saw the flag.
+
+Figures the records do not carry (inter-token latency: a chat record has no per-token gaps) come
+from ``histograms.hlog`` instead, one histogram per tag and interval (the load runner's bucket,
+1 s by default). An interval counts, whole, in the part that holds its midpoint, so one straddling
+an edge goes to the side holding more of it; those parts are exact to the interval, not the record.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from hif.harness.report.hist import SparseHist, from_latency_histogram
+from hif.harness.stats import read_intervals
 
 EVENTS = "event_log"
 RECORDS = "records"
@@ -139,3 +149,37 @@ def windows_from_buckets(
         if run_start is not None and prev is not None:
             out.append(Window(flag, t0 + run_start * bucket_s, t0 + (prev + 1) * bucket_s))
     return sorted(out, key=lambda w: (w.start, w.flag))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IntervalLog:
+    """One hlog tag's histograms, sorted by their interval's midpoint (Unix seconds)."""
+
+    mids: tuple[float, ...] = ()
+    hists: tuple[SparseHist, ...] = ()
+
+    def within(self, a: float, b: float) -> SparseHist:
+        """The merged histogram of the intervals whose midpoint lies in ``[a, b)``.
+
+        >>> log = IntervalLog((0.5, 1.5), (SparseHist.of_ms([10.0]), SparseHist.of_ms([90.0])))
+        >>> log.within(1.0, 2.0).percentile_ms(50), log.within(-math.inf, math.inf).total
+        (90.0, 2)
+        """
+        out = SparseHist()
+        for h in self.hists[bisect.bisect_left(self.mids, a) : bisect.bisect_left(self.mids, b)]:
+            out += h
+        return out
+
+
+def interval_log(paths: Iterable[Path], tag: str) -> IntervalLog:
+    """``tag``'s intervals from the hlog files that exist (shards' intervals add up exactly)."""
+    placed = sorted(
+        [
+            ((iv.start_s + iv.end_s) / 2.0, from_latency_histogram(iv.histogram))
+            for path in paths
+            if path.is_file()
+            for iv in read_intervals(path, (tag,))
+        ],
+        key=lambda x: x[0],
+    )
+    return IntervalLog(tuple(m for m, _ in placed), tuple(h for _, h in placed))

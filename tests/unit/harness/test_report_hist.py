@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from hif.harness.report.hist import SparseHist, quantize_one, quantize_us, to_latency_histogram, to_us
+from hif.harness.report.hist import (
+    SparseHist,
+    from_latency_histogram,
+    quantize_one,
+    quantize_us,
+    to_latency_histogram,
+    to_us,
+)
 from hif.harness.stats import LatencyHistogram
 
 PCTS = (0.0, 1.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
@@ -83,3 +90,15 @@ def test_conversion_to_stats_latency_histogram_is_lossless() -> None:
     assert LatencyHistogram.decode(converted.encode()).summary() == direct.summary()
     with pytest.raises(ValueError, match="3-significant-figure"):
         to_latency_histogram(SparseHist(figures=2))
+
+
+def test_an_hlog_interval_reads_back_as_the_same_sparse_histogram() -> None:
+    values = _values(9, 2000)
+    direct = LatencyHistogram()
+    for v in values:
+        direct.record(v)
+    back = from_latency_histogram(LatencyHistogram.decode(direct.encode()))  # as an hlog line holds it
+    assert back.total == direct.count
+    assert to_latency_histogram(back).summary() == direct.summary()
+    assert back.percentiles_ms(PCTS) == pytest.approx({p: direct.percentile(p) for p in PCTS})
+    assert from_latency_histogram(LatencyHistogram()).total == 0
