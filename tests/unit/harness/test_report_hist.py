@@ -99,6 +99,7 @@ def test_an_hlog_interval_reads_back_as_the_same_sparse_histogram() -> None:
         direct.record(v)
     back = from_latency_histogram(LatencyHistogram.decode(direct.encode()))  # as an hlog line holds it
     assert back.total == direct.count
+    assert all(quantize_one(k) == k for k in back.counts)  # keys are buckets' lowest values
     assert to_latency_histogram(back).summary() == direct.summary()
     assert back.percentiles_ms(PCTS) == pytest.approx({p: direct.percentile(p) for p in PCTS})
     assert from_latency_histogram(LatencyHistogram()).total == 0
