@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _bench import free_port, pin, runner_cmd
+from _bench import STALL_PERIOD_S, STALL_S, runner_cmd, stall_left_s, start_stalling_target, wait_for_phase
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -36,46 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from hif.harness.stats import LatencyHistogram  # noqa: E402
 
-PERIOD_S, STALL_S, DELAY_MS = 10.0, 1.0, 1.0
+DELAY_MS = 1.0
 RATE, CONCURRENCY = 200, 8
-
-
-def start_target() -> tuple[subprocess.Popen[str], str, float]:
-    port = free_port()
-    cmd = [
-        *pin(0),
-        sys.executable,
-        "-m",
-        "hif.harness.target",
-        "--port",
-        str(port),
-        "--delay-ms",
-        str(DELAY_MS),
-        "--stall-every-s",
-        str(PERIOD_S),
-        "--stall-s",
-        str(STALL_S),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"(http://\S+) stall_origin=([\d.]+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"target did not start: {line!r}")
-    return proc, m.group(1), float(m.group(2))
-
-
-def stall_left_s(t: float, origin: float) -> float:
-    phase = (t - origin) % PERIOD_S
-    return PERIOD_S - phase if phase >= PERIOD_S - STALL_S else 0.0
-
-
-def wait_for_phase(origin: float, phase_s: float) -> None:
-    """Start runs just after a stall ends, so a run never ends in the middle of one."""
-    now = time.time()
-    wait = (phase_s - (now - origin)) % PERIOD_S
-    time.sleep(wait)
 
 
 def run_mode(url: str, origin: float, mode: str, seconds: float) -> dict[str, float]:
@@ -122,15 +82,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=27.0, help="per mode; N*10 - 3 ends between stalls")
     args = p.parse_args()
-    proc, url, origin = start_target()
+    proc, url, origin = start_stalling_target("--delay-ms", str(DELAY_MS))
     try:
         results = {mode: run_mode(url, origin, mode, args.seconds) for mode in ("closed", "open")}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     print(
-        f"target stalls {STALL_S:g} s every {PERIOD_S:g} s; {RATE} req/s offered, {CONCURRENCY} connections, "
-        f"{args.seconds:g} s per mode"
+        f"target stalls {STALL_S:g} s every {STALL_PERIOD_S:g} s; {RATE} req/s offered, "
+        f"{CONCURRENCY} connections, {args.seconds:g} s per mode"
     )
     print(
         f"{'mode':<7} {'requests':>8} {'svc p50':>8} {'svc p99':>8} {'int p50':>8} {'int p99':>8} "

@@ -18,33 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _bench import explainer_job
 
 from hif.explainer.core.pipeline import load_pipeline
 from hif.explainer.featureset import load_registry
-from hif.store.base import Job
-
-PROSE = (
-    "the model reads each token and the sparse autoencoder finds features that explain what the gateway "
-    "answered while the sidecar keeps latency low under load with budgets and backpressure"
-)
-WORDS = tuple(PROSE.split())
-
-
-def _job(rng: random.Random, granularity: str, i: int) -> Job:
-    def sentence() -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 14))).capitalize() + "."
-
-    return Job(
-        trace_id=f"bench-{i}",
-        tenant="bench",
-        granularity=granularity,
-        featureset="bench",
-        prompt=sentence(),
-        completion=" ".join(sentence() for _ in range(3)),
-        created_at=0.0,
-        expires_at=float("inf"),
-        budget_s=1.5,
-    )
 
 
 def _timed(fn: Callable[[], Any], into: list[float]) -> Any:
@@ -73,7 +50,7 @@ def main() -> None:
             k: [] for k in ("forward", "extract", "decode", "attribution", "heuristic", "graph", "job")
         }
         for i in range(args.jobs + 2):
-            job = _job(rng, granularity, i)
+            job = explainer_job(rng, granularity, i, budget_s=1.5)
             ids = torch.tensor([pipeline.subject.encode(job.prompt, job.completion).input_ids])
             with torch.inference_mode():
                 _timed(lambda ids=ids: pipeline.subject.model(input_ids=ids), stages["forward"])

@@ -16,34 +16,12 @@ import statistics
 import time
 
 import torch
+from _bench import explainer_job
 
 from hif.explainer.core.pipeline import load_pipeline
 from hif.explainer.featureset import load_registry
 from hif.explainer.plan import REDUCE_TOPK, Plan
 from hif.store.base import Job
-
-PROSE = (
-    "the model reads each token and the sparse autoencoder finds features that explain what the gateway "
-    "answered while the sidecar keeps latency low under load with budgets and backpressure"
-)
-WORDS = tuple(PROSE.split())
-
-
-def _job(rng: random.Random, granularity: str, i: int) -> Job:
-    def sentence() -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 14))).capitalize() + "."
-
-    return Job(
-        trace_id=f"bench-{i}",
-        tenant="bench",
-        granularity=granularity,
-        featureset="bench",
-        prompt=sentence(),
-        completion=" ".join(sentence() for _ in range(3)),
-        created_at=0.0,
-        expires_at=float("inf"),
-        budget_s=5.0,
-    )
 
 
 def main() -> None:
@@ -59,7 +37,7 @@ def main() -> None:
     rng = random.Random(0)
     times: dict[int, list[float]] = {full.top_k: [], reduced.top_k: []}
     for i in range(args.jobs + 2):
-        job = _job(rng, args.granularity, i)
+        job = explainer_job(rng, args.granularity, i, budget_s=5.0)
         for plan in (full, reduced) if i % 2 else (reduced, full):
             ms = _one(pipeline, job, plan)
             if i >= 2:  # the first two jobs warm the caches

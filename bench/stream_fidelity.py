@@ -29,15 +29,21 @@ import argparse
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _bench import free_port, pin, runner_cmd
+from _bench import (
+    STALL_PERIOD_S,
+    STALL_S,
+    pin,
+    runner_cmd,
+    stall_left_s,
+    start_stalling_target,
+    wait_for_phase,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -46,51 +52,10 @@ sys.path.insert(0, str(ROOT))
 from hif.harness.stats import LatencyHistogram  # noqa: E402
 from hif.tokens import packaged_tokenizer  # noqa: E402
 
-PERIOD_S, STALL_S = 10.0, 1.0
 DELAY_MS, GAP_MS, TOKENS = 20.0, 10.0, 16
 RATE, CONCURRENCY = 40, 10  # ~7 streams in flight: a 1 s stall holds every connection
 AIPERF = "aiperf==0.13.0"
 AIPERF_VENV = OUT / "aiperf-venv"
-
-
-def start_target() -> tuple[subprocess.Popen[str], str, float]:
-    port = free_port()
-    cmd = [
-        *pin(0),
-        sys.executable,
-        "-m",
-        "hif.harness.target",
-        "--port",
-        str(port),
-        "--delay-ms",
-        str(DELAY_MS),
-        "--token-gap-ms",
-        str(GAP_MS),
-        "--stream-tokens",
-        str(TOKENS),
-        "--stall-every-s",
-        str(PERIOD_S),
-        "--stall-s",
-        str(STALL_S),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"(http://\S+) stall_origin=([\d.]+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"target did not start: {line!r}")
-    return proc, m.group(1), float(m.group(2))
-
-
-def stall_left_s(t: float, origin: float) -> float:
-    phase = (t - origin) % PERIOD_S
-    return PERIOD_S - phase if phase >= PERIOD_S - STALL_S else 0.0
-
-
-def wait_for_phase(origin: float, phase_s: float) -> None:
-    """Start just after a stall ends, so a run never ends in the middle of one."""
-    time.sleep((phase_s - (time.time() - origin)) % PERIOD_S)
 
 
 def pcts(h: LatencyHistogram) -> dict[str, float]:
@@ -248,7 +213,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=27.0, help="N*10 - 3 ends between stalls")
     p.add_argument("--skip-peer", action="store_true", help="leave AIPerf out")
     args = p.parse_args()
-    proc, url, origin = start_target()
+    proc, url, origin = start_stalling_target(
+        "--delay-ms", str(DELAY_MS), "--token-gap-ms", str(GAP_MS), "--stream-tokens", str(TOKENS)
+    )
     try:
         ours = run_ours(url, origin, args.seconds)
         peer = {"skipped": "--skip-peer"} if args.skip_peer else run_aiperf(url, origin, args.seconds)
@@ -257,7 +224,7 @@ def main() -> int:
         proc.wait(timeout=10)
     print(
         f"target streams {TOKENS} tokens ({DELAY_MS:g} ms to the first, {GAP_MS:g} ms apart), stalls "
-        f"{STALL_S:g} s every {PERIOD_S:g} s; {RATE} streams/s offered open loop, {args.seconds:g} s"
+        f"{STALL_S:g} s every {STALL_PERIOD_S:g} s; {RATE} streams/s offered open loop, {args.seconds:g} s"
     )
     print(f"{'figure':<26} {'p50 ms':>9} {'p99 ms':>9}")
     rows = [

@@ -14,6 +14,8 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from hif.harness.soak.point import SERIES as SOAK_SERIES
+
 # One colour per flag and mode: a hard spike sheds everything, a soft one only some; a fallback
 # attribution answers degraded, a failing one answers nothing. Reading them as one would mislead.
 SHADES = {
@@ -32,23 +34,9 @@ ADMISSION_COLORS = {
 }
 MODE_PARAM = {"fail-attribution": "mode", "rate-limit-spike": "severity"}
 DPI = 100
-# The soak panels that matter most come first (latency, errors, memory and fds for leaks).
-SOAK_FIRST = (
-    "chat_rps",
-    "chat_p95_ms",
-    "chat_error_rate",
-    "sentence_p95_ms",
-    "token_p95_ms",
-    "expired_failed_rate",
-    "gateway_rss_bytes",
-    "explainer_rss_bytes",
-    "explainer_workers_rss_bytes",
-    "gateway_open_fds",
-    "explainer_open_fds",
-    "queue_lag_s",
-    "backpressure_level",
-    "attach_rate",
-)
+# The soak panels that matter most come first: the rate, then the series the soak's drift and leak
+# fit reads (latency, errors, memory and fds), then the load it was under.
+SOAK_FIRST = ("chat_rps", *SOAK_SERIES, "backpressure_level", "attach_rate")
 
 
 def _x(series: Mapping[str, Any], start: float) -> list[float]:

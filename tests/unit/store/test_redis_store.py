@@ -1,6 +1,6 @@
 """Redis-only behaviour: outages and restarts, bounded timeouts, TTLs, URL options, poison entries.
 
-The semantics shared with SQLite live in test_redis_contract.py; these tests need a real
+The semantics shared with SQLite live in test_store_contract.py; these tests need a real
 redis-server (started per test on a free port) and are skipped without one.
 """
 
@@ -19,7 +19,7 @@ from hif.store.redis import RedisJobQueue, RedisTraceStore
 from tests.conftest import free_port
 from tests.integration import _services
 from tests.integration._services import RedisServer
-from tests.unit.store.test_redis_contract import make_job, make_record
+from tests.unit.store._records import make_job, make_record
 
 pytestmark = pytest.mark.redis
 redis_server = _services.redis_server  # fixtures shared with the integration tests

@@ -16,7 +16,7 @@ from hif.store.settings import StoreSettings
 from tests.conftest import free_port, wait_until
 from tests.integration import _services
 from tests.integration._services import MotoServer, RedisServer
-from tests.unit.store.test_redis_contract import make_record
+from tests.unit.store._records import make_record
 
 redis_server = _services.redis_server
 moto_s3 = _services.moto_s3

@@ -3,7 +3,9 @@
 The same tests run against each URL scheme, so the explainer and gateway can rely on identical
 semantics whichever backend a deployment picks: FIFO leases, re-delivery after a lease deadline
 (with the attempt counted), holder-only ack/extend, compare-and-set transitions that hold across
-processes, expiry, counts and the shared backpressure signal.
+processes, expiry, counts and the shared backpressure signal. The ``url`` fixture (conftest.py)
+gives each test a fresh backend of each kind; a backend-specific test (Redis restarts, S3) sits in
+that backend's own file.
 """
 
 from __future__ import annotations
@@ -12,66 +14,14 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from hif.store import open_queue, open_state
-from hif.store.base import BackpressureLevel, BackpressureSignal, Job, TraceRecord, TraceState
-from tests.integration._services import RedisServer
+from hif.store.base import BackpressureLevel, BackpressureSignal, TraceState
+from tests.unit.store._records import make_job, make_record
 
 FORK = multiprocessing.get_context("fork")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty backend; the URL is all a process needs to join it."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hif.db'}"
-        return
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def make_job(trace_id: str, *, created_at: float | None = None, ttl_s: float = 60.0) -> Job:
-    now = time.time() if created_at is None else created_at
-    return Job(
-        trace_id=trace_id,
-        tenant="alpha",
-        granularity="sentence",
-        featureset="fs",
-        prompt="p",
-        completion="c",
-        created_at=now,
-        expires_at=now + ttl_s,
-        budget_s=1.5,
-    )
-
-
-def make_record(
-    trace_id: str,
-    *,
-    state: TraceState = TraceState.QUEUED,
-    expires_at: float | None = None,
-) -> TraceRecord:
-    now = time.time()
-    return TraceRecord(
-        trace_id=trace_id,
-        tenant="alpha",
-        state=state,
-        granularity_requested="token",
-        granularity="sentence",
-        features_requested="fs",
-        features_resolved="fs-small",
-        created_at=now,
-        updated_at=now,
-        expires_at=now + 60 if expires_at is None else expires_at,
-    )
 
 
 # --- job queue ---------------------------------------------------------------------------------
