@@ -52,8 +52,9 @@ CHAT_SCHEMA: Final = "hif.chat.v2"  # v2 adds the streamed-chat fields and error
 EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
 # v2 adds explanations.rate_limited_rate; v3: slo.pass null when not gated, slo.reference, null
 # percentiles where there was no data, featureset (requested/used),
-# metrics (the scrapes) and chat.stream (--stream); gates carry their direction (op)
-SUMMARY_SCHEMA: Final = "hif.summary.v3"
+# metrics (the scrapes) and chat.stream (--stream); gates carry their direction (op); v4 adds
+# chat.goodput, goodput_rps, goodput_share and goodput_targets (gates goodput_rps>= and goodput_share>=)
+SUMMARY_SCHEMA: Final = "hif.summary.v4"
 METRICS_SCHEMA: Final = "hif.metrics.v1"
 SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
 SOAK_SCHEMAS: Final = ("hif.soak.v1", SOAK_SCHEMA)  # versions --resume and the report read
@@ -240,6 +241,13 @@ class SummaryChat(TypedDict):
     latency_ms: Percentiles
     intended_latency_ms: Percentiles
     stream: NotRequired[SummaryStream]  # v3, --stream runs
+    # v4: hif.harness.goodput's definition, counted live: good chats, per second of the load window,
+    # share of all chats (null without chats) and the targets judged against (the gates, else the
+    # runbook's reference)
+    goodput: NotRequired[int]
+    goodput_rps: NotRequired[float]
+    goodput_share: NotRequired[float | None]
+    goodput_targets: NotRequired[dict[str, Any]]
 
 
 class SummaryStream(TypedDict):
@@ -294,7 +302,7 @@ class SummaryGenerator(TypedDict):
 class LoadSummaryData(TypedDict):
     """summary.json: one load run (or one shard, or one soak segment)."""
 
-    v: Literal["hif.summary.v1", "hif.summary.v2", "hif.summary.v3"]
+    v: Literal["hif.summary.v1", "hif.summary.v2", "hif.summary.v3", "hif.summary.v4"]
     run_id: str | None
     shard: str
     started_at: float

@@ -7,7 +7,7 @@ A folder is read as:
   merged shards), plus the folder itself;
 * else one run (or soak) folder: ``summary.json``, ``histograms.hlog`` and the JSONL records.
 
-Schema versions read: summary v2 and v3, report v1..v3, soak v1 and v2, capacity v1.
+Schema versions read: summary v2 to v4, report v1..v3, soak v1 and v2, capacity v1.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hif.errors import HarnessError
 from hif.harness import records
 
 CAPACITY_FILE = "capacity.json"
-SUMMARY_VERSIONS = ("hif.summary.v2", records.SUMMARY_SCHEMA)
+SUMMARY_VERSIONS = ("hif.summary.v2", "hif.summary.v3", records.SUMMARY_SCHEMA)
 REPORT_VERSIONS = (records.REPORT_SCHEMA_V1, records.REPORT_SCHEMA_V2, records.REPORT_SCHEMA)
 
 
