@@ -64,6 +64,7 @@ REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it 
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 COMPARE_SCHEMA: Final = "hif.compare.v1"
 CAPACITY_SCHEMA: Final = "hif.capacity.v1"
+CAPACITY_SCHEMAS: Final = (CAPACITY_SCHEMA,)  # versions the report and compare read
 
 CHAT_FILE = "chat_results.jsonl"
 EXPLANATION_FILE = "explanation_results.jsonl"
@@ -74,6 +75,8 @@ SOAK_SUMMARY_FILE = "soak_summary.json"
 REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
 METRICS_FILE = "metrics.jsonl"
+CAPACITY_JSON_FILE = "capacity.json"
+COMPARE_JSON_FILE = "compare.json"
 
 ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped", "stream_error")
 EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "rate_limited", "orphaned")
@@ -389,6 +392,24 @@ class ReportData(TypedDict):
     # and hif.harness.report.saturation's verdict
     goodput: NotRequired[dict[str, Any]]
     saturation: NotRequired[dict[str, Any]]
+    # a results dir holding a capacity search or a comparison: the saved file, shown as a section
+    # (absent or null: none; optional keys, so v4 readers read them or not)
+    capacity: NotRequired[ReportCapacity | None]
+    compare: NotRequired[ReportCompare | None]
+
+
+class ReportCapacity(TypedDict):
+    """report.json's capacity section: capacity.json as saved, and where it was read."""
+
+    source: str
+    data: CapacityData
+
+
+class ReportCompare(TypedDict):
+    """report.json's comparison section: compare.json as saved, and where it was read."""
+
+    source: str
+    data: CompareData
 
 
 class CompareRow(TypedDict):

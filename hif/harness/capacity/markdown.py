@@ -11,17 +11,25 @@ COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#9e9e9e", "inv
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
+    lines = ["# Capacity", "", *summary_lines(data), "", "![frontier](capacity.svg)", ""]
+    lines += [*frontier_table(data), "", "## Steps", "", *steps_table(data)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(data: Mapping[str, Any]) -> list[str]:
+    """What was searched, how each step was judged, and how the search ended."""
     s, m = data["settings"], data["method"]
-    lines = [
-        "# Capacity",
-        "",
+    return [
         f"Target `{s['base_url']}`; gates {', '.join(f'`{g}`' for g in s['slo'])}; {m['arrival']} arrivals; "
         f"each step {m['warmup_s']:g} s warm-up (discarded) + {m['step_s']:g} s judged; a p95 needs "
         f"{m['min_tail_samples']} values beyond it ({m['min_tail_samples'] * 20} in all). "
-        f"Status: **{data['status']}** (exit {data['exit_code']}).",
-        "",
-        "![frontier](capacity.svg)",
-        "",
+        f"Status: **{data['status']}** (exit {data['exit_code']})."
+    ]
+
+
+def frontier_table(data: Mapping[str, Any]) -> list[str]:
+    """One row per attach rate: the highest passing rate, its interval and the first SLO to break."""
+    lines = [
         "| attach rate | highest passing rate (req/s) | interval | first to break | steps |",
         "|---:|---:|---|---|---:|",
     ]
@@ -35,10 +43,12 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         lines.append(
             f"| {f['attach_rate']:g} | {rate} | {interval} | {f['first_broken'] or '-'} | {f['steps']} |"
         )
-    lines += [
-        "",
-        "## Steps",
-        "",
+    return lines
+
+
+def steps_table(data: Mapping[str, Any]) -> list[str]:
+    """Every step: rate, verdict and each gate's value against its threshold."""
+    lines = [
         "| # | attach | rate | achieved | verdict | gates (value / threshold, samples) | folder |",
         "|---:|---:|---:|---:|---|---|---|",
     ]
@@ -50,7 +60,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
             f"| {st['index']} | {st['attach_rate']:g} | {st['rate_rps']:.1f} | {st['achieved_rps']:.1f} | "
             f"{st['verdict']}{note} | {gates} | `{st['results_dir']}` |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_svg(data: Mapping[str, Any]) -> str:

@@ -31,7 +31,7 @@ from hif.harness.client import new_event_loop
 from hif.harness.load.run import run_load
 from hif.harness.load.summary import LoadSummary
 
-CAPACITY_JSON_FILE = "capacity.json"
+CAPACITY_JSON_FILE = records.CAPACITY_JSON_FILE
 CAPACITY_MD_FILE = "capacity.md"
 EXIT_OK, EXIT_LOWEST_FAILED, EXIT_GENERATOR = 0, 1, 3
 # A step stops early when its chat latency (intended view) sits above this multiple of the chat

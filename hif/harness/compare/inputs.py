@@ -20,7 +20,7 @@ from typing import Any
 from hif.errors import HarnessError
 from hif.harness import records
 
-CAPACITY_FILE = "capacity.json"
+CAPACITY_FILE = records.CAPACITY_JSON_FILE
 SUMMARY_VERSIONS = ("hif.summary.v2", "hif.summary.v3", records.SUMMARY_SCHEMA)
 REPORT_VERSIONS = (records.REPORT_SCHEMA_V1, records.REPORT_SCHEMA_V2, records.REPORT_SCHEMA)
 
@@ -65,8 +65,10 @@ def load_source(path: Path) -> Source:
     capacity = _json(path / CAPACITY_FILE)
     if capacity is not None:
         version = capacity.get("schema")
-        if version != records.CAPACITY_SCHEMA:
-            raise HarnessError(f"{path / CAPACITY_FILE}: schema {version!r} is not {records.CAPACITY_SCHEMA}")
+        if version not in records.CAPACITY_SCHEMAS:
+            raise HarnessError(
+                f"{path / CAPACITY_FILE}: schema {version!r} is not one of {records.CAPACITY_SCHEMAS}"
+            )
         return Source(path, "capacity", (path,), (), None, capacity)
     report = _json(path / records.REPORT_JSON_FILE)
     dirs = [path]

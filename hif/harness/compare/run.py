@@ -25,7 +25,7 @@ from hif.harness.compare.inputs import Source, load_source
 from hif.harness.compare.measures import LOWER_IS_WORSE, measures, metric_names
 from hif.harness.compare.settings import CompareSettings
 
-COMPARE_JSON_FILE = "compare.json"
+COMPARE_JSON_FILE = records.COMPARE_JSON_FILE
 COMPARE_MD_FILE = "compare.md"
 # Settings that make two runs different experiments (shown by name when they differ).
 RUN_KEYS = (
