@@ -63,8 +63,8 @@ REPORT_SCHEMA_V3: Final = "hif.report.v3"  # goodput and saturation; read as is 
 REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 COMPARE_SCHEMA: Final = "hif.compare.v1"
-CAPACITY_SCHEMA: Final = "hif.capacity.v1"
-CAPACITY_SCHEMAS: Final = (CAPACITY_SCHEMA,)  # versions the report and compare read
+CAPACITY_SCHEMA: Final = "hif.capacity.v2"  # v2: steps and frontier keyed by prompt_tokens too
+CAPACITY_SCHEMAS: Final = ("hif.capacity.v1", CAPACITY_SCHEMA)  # versions the report and compare read
 
 CHAT_FILE = "chat_results.jsonl"
 EXPLANATION_FILE = "explanation_results.jsonl"
@@ -463,6 +463,7 @@ class CapacityStep(TypedDict):
 
     index: int
     attach_rate: float
+    prompt_tokens: NotRequired[int | None]  # v2: the step's prompt length (null: no such axis)
     rate_rps: float
     results_dir: str
     verdict: Literal["pass", "fail", "inconclusive", "invalid"]
@@ -480,6 +481,7 @@ class CapacityFrontier(TypedDict):
     """The highest passing rate for one attach rate, and the bracket it lies in."""
 
     attach_rate: float
+    prompt_tokens: NotRequired[int | None]  # v2: the search's prompt length (null: no such axis)
     rate_rps: float | None  # null: even the lowest step broke a gate
     interval_rps: list[float] | None  # [highest pass, lowest fail]; the fail is rate_max when none failed
     first_broken: str | None
@@ -491,7 +493,7 @@ class CapacityFrontier(TypedDict):
 class CapacityData(TypedDict):
     """capacity.json: ``hif capacity``."""
 
-    schema: Literal["hif.capacity.v1"]
+    schema: Literal["hif.capacity.v1", "hif.capacity.v2"]
     started_at: float
     ended_at: float
     settings: dict[str, Any]

@@ -8,6 +8,7 @@ from typing import Any
 
 W, H, PAD = 640, 360, 56
 COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#9e9e9e", "invalid": "#616161"}
+FRONTIERS = ("#1565c0", "#00838f", "#283593", "#558b2f")  # one line per prompt length
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
@@ -27,12 +28,20 @@ def summary_lines(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _prompted(data: Mapping[str, Any]) -> bool:
+    """Whether the search had a prompt-length axis (capacity.json v2 with --prompt-tokens)."""
+    return any(f.get("prompt_tokens") is not None for f in data["frontier"])
+
+
 def frontier_table(data: Mapping[str, Any]) -> list[str]:
-    """One row per attach rate: the highest passing rate, its interval and the first SLO to break."""
+    """One row per attach rate (and prompt length): the highest passing rate, its interval and the
+    first SLO to break."""
+    prompted = _prompted(data)
     lines = [
-        "| attach rate | highest passing rate (req/s) | interval | first to break | steps |",
-        "|---:|---:|---|---|---:|",
-    ]
+        "| attach rate |" + (" prompt tokens |" if prompted else "")
+        + " highest passing rate (req/s) | interval | first to break | steps |",
+        "|---:|" + ("---:|" if prompted else "") + "---:|---|---|---:|",
+    ]  # fmt: skip
     for f in data["frontier"]:
         rate = f"{f['rate_rps']:.1f}" if f["rate_rps"] is not None else _none(f)
         if f["reached_max"]:
@@ -40,24 +49,30 @@ def frontier_table(data: Mapping[str, Any]) -> list[str]:
         interval = (
             "-" if not f["interval_rps"] else f"{f['interval_rps'][0]:.1f} .. {f['interval_rps'][1]:.1f}"
         )
+        prompt = f" {f.get('prompt_tokens')} |" if prompted else ""
         lines.append(
-            f"| {f['attach_rate']:g} | {rate} | {interval} | {f['first_broken'] or '-'} | {f['steps']} |"
+            f"| {f['attach_rate']:g} |{prompt} {rate} | {interval} | {f['first_broken'] or '-'} | "
+            f"{f['steps']} |"
         )
     return lines
 
 
 def steps_table(data: Mapping[str, Any]) -> list[str]:
     """Every step: rate, verdict and each gate's value against its threshold."""
+    prompted = _prompted(data)
     lines = [
-        "| # | attach | rate | achieved | verdict | gates (value / threshold, samples) | folder |",
-        "|---:|---:|---:|---:|---|---|---|",
-    ]
+        "| # | attach |" + (" prompt |" if prompted else "")
+        + " rate | achieved | verdict | gates (value / threshold, samples) | folder |",
+        "|---:|---:|" + ("---:|" if prompted else "") + "---:|---:|---|---|---|",
+    ]  # fmt: skip
     for st in data["steps"]:
         gates = "; ".join(_gate(g) for g in st["gates"])
         note = " (repeat)" if st["repeat_of"] is not None else ""
         note += " saturated" if st["saturated"] else ""
+        prompt = f" {st.get('prompt_tokens')} |" if prompted else ""
         lines.append(
-            f"| {st['index']} | {st['attach_rate']:g} | {st['rate_rps']:.1f} | {st['achieved_rps']:.1f} | "
+            f"| {st['index']} | {st['attach_rate']:g} |{prompt} {st['rate_rps']:.1f} | "
+            f"{st['achieved_rps']:.1f} | "
             f"{st['verdict']}{note} | {gates} | `{st['results_dir']}` |"
         )
     return lines
@@ -96,12 +111,18 @@ def render_svg(data: Mapping[str, Any]) -> str:
             f'<circle cx="{x(st["attach_rate"]):.1f}" cy="{y(st["rate_rps"]):.1f}" r="4" fill="{c}">'
             f"<title>{st['rate_rps']:.1f} req/s: {st['verdict']}</title></circle>"
         )
+    prompts = list(dict.fromkeys(f.get("prompt_tokens") for f in frontier))
+    for i, prompt in enumerate(prompts):  # one frontier per prompt length (one without that axis)
+        line = [(x(f["attach_rate"]), y(f["rate_rps"])) for f in frontier
+                if f["rate_rps"] is not None and f.get("prompt_tokens") == prompt]  # fmt: skip
+        if len(line) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
+            colour = FRONTIERS[i % len(FRONTIERS)]
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
     points = [(x(f["attach_rate"]), y(f["rate_rps"]), f) for f in frontier if f["rate_rps"] is not None]
-    if len(points) > 1:
-        path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     for px, py, f in points:
-        label = escape(f"{f['rate_rps']:.1f} ({f['first_broken'] or 'none broke'})")
+        prompt = f"{f['prompt_tokens']} tok: " if f.get("prompt_tokens") is not None else ""
+        label = escape(f"{prompt}{f['rate_rps']:.1f} ({f['first_broken'] or 'none broke'})")
         right = px > W / 2  # labels of points on the right half run leftwards, inside the chart
         anchor, dx = ("end", -6) if right else ("start", 6)
         out.append(

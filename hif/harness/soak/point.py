@@ -56,6 +56,8 @@ def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
         "rps": b.get("rps"),
         "p50_ms": _positive(b.get("p50_ms")),
         "p95_ms": _positive(b.get("p95_ms")),
+        # the counts too, so a reader can add buckets up (hif compare on a soak folder)
+        **{k: b.get(k, 0) for k in ("errors", "expired", "failed", "shed")},
         "rate_4xx": b.get("http_4xx", 0) / requests if requests else None,
         "rate_5xx": b.get("http_5xx", 0) / requests if requests else None,
         "error_rate": b.get("error_rate") if requests else None,

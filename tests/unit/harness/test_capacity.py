@@ -308,3 +308,23 @@ def test_the_readme_command_parses() -> None:
     settings = dataclasses.replace(build(CapacitySettings, cli=args, env={}), slo=tuple(args.slo))
     settings.require_gates()
     assert settings.attach_list == [0.0, 0.1, 0.3] and len(settings.gates) == 2
+
+
+def test_the_search_plan_crosses_attach_rates_with_prompt_lengths(tmp_path: Path) -> None:
+    s = CapacitySettings(slo=("chat_p95_ms=500",), attach_rates="0,0.3", prompt_tokens="128,512,2048")
+    assert s.plan() == [(0.0, 128), (0.0, 512), (0.0, 2048), (0.3, 128), (0.3, 512), (0.3, 2048)]
+    assert CapacitySettings(slo=("chat_p95_ms=500",), attach_rates="0,0.3").plan() == [
+        (0.0, None),
+        (0.3, None),
+    ]
+    step = s.step_settings(10.0, 0.3, tmp_path, 512)
+    assert step.dataset == "synthetic:prompt_tokens=512,output_tokens=16" and step.dataset_size == 200
+    assert s.step_settings(10.0, 0.3, tmp_path).dataset == ""  # no axis: the runner's default prompts
+    assert s.public()["prompt_tokens"] == [128, 512, 2048]
+    with pytest.raises(ConfigError, match="prompt_tokens"):
+        CapacitySettings(slo=("chat_p95_ms=500",), prompt_tokens="128,lots")
+    with pytest.raises(ConfigError, match="prompt_tokens"):
+        CapacitySettings(slo=("chat_p95_ms=500",), prompt_tokens="0")
+    with pytest.raises(ConfigError, match="prompt_tokens"):
+        CapacitySettings(slo=("chat_p95_ms=500",), prompt_tokens="128", dataset="chat_small")
+    assert main(["--slo", "chat_p95_ms=500", "--prompt-tokens", "12x"]) == 2
