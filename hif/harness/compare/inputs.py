@@ -9,7 +9,7 @@ A folder is read as:
   appends every segment to one set of records and one interval log, but its ``summary.json`` is
   the last segment's: its per-bucket counts come from ``soak_summary.json``'s segments instead.
 
-Schema versions read: summary v2 to v4, report v1..v3, soak v1 and v2, capacity v1.
+Schema versions read: summary v2 to v4, report v1 to v4, soak v1 and v2, capacity v1 and v2.
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ from hif.harness import records
 
 CAPACITY_FILE = records.CAPACITY_JSON_FILE
 SUMMARY_VERSIONS = ("hif.summary.v2", "hif.summary.v3", records.SUMMARY_SCHEMA)
-REPORT_VERSIONS = (records.REPORT_SCHEMA_V1, records.REPORT_SCHEMA_V2, records.REPORT_SCHEMA)
+REPORT_VERSIONS = (
+    records.REPORT_SCHEMA_V1,
+    records.REPORT_SCHEMA_V2,
+    records.REPORT_SCHEMA_V3,
+    records.REPORT_SCHEMA,
+)
 
 
 @dataclasses.dataclass(frozen=True)
