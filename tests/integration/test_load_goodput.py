@@ -27,7 +27,7 @@ def _private_chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHAOS_EVENT_LOG_PATH", raising=False)
 
 
-def run(out: Path, *slo: str) -> LoadSummary:
+def run(out: Path, *slo: str, stream: bool = False, attach_rate: float = 0.5) -> LoadSummary:
     async def go() -> LoadSummary:
         server = TargetServer(SCRIPT)
         await server.start()
@@ -39,12 +39,13 @@ def run(out: Path, *slo: str) -> LoadSummary:
                 concurrency=4,
                 duration_seconds=5,
                 max_requests=120,
-                attach_rate=0.5,
+                attach_rate=attach_rate,
                 granularity="mix",
                 seed=3,
                 metrics_url_gateway="off",
                 metrics_url_explainer="off",
                 slo=slo,
+                stream=stream,
             )
             return await run_load(settings)
         finally:
@@ -95,6 +96,20 @@ def test_live_goodput_matches_the_records_and_the_report(tmp_path: Path) -> None
     assert sum(b["goodput"] for b in summary.buckets) == chat["goodput"]
     report = build_report([tmp_path])
     assert report["goodput"]["goodput"] == chat["goodput"]
+
+
+@pytest.mark.parametrize(("chat_ms", "all_good"), [(500.0, True), (0.001, False)])
+def test_streamed_chats_count_by_their_end_to_end_latency(
+    tmp_path: Path, chat_ms: float, all_good: bool
+) -> None:
+    # (the scripted target's streams carry no explanation event: plain streamed chats only)
+    summary = run(tmp_path, f"chat_p95_ms={chat_ms}", stream=True, attach_rate=0.0)
+    chat = summary.data["chat"]
+    assert chat["stream"]["streams"] == chat["requests"] == chat["ok"] > 0
+    assert chat["goodput"] == (chat["requests"] if all_good else 0)
+    assert chat["goodput"] == from_records(
+        tmp_path, goodput.GoodputTargets.from_slos({"chat_p95_ms": chat_ms})
+    )
 
 
 @pytest.mark.parametrize(("floor", "rc", "verdict"), [("1", 0, True), ("100000", EXIT_SLO_FAILED, False)])
