@@ -24,6 +24,16 @@ from typing import Any, Literal
 
 from hif.errors import ConfigError
 
+# The runbook's example targets: gates only when given with --slo, else reference lines (the SLO
+# table's, and goodput's targets when a run was not gated: hif.harness.goodput).
+RUNBOOK_SLOS: dict[str, float] = {
+    "chat_p95_ms": 500.0,
+    "error_rate": 0.01,
+    "sentence_p95_ms": 1500.0,
+    "token_p95_ms": 3500.0,
+    "expired_failed_rate": 0.05,
+}
+
 Direction = Literal["max", "min"]  # max: a ceiling (value <= threshold); min: a floor (value >= threshold)
 Reader = Callable[[Mapping[str, Any]], "float | None"]
 
@@ -129,6 +139,20 @@ def _registry() -> dict[str, Gate]:
             "min",
             "chats per second achieved",
             _number(("chat", "rps"), needs=("chat", "requests")),
+        ),
+        Gate(
+            "goodput_rps",
+            "req/s",
+            "min",
+            "good chats per second (hif.harness.goodput: within the chat target, explanation in time)",
+            _number(("chat", "goodput_rps"), needs=("chat", "requests")),
+        ),
+        Gate(
+            "goodput_share",
+            "ratio",
+            "min",
+            "good chats / chats",
+            _number(("chat", "goodput_share"), needs=("chat", "requests")),
         ),
         Gate(
             "output_tokens_per_s",
@@ -245,6 +269,6 @@ def help_text() -> str:
     return (
         "SLO gate NAME=VALUE (NAME>=VALUE for a floor), repeatable and comma-separated: "
         "chat_p95_ms, ttft_p95_ms, itl_p99_ms, tpot_p95_ms, error_rate, sentence_p95_ms, token_p95_ms, "
-        "expired_failed_rate, rps>=, output_tokens_per_s>= ... "
+        "expired_failed_rate, rps>=, goodput_rps>=, goodput_share>=, output_tokens_per_s>= ... "
         "(docs/load.md lists all; exit code 1 when one fails)"
     )

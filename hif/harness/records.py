@@ -52,8 +52,9 @@ CHAT_SCHEMA: Final = "hif.chat.v2"  # v2 adds the streamed-chat fields and error
 EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
 # v2 adds explanations.rate_limited_rate; v3: slo.pass null when not gated, slo.reference, null
 # percentiles where there was no data, featureset (requested/used),
-# metrics (the scrapes) and chat.stream (--stream); gates carry their direction (op)
-SUMMARY_SCHEMA: Final = "hif.summary.v3"
+# metrics (the scrapes) and chat.stream (--stream); gates carry their direction (op); v4 adds
+# chat.goodput, goodput_rps, goodput_share and goodput_targets (gates goodput_rps>= and goodput_share>=)
+SUMMARY_SCHEMA: Final = "hif.summary.v4"
 METRICS_SCHEMA: Final = "hif.metrics.v1"
 SOAK_SCHEMA: Final = "hif.soak.v2"  # v2: features may be null (none given), featureset (requested/used)
 SOAK_SCHEMAS: Final = ("hif.soak.v1", SOAK_SCHEMA)  # versions --resume and the report read
@@ -62,7 +63,8 @@ REPORT_SCHEMA_V3: Final = "hif.report.v3"  # goodput and saturation; read as is 
 REPORT_SCHEMA_V2: Final = "hif.report.v2"  # read as is (its views skip what it lacks)
 REPORT_SCHEMA_V1: Final = "hif.report.v1"  # bare percentile keys; still read (see upgrade_report)
 COMPARE_SCHEMA: Final = "hif.compare.v1"
-CAPACITY_SCHEMA: Final = "hif.capacity.v1"
+CAPACITY_SCHEMA: Final = "hif.capacity.v2"  # v2: steps and frontier keyed by prompt_tokens too
+CAPACITY_SCHEMAS: Final = ("hif.capacity.v1", CAPACITY_SCHEMA)  # versions the report and compare read
 
 CHAT_FILE = "chat_results.jsonl"
 EXPLANATION_FILE = "explanation_results.jsonl"
@@ -73,6 +75,8 @@ SOAK_SUMMARY_FILE = "soak_summary.json"
 REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
 METRICS_FILE = "metrics.jsonl"
+CAPACITY_JSON_FILE = "capacity.json"
+COMPARE_JSON_FILE = "compare.json"
 
 ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connect", "protocol", "dropped", "stream_error")
 EXPLANATION_STATES = ("complete", "failed", "expired", "shed", "rate_limited", "orphaned")
@@ -240,6 +244,13 @@ class SummaryChat(TypedDict):
     latency_ms: Percentiles
     intended_latency_ms: Percentiles
     stream: NotRequired[SummaryStream]  # v3, --stream runs
+    # v4: hif.harness.goodput's definition, counted live: good chats, per second of the load window,
+    # share of all chats (null without chats) and the targets judged against (the gates, else the
+    # runbook's reference)
+    goodput: NotRequired[int]
+    goodput_rps: NotRequired[float]
+    goodput_share: NotRequired[float | None]
+    goodput_targets: NotRequired[dict[str, Any]]
 
 
 class SummaryStream(TypedDict):
@@ -294,7 +305,7 @@ class SummaryGenerator(TypedDict):
 class LoadSummaryData(TypedDict):
     """summary.json: one load run (or one shard, or one soak segment)."""
 
-    v: Literal["hif.summary.v1", "hif.summary.v2", "hif.summary.v3"]
+    v: Literal["hif.summary.v1", "hif.summary.v2", "hif.summary.v3", "hif.summary.v4"]
     run_id: str | None
     shard: str
     started_at: float
@@ -383,6 +394,24 @@ class ReportData(TypedDict):
     # and hif.harness.report.saturation's verdict
     goodput: NotRequired[dict[str, Any]]
     saturation: NotRequired[dict[str, Any]]
+    # a results dir holding a capacity search or a comparison: the saved file, shown as a section
+    # (absent or null: none; optional keys, so v4 readers read them or not)
+    capacity: NotRequired[ReportCapacity | None]
+    compare: NotRequired[ReportCompare | None]
+
+
+class ReportCapacity(TypedDict):
+    """report.json's capacity section: capacity.json as saved, and where it was read."""
+
+    source: str
+    data: CapacityData
+
+
+class ReportCompare(TypedDict):
+    """report.json's comparison section: compare.json as saved, and where it was read."""
+
+    source: str
+    data: CompareData
 
 
 class CompareRow(TypedDict):
@@ -436,6 +465,7 @@ class CapacityStep(TypedDict):
 
     index: int
     attach_rate: float
+    prompt_tokens: NotRequired[int | None]  # v2: the step's prompt length (null: no such axis)
     rate_rps: float
     results_dir: str
     verdict: Literal["pass", "fail", "inconclusive", "invalid"]
@@ -453,6 +483,7 @@ class CapacityFrontier(TypedDict):
     """The highest passing rate for one attach rate, and the bracket it lies in."""
 
     attach_rate: float
+    prompt_tokens: NotRequired[int | None]  # v2: the search's prompt length (null: no such axis)
     rate_rps: float | None  # null: even the lowest step broke a gate
     interval_rps: list[float] | None  # [highest pass, lowest fail]; the fail is rate_max when none failed
     first_broken: str | None
@@ -464,7 +495,7 @@ class CapacityFrontier(TypedDict):
 class CapacityData(TypedDict):
     """capacity.json: ``hif capacity``."""
 
-    schema: Literal["hif.capacity.v1"]
+    schema: Literal["hif.capacity.v1", "hif.capacity.v2"]
     started_at: float
     ended_at: float
     settings: dict[str, Any]

@@ -61,7 +61,10 @@ def frontier_lines(data: dict[str, object]) -> list[str]:
                 else "none (no step had samples enough)"
             )
         )
-        out.append(f"attach {f['attach_rate']:g}: {rate}; first to break: {f['first_broken'] or 'none'}")
+        where = f"attach {f['attach_rate']:g}"
+        if f.get("prompt_tokens") is not None:
+            where += f", {f['prompt_tokens']}-token prompts"
+        out.append(f"{where}: {rate}; first to break: {f['first_broken'] or 'none'}")
     return out
 
 

@@ -3,8 +3,9 @@
 Names, directions and the ``--slo`` syntax come from the gate registry (:mod:`hif.harness.gates`),
 as for the load runner. A step is judged on its own files, so the search takes the registry's gates
 it can recompute from them: every latency percentile with an HDR tag (chat, intended, TTFB, TTFT,
-TTFO, ITL, TPOT, sentence and token SLA) and the error and expired/failed shares. Each gate knows
-how many samples its figure needs before a verdict means anything.
+TTFO, ITL, TPOT, sentence and token SLA), the error and expired/failed shares, and the goodput
+floors (``goodput_rps>=``, ``goodput_share>=``). Each gate knows how many samples its figure needs
+before a verdict means anything.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ LATENCY_GATES = {
     f"{family}_{p}_ms": (tag, float(p[1:])) for family, tag in _TAGS.items() for p in registry.PERCENTILES
 }
 SHARE_GATES = ("error_rate", "expired_failed_rate")
+GOODPUT_GATES = ("goodput_rps", "goodput_share")
+# Chats behind a goodput figure, per ``min_tail``: 5 x 20 = 100 chats, a count whose Poisson noise
+# (1 / sqrt(n)) is 10% of it.
+GOODPUT_CHATS_PER_TAIL = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,8 @@ class Gate:
         if self.name in LATENCY_GATES:
             p = LATENCY_GATES[self.name][1]
             return math.ceil(min_tail / (1.0 - p / 100.0))
+        if self.name in GOODPUT_GATES:
+            return GOODPUT_CHATS_PER_TAIL * min_tail
         return math.ceil(1.0 / self.threshold) if self.threshold > 0 else 1
 
 
@@ -80,8 +87,8 @@ def parse_gates(items: Iterable[str]) -> list[Gate]:
     """``["chat_p95_ms=500", "error_rate=0.01"]`` -> gates (bad names and values fail by name)."""
     out = []
     for name, threshold in registry.parse_slos(items).items():
-        if name not in LATENCY_GATES and name not in SHARE_GATES:
-            judged = ", ".join(["error_rate", "expired_failed_rate", "<latency>_pNN_ms"])
+        if name not in LATENCY_GATES and name not in SHARE_GATES and name not in GOODPUT_GATES:
+            judged = ", ".join([*SHARE_GATES, *GOODPUT_GATES, "<latency>_pNN_ms"])
             raise ConfigError("slo", f"{name}: a capacity step cannot judge it from its files ({judged})")
         kind = "ceiling" if registry.REGISTRY[name].direction == "max" else "floor"
         out.append(Gate(name, threshold, kind))

@@ -2,7 +2,8 @@
 
 A step is judged on what happened after its warm-up: HDR intervals starting at or after
 ``judged_from`` (latencies), chat records whose intended start is in the judged window (error
-share), explanation records answered in it (expired/failed share). Several folders (a step and its
+share, goodput: an attached chat's explanation may end after the window), explanation records
+answered in it (expired/failed share). Several folders (a step and its
 repeat) are judged together, their samples merged exactly.
 
 Verdicts: ``fail`` when a gate with enough samples breaks (or the step saturated); ``inconclusive``
@@ -19,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from hif.harness import records
-from hif.harness.capacity.gates import LATENCY_GATES, Gate
+from hif.harness import goodput, records
+from hif.harness.capacity.gates import GOODPUT_GATES, LATENCY_GATES, Gate
 from hif.harness.stats import LatencyHistogram, read_intervals
 
 # Saturation: the median latency grew by more than this share of its gate's threshold from the first
@@ -107,7 +108,47 @@ def _values(gates: Sequence[Gate], windows: Sequence[Window]) -> dict[str, tuple
                     n += 1
                     bad += r.get("state") in ("expired", "failed")
         out["expired_failed_rate"] = (bad / n if n else None, n)
+    if names & set(GOODPUT_GATES):
+        targets = goodput.GoodputTargets.from_slos({g.name: g.threshold for g in gates})
+        out.update(_goodput(windows, targets))
     return out
+
+
+def _goodput(
+    windows: Sequence[Window], targets: goodput.GoodputTargets
+) -> dict[str, tuple[float | None, int]]:
+    """goodput_rps and goodput_share over the judged windows (hif.harness.goodput's definition)."""
+    n = good = 0
+    seconds = 0.0
+    for w in windows:
+        good_traces = {
+            r["trace_id"]
+            for r in _lines(w.folder / records.EXPLANATION_FILE)
+            if r.get("trace_id")
+            and goodput.explanation_good(
+                state=str(r.get("state")),
+                granularity=r.get("granularity"),
+                sla_ms=r.get("sla_ms"),
+                targets=targets,
+            )
+        }
+        seconds += max(w.end_s - w.start_s, 0.0)
+        for r in _lines(w.folder / records.CHAT_FILE):
+            ts = r.get("intended_ts") or r.get("ts")
+            if ts is None or not w.start_s <= ts < w.end_s:
+                continue
+            n += 1
+            ok = goodput.chat_good(
+                status=int(r.get("status") or 0),
+                error_class=r.get("error_class"),
+                latency_ms=r.get("latency_ms"),
+                targets=targets,
+            )
+            good += ok and (not r.get("attached") or r.get("trace_id") in good_traces)
+    return {
+        "goodput_rps": (good / seconds if seconds > 0 and n else None, n),
+        "goodput_share": (good / n if n else None, n),
+    }
 
 
 def _merged(windows: Sequence[Window], tag: str, lo: float = 0.0, hi: float = 1.0) -> LatencyHistogram:

@@ -8,23 +8,40 @@ from typing import Any
 
 W, H, PAD = 640, 360, 56
 COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#9e9e9e", "invalid": "#616161"}
+FRONTIERS = ("#1565c0", "#00838f", "#283593", "#558b2f")  # one line per prompt length
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
+    lines = ["# Capacity", "", *summary_lines(data), "", "![frontier](capacity.svg)", ""]
+    lines += [*frontier_table(data), "", "## Steps", "", *steps_table(data)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(data: Mapping[str, Any]) -> list[str]:
+    """What was searched, how each step was judged, and how the search ended."""
     s, m = data["settings"], data["method"]
-    lines = [
-        "# Capacity",
-        "",
+    return [
         f"Target `{s['base_url']}`; gates {', '.join(f'`{g}`' for g in s['slo'])}; {m['arrival']} arrivals; "
         f"each step {m['warmup_s']:g} s warm-up (discarded) + {m['step_s']:g} s judged; a p95 needs "
         f"{m['min_tail_samples']} values beyond it ({m['min_tail_samples'] * 20} in all). "
-        f"Status: **{data['status']}** (exit {data['exit_code']}).",
-        "",
-        "![frontier](capacity.svg)",
-        "",
-        "| attach rate | highest passing rate (req/s) | interval | first to break | steps |",
-        "|---:|---:|---|---|---:|",
+        f"Status: **{data['status']}** (exit {data['exit_code']})."
     ]
+
+
+def _prompted(data: Mapping[str, Any]) -> bool:
+    """Whether the search had a prompt-length axis (capacity.json v2 with --prompt-tokens)."""
+    return any(f.get("prompt_tokens") is not None for f in data["frontier"])
+
+
+def frontier_table(data: Mapping[str, Any]) -> list[str]:
+    """One row per attach rate (and prompt length): the highest passing rate, its interval and the
+    first SLO to break."""
+    prompted = _prompted(data)
+    lines = [
+        "| attach rate |" + (" prompt tokens |" if prompted else "")
+        + " highest passing rate (req/s) | interval | first to break | steps |",
+        "|---:|" + ("---:|" if prompted else "") + "---:|---|---|---:|",
+    ]  # fmt: skip
     for f in data["frontier"]:
         rate = f"{f['rate_rps']:.1f}" if f["rate_rps"] is not None else _none(f)
         if f["reached_max"]:
@@ -32,25 +49,33 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         interval = (
             "-" if not f["interval_rps"] else f"{f['interval_rps'][0]:.1f} .. {f['interval_rps'][1]:.1f}"
         )
+        prompt = f" {f.get('prompt_tokens')} |" if prompted else ""
         lines.append(
-            f"| {f['attach_rate']:g} | {rate} | {interval} | {f['first_broken'] or '-'} | {f['steps']} |"
+            f"| {f['attach_rate']:g} |{prompt} {rate} | {interval} | {f['first_broken'] or '-'} | "
+            f"{f['steps']} |"
         )
-    lines += [
-        "",
-        "## Steps",
-        "",
-        "| # | attach | rate | achieved | verdict | gates (value / threshold, samples) | folder |",
-        "|---:|---:|---:|---:|---|---|---|",
-    ]
+    return lines
+
+
+def steps_table(data: Mapping[str, Any]) -> list[str]:
+    """Every step: rate, verdict and each gate's value against its threshold."""
+    prompted = _prompted(data)
+    lines = [
+        "| # | attach |" + (" prompt |" if prompted else "")
+        + " rate | achieved | verdict | gates (value / threshold, samples) | folder |",
+        "|---:|---:|" + ("---:|" if prompted else "") + "---:|---:|---|---|---|",
+    ]  # fmt: skip
     for st in data["steps"]:
         gates = "; ".join(_gate(g) for g in st["gates"])
         note = " (repeat)" if st["repeat_of"] is not None else ""
         note += " saturated" if st["saturated"] else ""
+        prompt = f" {st.get('prompt_tokens')} |" if prompted else ""
         lines.append(
-            f"| {st['index']} | {st['attach_rate']:g} | {st['rate_rps']:.1f} | {st['achieved_rps']:.1f} | "
+            f"| {st['index']} | {st['attach_rate']:g} |{prompt} {st['rate_rps']:.1f} | "
+            f"{st['achieved_rps']:.1f} | "
             f"{st['verdict']}{note} | {gates} | `{st['results_dir']}` |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_svg(data: Mapping[str, Any]) -> str:
@@ -86,12 +111,18 @@ def render_svg(data: Mapping[str, Any]) -> str:
             f'<circle cx="{x(st["attach_rate"]):.1f}" cy="{y(st["rate_rps"]):.1f}" r="4" fill="{c}">'
             f"<title>{st['rate_rps']:.1f} req/s: {st['verdict']}</title></circle>"
         )
+    prompts = list(dict.fromkeys(f.get("prompt_tokens") for f in frontier))
+    for i, prompt in enumerate(prompts):  # one frontier per prompt length (one without that axis)
+        line = [(x(f["attach_rate"]), y(f["rate_rps"])) for f in frontier
+                if f["rate_rps"] is not None and f.get("prompt_tokens") == prompt]  # fmt: skip
+        if len(line) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
+            colour = FRONTIERS[i % len(FRONTIERS)]
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
     points = [(x(f["attach_rate"]), y(f["rate_rps"]), f) for f in frontier if f["rate_rps"] is not None]
-    if len(points) > 1:
-        path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     for px, py, f in points:
-        label = escape(f"{f['rate_rps']:.1f} ({f['first_broken'] or 'none broke'})")
+        prompt = f"{f['prompt_tokens']} tok: " if f.get("prompt_tokens") is not None else ""
+        label = escape(f"{prompt}{f['rate_rps']:.1f} ({f['first_broken'] or 'none broke'})")
         right = px > W / 2  # labels of points on the right half run leftwards, inside the chart
         anchor, dx = ("end", -6) if right else ("start", 6)
         out.append(

@@ -11,9 +11,11 @@ from typing import Any
 from hif.config import option, positive
 from hif.errors import ConfigError
 from hif.harness.capacity.gates import DEFAULT_MIN_TAIL, Gate, parse_gates
+from hif.harness.load.dataset import MAX_SYNTHETIC_TOKENS
 from hif.harness.load.settings import ARRIVALS, GRANULARITIES, LoadSettings
 
 DEFAULT_RESULTS_DIR = Path("tests/load/results/capacity")
+PROMPT_AXIS_ENTRIES = 200
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,6 +33,15 @@ class CapacitySettings:
     rate_min: float = option(5.0, help="lowest arrival rate tried, requests/s (the first step)")
     rate_max: float = option(200.0, help="highest arrival rate tried, requests/s")
     attach_rates: str = option("0,0.1,0.3", help="comma-separated attach rates, one search each")
+    prompt_tokens: str = option(
+        "",
+        help="comma-separated prompt lengths in tokens (e.g. 128,512,2048): one search per attach rate "
+        "and length, each step a synthetic dataset of that fixed prompt length (none: one search per "
+        "attach rate, with --dataset's prompts)",
+    )
+    dataset: str = option(
+        "", help="prompts of every step, as the load runner's --dataset (none: its default)"
+    )
     step_seconds: float = option(15.0, help="measured length of a step (after its warm-up)")
     warmup_seconds: float = option(3.0, help="start of every step that is offered but not judged")
     growth: float = option(2.0, help="bracketing: each passing step multiplies the rate by this")
@@ -69,6 +80,8 @@ class CapacitySettings:
         if self.growth <= 1.0:
             raise ConfigError("growth", f"must be > 1, got {self.growth}")
         self.attach_list  # noqa: B018 - validates
+        if self.prompt_list and self.dataset:
+            raise ConfigError("prompt_tokens", "--prompt-tokens builds each step's dataset; drop --dataset")
         self.gates  # noqa: B018
         self.step_settings(1.0, 0.0, Path("."))  # the load runner's own checks, at start-up
 
@@ -85,6 +98,29 @@ class CapacitySettings:
         return out
 
     @property
+    def prompt_list(self) -> list[int]:
+        """The prompt lengths searched; empty: no prompt-length axis."""
+        try:
+            out = [int(x) for x in self.prompt_tokens.split(",") if x.strip()]
+        except ValueError as exc:
+            raise ConfigError(
+                "prompt_tokens", f"{self.prompt_tokens!r}: expected token counts like 128,512,2048"
+            ) from exc
+        if any(not 1 <= n <= MAX_SYNTHETIC_TOKENS for n in out):
+            raise ConfigError("prompt_tokens", f"{self.prompt_tokens!r}: each 1..{MAX_SYNTHETIC_TOKENS}")
+        return out
+
+    def plan(self) -> list[tuple[float, int | None]]:
+        """The searches, in order: (attach rate, prompt tokens) pairs, every attach rate at every
+        prompt length (prompt tokens None: no prompt-length axis).
+
+        >>> CapacitySettings(slo=("chat_p95_ms=500",), attach_rates="0,0.3", prompt_tokens="128,2048").plan()
+        [(0.0, 128), (0.0, 2048), (0.3, 128), (0.3, 2048)]
+        """
+        prompts: list[int | None] = list(self.prompt_list) or [None]
+        return [(a, p) for a in self.attach_list for p in prompts]
+
+    @property
     def gates(self) -> list[Gate]:
         return parse_gates(self.slo)
 
@@ -94,8 +130,20 @@ class CapacitySettings:
         if not self.slo:
             raise ConfigError("slo", "a capacity search needs at least one --slo gate (e.g. chat_p95_ms=500)")
 
-    def step_settings(self, rate: float, attach: float, results_dir: Path, **extra: Any) -> LoadSettings:
-        """One step: an open-loop load run at ``rate`` req/s and ``attach``, warm-up included."""
+    def step_settings(
+        self, rate: float, attach: float, results_dir: Path, prompt_tokens: int | None = None, **extra: Any
+    ) -> LoadSettings:
+        """One step: an open-loop load run at ``rate`` req/s and ``attach``, warm-up included; with
+        ``prompt_tokens``, on a synthetic dataset whose every prompt is that long (answers keep
+        ``max_tokens``)."""
+        dataset = self.dataset
+        if prompt_tokens is not None:
+            dataset = f"synthetic:prompt_tokens={prompt_tokens}"
+            if self.max_tokens:
+                dataset += f",output_tokens={self.max_tokens}"
+            # every prompt has one length: a few hundred distinct texts suffice, and each step
+            # builds its request bodies at start-up (2048-token prompts x 1000 would be ~12 MB)
+            extra = {"dataset_size": PROMPT_AXIS_ENTRIES, **extra}
         return LoadSettings(
             base_url=self.base_url,
             concurrency=self.concurrency,
@@ -116,6 +164,7 @@ class CapacitySettings:
             metrics_url_gateway=self.metrics_url_gateway,
             metrics_url_explainer=self.metrics_url_explainer,
             slo=self.slo,
+            dataset=dataset,
             **{"seed": self.seed, **extra},
         )
 
@@ -124,6 +173,7 @@ class CapacitySettings:
         data["results_dir"] = str(self.results_dir)
         data["slo"] = list(self.slo)
         data["attach_rates"] = self.attach_list
+        data["prompt_tokens"] = self.prompt_list
         if data.get("auth_token"):
             data["auth_token"] = "***"
         return data

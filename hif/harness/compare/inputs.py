@@ -5,9 +5,11 @@ A folder is read as:
 * a capacity search when it holds ``capacity.json`` (its frontier is compared);
 * a report when it holds ``report.json`` (the folders named in its ``inputs.results_dirs`` are read:
   merged shards), plus the folder itself;
-* else one run (or soak) folder: ``summary.json``, ``histograms.hlog`` and the JSONL records.
+* else one run (or soak) folder: ``summary.json``, ``histograms.hlog`` and the JSONL records. A soak
+  appends every segment to one set of records and one interval log, but its ``summary.json`` is
+  the last segment's: its per-bucket counts come from ``soak_summary.json``'s segments instead.
 
-Schema versions read: summary v2 and v3, report v1..v3, soak v1 and v2, capacity v1.
+Schema versions read: summary v2 to v4, report v1 to v4, soak v1 and v2, capacity v1 and v2.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from typing import Any
 from hif.errors import HarnessError
 from hif.harness import records
 
-CAPACITY_FILE = "capacity.json"
-SUMMARY_VERSIONS = ("hif.summary.v2", records.SUMMARY_SCHEMA)
-REPORT_VERSIONS = (records.REPORT_SCHEMA_V1, records.REPORT_SCHEMA_V2, records.REPORT_SCHEMA)
+CAPACITY_FILE = records.CAPACITY_JSON_FILE
+SUMMARY_VERSIONS = ("hif.summary.v2", "hif.summary.v3", records.SUMMARY_SCHEMA)
+REPORT_VERSIONS = (
+    records.REPORT_SCHEMA_V1,
+    records.REPORT_SCHEMA_V2,
+    records.REPORT_SCHEMA_V3,
+    records.REPORT_SCHEMA,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +40,17 @@ class Source:
     summaries: tuple[dict[str, Any], ...]
     report: dict[str, Any] | None
     capacity: dict[str, Any] | None
+    soak: dict[str, Any] | None = None
+
+    @property
+    def buckets(self) -> list[dict[str, Any]]:
+        """Per-bucket counts (requests, errors, traces, expired, failed, shed) over the whole source:
+        every segment's for a soak whose buckets carry counts, else the summaries'."""
+        segments = (self.soak or {}).get("segments") or []
+        soaked = [b for seg in segments for b in seg.get("buckets") or []]
+        if soaked and all("errors" in b for b in soaked):
+            return [{**b, "start_s": b.get("start_ts")} for b in soaked]
+        return [b for s in self.summaries for b in s.get("buckets") or []]
 
     @property
     def hlogs(self) -> list[Path]:
@@ -65,8 +83,10 @@ def load_source(path: Path) -> Source:
     capacity = _json(path / CAPACITY_FILE)
     if capacity is not None:
         version = capacity.get("schema")
-        if version != records.CAPACITY_SCHEMA:
-            raise HarnessError(f"{path / CAPACITY_FILE}: schema {version!r} is not {records.CAPACITY_SCHEMA}")
+        if version not in records.CAPACITY_SCHEMAS:
+            raise HarnessError(
+                f"{path / CAPACITY_FILE}: schema {version!r} is not one of {records.CAPACITY_SCHEMAS}"
+            )
         return Source(path, "capacity", (path,), (), None, capacity)
     report = _json(path / records.REPORT_JSON_FILE)
     dirs = [path]
@@ -83,11 +103,16 @@ def load_source(path: Path) -> Source:
         raise HarnessError(
             f"{path}: no {records.SUMMARY_FILE}, {records.HISTOGRAM_LOG_FILE} or {CAPACITY_FILE}"
         )
-    if any((d / records.SOAK_SUMMARY_FILE).is_file() for d in dirs):
+    soaks = [s for d in dirs if (s := _json(d / records.SOAK_SUMMARY_FILE)) is not None]
+    if soaks:
+        if soaks[0].get("v") not in records.SOAK_SCHEMAS:
+            raise HarnessError(
+                f"{path}: soak schema {soaks[0].get('v')!r} is not one of {records.SOAK_SCHEMAS}"
+            )
         kind = "soak"
     else:
         kind = "merged" if len(summaries) > 1 else "run"
-    return Source(path, kind, tuple(dirs), summaries, report, None)
+    return Source(path, kind, tuple(dirs), summaries, report, None, soaks[0] if soaks else None)
 
 
 def _find(raw: str, base: Path) -> Path | None:

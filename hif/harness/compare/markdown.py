@@ -10,10 +10,13 @@ VERDICTS = {"worse": "**worse**", "better": "better", "within_noise": "within no
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
+    return "\n".join(["# Comparison", "", *body_lines(data)]) + "\n"
+
+
+def body_lines(data: Mapping[str, Any]) -> list[str]:
+    """compare.md below its heading: the two folders, the method, the table and the gated verdict."""
     m = data["method"]
     lines = [
-        "# Comparison",
-        "",
         f"A (baseline): `{data['a']['path']}` ({data['a']['kind']}); "
         f"B: `{data['b']['path']}` ({data['b']['kind']}).",
         "",
@@ -43,7 +46,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     if data["fail_on"]:
         failed = ", ".join(data["failed"]) or "none"
         lines.append(f"Gated (`--fail-on {','.join(data['fail_on'])}`): worse beyond noise: {failed}.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _pair(intervals: Any) -> str:

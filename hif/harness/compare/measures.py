@@ -85,7 +85,7 @@ def measures(source: Source, targets: goodput.GoodputTargets) -> dict[str, Measu
     for prefix, blocks in _latency_blocks(source.hlogs).items():
         for p in PERCENTILES:
             out[f"{prefix}_p{p:g}_ms"] = Measure(f"{prefix}_p{p:g}_ms", latency=(blocks, p))
-    buckets = _merged_buckets(b for s in source.summaries for b in s.get("buckets") or [])
+    buckets = _merged_buckets(source.buckets)
     for name, (nums, den) in SHARES.items():
         ratio = Ratios.of(
             [sum(float(b.get(k) or 0) for k in nums) for b in buckets],

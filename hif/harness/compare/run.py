@@ -25,7 +25,7 @@ from hif.harness.compare.inputs import Source, load_source
 from hif.harness.compare.measures import LOWER_IS_WORSE, measures, metric_names
 from hif.harness.compare.settings import CompareSettings
 
-COMPARE_JSON_FILE = "compare.json"
+COMPARE_JSON_FILE = records.COMPARE_JSON_FILE
 COMPARE_MD_FILE = "compare.md"
 # Settings that make two runs different experiments (shown by name when they differ).
 RUN_KEYS = (
@@ -140,16 +140,20 @@ def _verdict(ci: tuple[float, float] | None, lower_is_worse: bool) -> str:
 
 
 def _frontier_rows(a: Source, b: Source) -> list[dict[str, Any]]:
-    """Per attach rate: the highest passing rate in each search; beyond noise when the two searches'
-    intervals (last pass .. first fail) do not overlap."""
-    fa = {f["attach_rate"]: f for f in (a.capacity or {}).get("frontier") or []}
-    fb = {f["attach_rate"]: f for f in (b.capacity or {}).get("frontier") or []}
+    """Per attach rate (and prompt length, capacity v2): the highest passing rate in each search;
+    beyond noise when the two searches' intervals (last pass .. first fail) do not overlap."""
+
+    def key(f: dict[str, Any]) -> tuple[float, int]:
+        return float(f["attach_rate"]), int(f.get("prompt_tokens") or 0)  # 0: no prompt-length axis
+
+    fa = {key(f): f for f in (a.capacity or {}).get("frontier") or []}
+    fb = {key(f): f for f in (b.capacity or {}).get("frontier") or []}
     rows = []
-    for attach in sorted(set(fa) | set(fb)):
-        x, y = fa.get(attach) or {}, fb.get(attach) or {}
+    for attach, prompt in sorted(set(fa) | set(fb)):
+        x, y = fa.get((attach, prompt)) or {}, fb.get((attach, prompt)) or {}
         va, vb = x.get("rate_rps"), y.get("rate_rps")
         row: dict[str, Any] = {
-            "name": f"frontier@{attach:g}",
+            "name": f"frontier@{attach:g}" + (f"/{prompt}tok" if prompt else ""),
             "a": va,
             "b": vb,
             "difference": None if va is None or vb is None else vb - va,

@@ -61,6 +61,7 @@ def stdout_line(summary: LoadSummary) -> dict[str, Any]:
         "requests": chat["requests"],
         "rps": chat["rps"],
         "error_rate": chat["error_rate"],
+        "goodput_rps": chat.get("goodput_rps"),  # summary v4
         "p50_ms": chat["latency_ms"]["p50_ms"],
         "p95_ms": chat["latency_ms"]["p95_ms"],
         "p99_ms": chat["latency_ms"]["p99_ms"],

@@ -23,6 +23,7 @@ import orjson
 from hif.chaos import ChaosReader
 from hif.harness import records
 from hif.harness.client import HttpClient
+from hif.harness.goodput import GoodputTargets, Ledger
 from hif.harness.load.lane import Lane, Worker
 from hif.harness.load.live import LiveView
 from hif.harness.load.pacing import TokenBucket, arrivals
@@ -85,6 +86,8 @@ class Engine:
         self.stopped_by = "duration"
         self.load_ended_s: float | None = None  # wall time the load stopped (polls may drain on)
         self.featureset: dict[str, Any] | None = None
+        # goodput by hif.harness.goodput's definition, against the run's gates (else the reference)
+        self.goodput = Ledger(GoodputTargets.from_slos(settings.slos))
 
     def client(self) -> HttpClient:
         return HttpClient(self.s.base_url, timeout_s=self.s.timeout_seconds, headers=self.requests.headers)
@@ -229,12 +232,14 @@ class Engine:
         self._service(service_ms)
         self._intended(intended_ms)
         self._statuses(status)
+        if service_ms <= self._good_ms and error_class is None and 200 <= status < 300 and not w.attached:
+            self._good += 1
         # The common case fills the one template dict in place (it is serialised at once and
         # kept by nobody); the rarer cases get a copy, so the template keeps its defaults.
         line = self._line
         if error_class is not None or w.attached or sent - intended > self._late_s:
             line = line.copy()
-            self._chat_details(line, w, error_class, error, body, done)
+            self._chat_details(line, w, status, error_class, error, body, done)
         offset = self.offset_s
         line["ts"] = sent + offset
         line["intended_ts"] = intended + offset
@@ -268,9 +273,11 @@ class Engine:
         self._service(service_ms)
         self._intended(intended_ms)
         self._statuses(status)
+        if service_ms <= self._good_ms and error_class is None and 200 <= status < 300 and not w.attached:
+            self._good += 1
         if error_class is not None or w.attached or sent - intended > self._late_s:
             # The SLA clock of an attached stream starts at its last content event.
-            self._chat_details(line, w, error_class, error, body, end)
+            self._chat_details(line, w, status, error_class, error, body, end)
         offset = self.offset_s
         line["ts"], line["intended_ts"] = sent + offset, intended + offset
         line["latency_ms"], line["intended_latency_ms"] = service_ms, intended_ms
@@ -286,6 +293,7 @@ class Engine:
         self,
         line: ChatRecord,
         w: Worker,
+        status: int,
         error_class: str | None,
         error: str | None,
         body: bytes,
@@ -307,6 +315,9 @@ class Engine:
                 else:
                     trace_id, state = self.poller.admit(answer, w.granularity, done, line["chaos"])
                     line["trace_id"], line["explanation_state"] = trace_id, state
+                    chat_ok = 200 <= status < 300 and (done - w.sent) * 1000.0 <= self._good_ms
+                    if self.goodput.attached(trace_id, chat_ok=chat_ok):
+                        counts["good"] += 1
         if error_class is not None:
             counts[f"class:{error_class}"] += 1
             self._errors += 1
@@ -323,6 +334,8 @@ class Engine:
         self._status_list: list[int] = []
         self._statuses = self._status_list.append
         self._errors = 0
+        self._good = 0  # answered chats without an explanation that count toward goodput
+        self._good_ms = self.goodput.chat_ms
 
     def _fold_hot(self, bucket: Bucket) -> None:
         """Add the hot path's per-bucket tallies to the bucket's counters."""
@@ -334,6 +347,8 @@ class Engine:
                 counts[_STATUS_KEYS.get(status) or f"status:{status}"] += n
         if len(statuses) - self._errors:
             counts["ok"] += len(statuses) - self._errors
+        if self._good:
+            counts["good"] += self._good
 
     def _line_template(self) -> ChatRecord:
         """A chat record with this run's constants and the common case's values."""
@@ -372,6 +387,11 @@ class Engine:
         if record["state"] == "complete" and sla_ms is not None and bound_ms is not None:
             self.recorder.record(SLA_TOKEN if record["granularity"] == "token" else SLA_SENTENCE, sla_ms)
             self.recorder.record(SLA_BOUND, bound_ms)
+        # an attached chat counts toward goodput in the bucket its explanation ended in
+        if self.goodput.trace(
+            record["trace_id"], state=record["state"], granularity=record["granularity"], sla_ms=sla_ms
+        ):
+            counts["good"] += 1
         self.files.explanation_line(record)
 
     def dropped(self, slot: float, why: str) -> None:

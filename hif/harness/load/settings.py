@@ -30,14 +30,7 @@ LIVE_MODES = ("auto", "rich", "plain", "off")
 SLO_NAMES = ("chat_p95_ms", "error_rate", "sentence_p95_ms", "token_p95_ms", "expired_failed_rate")
 DEFAULT_RESULTS_DIR = Path("tests/load/results")
 RUNBOOK_FEATURES = "sae-gpt4-2m"  # what a run asks for when no featureset is given (see preflight.py)
-# The runbook's example targets: gates only when given with --slo, else reference lines.
-RUNBOOK_SLOS = {
-    "chat_p95_ms": 500.0,
-    "error_rate": 0.01,
-    "sentence_p95_ms": 1500.0,
-    "token_p95_ms": 3500.0,
-    "expired_failed_rate": 0.05,
-}
+RUNBOOK_SLOS = gates.RUNBOOK_SLOS  # the runbook's example targets, defined with the gate registry
 METRICS_OFF = "off"  # --metrics-url-gateway off: do not scrape that endpoint
 MIX_TOKEN_SHARE = 0.2  # --granularity mix: 80% sentence / 20% token, drawn per request
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hif.harness import gates
+from hif.harness import gates, goodput
 from hif.harness.load.settings import (
     EXIT_INVALID,
     EXIT_OK,
@@ -80,6 +80,7 @@ def build_summary(
     load_ended_s = min(float(meta.get("load_ended_s") or ended_s), ended_s)
     duration_s = max(load_ended_s - started_s, 1e-9)
     chat = _chat(tally, duration_s)
+    chat.update(_goodput(tally, settings, duration_s))
     if settings.stream:
         chat["stream"] = _stream(tally, duration_s)
     expl = _explanations(tally, settings)
@@ -140,6 +141,17 @@ def _chat(t: Tally, duration_s: float) -> dict[str, Any]:
         "latency_ms": percentiles(t.hist(CHAT_SERVICE)),
         "intended_latency_ms": percentiles(t.hist(CHAT_INTENDED)),
     }
+
+
+def _goodput(t: Tally, s: LoadSettings, duration_s: float) -> dict[str, Any]:
+    """``goodput`` (count), ``goodput_rps`` over the load window, ``goodput_share`` of all chats, and
+    the targets they were judged against (v4; see hif.harness.goodput)."""
+    out = goodput.rates(t.counts["good"], t.counts["requests"], duration_s)
+    out["goodput_rps"] = round(out["goodput_rps"], 2)
+    if out["goodput_share"] is not None:
+        out["goodput_share"] = round(out["goodput_share"], 6)
+    out["goodput_targets"] = goodput.GoodputTargets.from_slos(s.slos).to_json()
+    return out
 
 
 def _stream(t: Tally, duration_s: float) -> dict[str, Any]:

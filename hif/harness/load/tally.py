@@ -10,7 +10,7 @@ Tags of the histograms (also the tags of ``histograms.hlog``):
 - ``gen.loop_lag``: how late the generator's own event loop woke up
 - ``gen.send_lag``: actual send - max(intended start, worker free): the generator's own delay
 
-Counter keys: ``requests``, ``ok``, ``late``, ``attached``, ``traces``, ``polls``,
+Counter keys: ``requests``, ``ok``, ``good`` (toward goodput), ``late``, ``attached``, ``traces``, ``polls``,
 ``poll_errors``, ``status:<code>``, ``class:<error_class>``, ``state:<terminal state>``.
 """
 
@@ -82,6 +82,9 @@ class Bucket:
             "http_5xx": _sum_status(c, 5),
             "errors": requests - c["ok"],
             "error_rate": _rate(requests - c["ok"], requests),
+            # goodput (hif.harness.goodput): an attached chat counts where its explanation ended
+            "goodput": c["good"],
+            "goodput_rps": round(c["good"] / width, 2),
             "p50_ms": _pct(service, 50),
             "p95_ms": _pct(service, 95),
             "p99_ms": _pct(service, 99),

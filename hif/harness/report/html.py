@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hif.harness.report import capacity as capacity_view
+from hif.harness.report import compare as compare_view
 from hif.harness.report import markdown as md
 from hif.harness.report.charts import readable, shade_color, shade_label
 
@@ -35,6 +37,10 @@ RAW_FILES = (
     "histograms.hlog",
     "chaos_events.jsonl",
     "soak_summary.json",
+    "capacity.json",
+    "capacity.md",
+    "compare.json",
+    "compare.md",
     "report.json",
     "report.md",
 )
@@ -311,20 +317,25 @@ def render_html(d: Mapping[str, Any], out_dir: Path) -> Path:
     }
     titles = {"latency": "Chat lane", "stream": "Streaming", "sla": "Explanation SLA", "soak": "Soak",
               "rates": "Goodput and explanation rates", "backpressure": "Backpressure"}  # fmt: skip
+    records = bool(d["inputs"].get("files", [None]))  # none: a capacity or compare folder
     body = [
-        "<h1>Load report</h1>",
-        _block(md._inputs(d)),
-        "<section><h2>SLOs</h2>" + _block(md._slo(d)) + "</section>",
+        "<h1>Load report</h1>" if records else "<h1>Report</h1>",
+        _block(md._inputs(d)) if records else "",
+        "<section><h2>SLOs</h2>" + _block(md._slo(d)) + "</section>" if records else "",
     ]
-    for c in charts:
+    for c in charts if records else []:
         body.append(
             f'<section class="chart-section"><h2>{html.escape(titles[c["id"]])}</h2>'
             f'<div class="chart" id="chart-{c["id"]}" data-points="0"></div>'
             f"{_block(chart_sections[c['id']])}</section>"
         )
-    if "backpressure" not in {c["id"] for c in charts}:
+    if records and "backpressure" not in {c["id"] for c in charts}:
         body.append("<section><h2>Backpressure</h2>" + _block(md._backpressure(d)) + "</section>")
-    body.append('<section id="chaos"><h2>Chaos windows</h2>' + _block(md._chaos(d)) + "</section>")
+    if records:
+        body.append('<section id="chaos"><h2>Chaos windows</h2>' + _block(md._chaos(d)) + "</section>")
+    else:
+        charts = []
+    body += _searched(d, charts)
     body.append("<section><h2>Raw files</h2>" + _links(d, out_dir) + "</section>")
     page = TEMPLATE.format(
         css=_static("uPlot.min.css"),
@@ -335,6 +346,25 @@ def render_html(d: Mapping[str, Any], out_dir: Path) -> Path:
     path = out_dir / REPORT_HTML_FILE
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _searched(d: Mapping[str, Any], charts: list[dict[str, Any]]) -> list[str]:
+    """The capacity section (its frontier chart joins ``charts``) and the comparison section."""
+    out = []
+    if d.get("capacity"):
+        spec = capacity_view.chart_spec(d)
+        chart = ""
+        if spec is not None:
+            charts.append(spec)
+            chart = '<div class="chart" id="chart-capacity" data-points="0"></div>'
+        out.append(
+            f'<section id="capacity"><h2>Capacity</h2>{chart}{_block(capacity_view.html_lines(d))}</section>'
+        )
+    if d.get("compare"):
+        out.append(
+            f'<section id="compare"><h2>Comparison</h2>{_block(compare_view.markdown_lines(d))}</section>'
+        )
+    return out
 
 
 TEMPLATE = """<!doctype html>
@@ -387,11 +417,22 @@ code {{ background: #f3f3f3; padding: 0 3px; }}
       ctx.restore();
     }}] }} }};
   }}
+  // a fixed x range (wider than the data) keeps every point of an x value shared by several
+  // points (capacity steps at one attach rate) in view; by default the last x value's first point
+  // ends the drawn range
+  function xScale(c) {{
+    var x = {{ time: false }};
+    if (c.xrange) x.range = c.xrange;
+    return x;
+  }}
   charts.forEach(function (c) {{
     var el = document.getElementById("chart-" + c.id);
-    var series = [{{ label: "s" }}].concat(c.lines.map(function (l) {{
+    var series = [{{ label: c.xlabel || "s" }}].concat(c.lines.map(function (l) {{
+      // points_only: markers without a line (capacity steps); span: a line across nulls (a frontier)
       return {{ label: l.label, stroke: l.color, width: l.dash ? 1 : 1.5, dash: l.dash ? [6, 4] : undefined,
-               points: {{ show: !l.dash, size: 3 }}, spanGaps: false }};
+               points: {{ show: !l.dash, size: l.points_only ? 9 : 3,
+                          fill: l.points_only ? l.color : undefined }},
+               paths: l.points_only ? function () {{ return null; }} : undefined, spanGaps: !!l.span }};
     }}));
     var data = [c.x].concat(c.lines.map(function (l) {{ return l.values; }}));
     var legendBands = c.bands.filter(function (b, i, a) {{
@@ -414,8 +455,9 @@ code {{ background: #f3f3f3; padding: 0 3px; }}
     el.appendChild(title);
     el.appendChild(key);
     new uPlot({{ width: Math.min(1150, window.innerWidth - 40), height: 300, series: series,
-                scales: {{ x: {{ time: false }} }}, cursor: {{ drag: {{ x: true, y: false }} }},
-                axes: [{{ label: c.id === "soak" ? "hours since the soak started" : "seconds since start" }},
+                scales: {{ x: xScale(c) }}, cursor: {{ drag: {{ x: true, y: false }} }},
+                axes: [{{ label: c.xlabel ||
+                          (c.id === "soak" ? "hours since the soak started" : "seconds since start") }},
                        {{}}],
                 plugins: [bandsPlugin(c.bands)] }}, data, el);
     var pts = 0;

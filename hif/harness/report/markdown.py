@@ -6,6 +6,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hif.harness.report import capacity as capacity_view
+from hif.harness.report import compare as compare_view
 from hif.harness.report.saturation import first_lines
 
 
@@ -503,6 +505,9 @@ def _soak(d: Mapping[str, Any], charts: Mapping[str, str]) -> list[str]:
 
 
 def render_markdown(d: Mapping[str, Any], charts: Mapping[str, str]) -> str:
+    searched = capacity_view.markdown_lines(d, charts) + compare_view.markdown_lines(d)
+    if not d["inputs"].get("files", [None]):  # a capacity or compare folder: no records, only its section
+        return "\n".join(["# Report", "", *searched]).rstrip() + "\n"
     out = _inputs(d) + _slo(d) + _chat(d)
     if "latency" in charts:
         out += [f"![chat latency over time]({charts['latency']})", ""]
@@ -515,5 +520,5 @@ def render_markdown(d: Mapping[str, Any], charts: Mapping[str, str]) -> str:
     out += _backpressure(d)
     if "backpressure" in charts:
         out += [f"![backpressure and admissions]({charts['backpressure']})", ""]
-    out += _chaos(d) + _soak(d, charts)
+    out += _chaos(d) + _soak(d, charts) + searched
     return "\n".join(out).rstrip() + "\n"

@@ -33,8 +33,10 @@ from hif.harness.goodput import DEFINITION as GOODPUT_DEFINITION
 from hif.harness.goodput import GoodputTargets
 from hif.harness.load.stream import ITL
 from hif.harness.records import (
+    CAPACITY_JSON_FILE,
     CHAOS_EVENTS_FILE,
     CHAT_FILE,
+    COMPARE_JSON_FILE,
     EXPLANATION_FILE,
     HISTOGRAM_LOG_FILE,
     METRICS_FILE,
@@ -44,6 +46,8 @@ from hif.harness.records import (
     SUMMARY_FILE,
     upgrade_report,
 )
+from hif.harness.report import capacity as capacity_view
+from hif.harness.report import compare as compare_view
 from hif.harness.report import metrics, saturation
 from hif.harness.report import sections as build
 from hif.harness.report import windows as win
@@ -79,6 +83,9 @@ def _inputs(dirs: Sequence[Path]) -> list[tuple[str, Path]]:
         (kind, d / name) for d in dirs for kind, name in ((CHAT, CHAT_FILE), (EXPLANATION, EXPLANATION_FILE))
     ]
     present = [(k, f) for k, f in files if f.is_file()]
+    # a capacity search or a comparison folder holds no records of its own: its section is the report
+    if not present and any((d / n).is_file() for d in dirs for n in (CAPACITY_JSON_FILE, COMPARE_JSON_FILE)):
+        return []
     if not present:
         names = ", ".join(str(d) for d in dirs)
         raise HarnessError(f"no {CHAT_FILE} or {EXPLANATION_FILE} in {names}")
@@ -236,6 +243,8 @@ def build_report(
         "generator": [s.get("generator") for s in summaries if s.get("generator")],
         "series": series,
         "soak": _soak(dirs),
+        "capacity": capacity_view.section(dirs),
+        "compare": compare_view.section(dirs),
     }
 
 
@@ -297,6 +306,7 @@ def render_report(report_json: Path, *, charts: bool = True) -> Path:
         from hif.harness.report.charts import render_charts
 
         chart_files = render_charts(data, report_json.parent)
+        chart_files.update(capacity_view.render_svg(data, report_json.parent))
     md = report_json.parent / "report.md"
     md.write_text(render_markdown(data, chart_files))
     from hif.harness.report.html import render_html

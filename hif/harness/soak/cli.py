@@ -36,7 +36,8 @@ def parser(prog: str = "hif soak") -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="override an SLO used to flag segments: chat_p95_ms (500), error_rate (0.01), "
-        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05)",
+        "sentence_p95_ms (1500), token_p95_ms (3500), expired_failed_rate (0.05); or add any load "
+        "runner gate, floors too (goodput_rps>=20)",
     )
     p.add_argument("--config", type=Path, default=None, help="TOML file with these options (table [soak])")
     return p

@@ -56,6 +56,8 @@ def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
         "rps": b.get("rps"),
         "p50_ms": _positive(b.get("p50_ms")),
         "p95_ms": _positive(b.get("p95_ms")),
+        # the counts too, so a reader can add buckets up (hif compare on a soak folder)
+        **{k: b.get(k, 0) for k in ("errors", "expired", "failed", "shed")},
         "rate_4xx": b.get("http_4xx", 0) / requests if requests else None,
         "rate_5xx": b.get("http_5xx", 0) / requests if requests else None,
         "error_rate": b.get("error_rate") if requests else None,
@@ -63,6 +65,8 @@ def _bucket(b: Mapping[str, Any], slos: Mapping[str, float]) -> dict[str, Any]:
         "token_p95_ms": _positive(b.get("token_p95_ms")),
         "traces": traces,
         "expired_failed_rate": (b.get("expired", 0) + b.get("failed", 0)) / traces if traces else None,
+        # summary v4 buckets; an attached chat counts in the bucket its explanation ended in
+        "goodput_rps": b.get("goodput_rps") if requests else None,
     }
     out["slo_breaches"] = breaches({**out, "chat_p95_ms": out["p95_ms"]}, slos)
     return out
@@ -84,6 +88,8 @@ def segment_point(
         "rate_4xx": chat["http_4xx_rate"],
         "rate_5xx": chat["http_5xx_rate"],
         "error_rate": chat["error_rate"],
+        "goodput_rps": chat.get("goodput_rps"),  # summary v4
+        "goodput_share": chat.get("goodput_share"),
     }
     expl_out = {
         "traces": expl["traces"],

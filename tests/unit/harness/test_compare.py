@@ -147,6 +147,22 @@ def test_capacity_frontiers_compare_by_their_intervals(tmp_path: Path) -> None:
     )
 
 
+def test_frontiers_with_a_prompt_axis_compare_per_attach_rate_and_length(tmp_path: Path) -> None:
+    def search(d: Path, rates: dict[int, float]) -> Path:
+        d.mkdir()
+        frontier = [{"attach_rate": 0.1, "prompt_tokens": p, "rate_rps": r, "interval_rps": [r, r * 1.1]}
+                    for p, r in rates.items()]  # fmt: skip
+        data = {"schema": records.CAPACITY_SCHEMA, "settings": {"base_url": "x"}, "frontier": frontier}
+        (d / records.CAPACITY_JSON_FILE).write_text(json.dumps(data))
+        return d
+
+    a = search(tmp_path / "a", {128: 100.0, 2048: 40.0})
+    b = search(tmp_path / "b", {128: 101.0, 2048: 20.0})
+    data = build_compare(CompareSettings(baseline=a, candidate=b))
+    assert row(data, "frontier@0.1/128tok")["verdict"] == "within_noise"
+    assert row(data, "frontier@0.1/2048tok")["verdict"] == "worse"
+
+
 def test_the_readme_command_parses() -> None:
     import re
     import shlex
@@ -173,3 +189,47 @@ def test_a_report_folder_reads_its_merged_shards(tmp_path: Path) -> None:
     data = build_compare(CompareSettings(baseline=s1, candidate=merged))
     # the shards' intervals of one second are one block: twice the samples, as many blocks
     assert row(data, "chat_p95_ms")["samples"] == [INTERVALS * PER_INTERVAL, 2 * INTERVALS * PER_INTERVAL]
+
+
+def write_soak(d: Path, *, seed: int, scale: float = 1.0) -> Path:
+    """A soak folder: three 20-second segments appended to one interval log (as the soak runner
+    appends them), summary.json holding the last segment only, and soak_summary.json every
+    segment's buckets with their counts. Only the first segment had errors: 10 of 200 a second."""
+    write_run(d, seed=seed, scale=scale)
+    summary = json.loads((d / records.SUMMARY_FILE).read_text())
+    summary["buckets"] = summary["buckets"][40:]  # the last segment's
+    (d / records.SUMMARY_FILE).write_text(json.dumps(summary))
+    segments = []
+    for n in range(3):
+        buckets = []
+        for i in range(20 * n, 20 * (n + 1)):
+            errors = 10 if n == 0 else 0
+            buckets.append({"start_ts": T0 + i, "end_ts": T0 + i + 1, "requests": PER_INTERVAL,
+                            "errors": errors, "error_rate": errors / PER_INTERVAL, "traces": 0,
+                            "expired": 0, "failed": 0, "shed": 0, "slo_breaches": []})  # fmt: skip
+        segments.append({"number": n + 1, "buckets": buckets, "slo_breaches": []})
+    soak = {
+        "v": records.SOAK_SCHEMA,
+        "status": "finished",
+        "segments": segments,
+        "plan": {"profile": "steady"},
+    }
+    (d / records.SOAK_SUMMARY_FILE).write_text(json.dumps(soak))
+    return d
+
+
+def test_two_soak_folders_compare_over_every_segment(tmp_path: Path) -> None:
+    a = write_soak(tmp_path / "a", seed=1)
+    b = write_soak(tmp_path / "b", seed=2, scale=1.2)
+    data = build_compare(CompareSettings(baseline=a, candidate=b))
+    assert data["a"]["kind"] == data["b"]["kind"] == "soak"
+    p95 = row(data, "chat_p95_ms")
+    assert p95["samples"] == [INTERVALS * PER_INTERVAL] * 2  # all three segments' intervals
+    assert p95["verdict"] == "worse" and p95["difference"] > 0
+    # errors came only in the first segment, which summary.json (the last segment) does not hold
+    errors = row(data, "error_rate")
+    assert (
+        errors["a"] == pytest.approx(200 / (INTERVALS * PER_INTERVAL)) and errors["verdict"] == "within_noise"
+    )
+    same = build_compare(CompareSettings(baseline=a, candidate=write_soak(tmp_path / "c", seed=3)))
+    assert row(same, "chat_p95_ms")["verdict"] == "within_noise" and same["exit_code"] == 0

@@ -93,6 +93,7 @@ class FakeLoad:
                 "traces": traces,
                 "state:complete": traces - 1,
                 "state:expired": 1,
+                "good": REQUESTS - 1,  # toward goodput: every answered chat (a plain-chat soak)
             }
         )
         chat, sentence, token = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
@@ -208,6 +209,16 @@ def test_segments_that_break_an_slo_are_flagged(tmp_path: Path) -> None:
     relaxed_slos = ("error_rate=0.05", "expired_failed_rate=0.1")
     relaxed = soak(settings(tmp_path / "relaxed", slo=relaxed_slos), FakeLoad())
     assert not any(s["slo_breaches"] for s in relaxed["segments"])
+
+
+def test_a_goodput_floor_flags_segments_and_buckets_below_it(tmp_path: Path) -> None:
+    # 49 good chats in a 10-minute segment: 0.08 good chats per second
+    low = soak(settings(tmp_path / "low", slo=("goodput_rps>=1", "error_rate=0.05")), FakeLoad())
+    assert all("goodput_rps" in s["slo_breaches"] for s in low["segments"])
+    assert all("goodput_rps" in s["buckets"][0]["slo_breaches"] for s in low["segments"])
+    assert low["segments"][0]["chat"]["goodput_rps"] == pytest.approx(49 / 600, abs=0.01)
+    met = soak(settings(tmp_path / "met", slo=("goodput_rps>=0.05", "error_rate=0.05")), FakeLoad())
+    assert not any("goodput_rps" in s["slo_breaches"] for s in met["segments"])
 
 
 def test_resume_after_a_crash_reruns_only_the_unfinished_segment(tmp_path: Path) -> None:
