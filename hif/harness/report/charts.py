@@ -34,6 +34,8 @@ ADMISSION_COLORS = {
 }
 MODE_PARAM = {"fail-attribution": "mode", "rate-limit-spike": "severity"}
 DPI = 100
+# The stream gates drawn as lines on the stream charts (this file's PNG and report.html's)
+STREAM_GATES = ("ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms", "tpot_p99_ms", "itl_p95_ms", "itl_p99_ms")
 # The soak panels that matter most come first: the rate, then the series the soak's drift and leak
 # fit reads (latency, errors, memory and fds), then the load it was under.
 SOAK_FIRST = ("chat_rps", *SOAK_SERIES, "backpressure_level", "attach_rate")
@@ -161,7 +163,7 @@ def latency_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
 
 
 def stream_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
-    """TTFT and TPOT p95/p99 per time bucket, for a run that streamed (report v4)."""
+    """TTFT, TPOT and ITL p95/p99 per time bucket, for a run that streamed (report v4)."""
     s, run = data["series"], data["run"]
     if not s.get("t") or not any(v is not None for v in s.get("ttft_p95_ms") or ()):
         return None
@@ -173,13 +175,18 @@ def stream_chart(data: Mapping[str, Any], out_dir: Path) -> str | None:
     _line(ax, x, s["ttft_p99_ms"], "TTFT p99", step, linestyle="--")
     _line(ax, x, s["tpot_p95_ms"], "TPOT p95", step)
     _line(ax, x, s["tpot_p99_ms"], "TPOT p99", step, linestyle="--")
-    gate = _threshold(data, "ttft_p95_ms")
-    if gate is not None:
-        ax.axhline(gate, color="red", linewidth=0.8, linestyle=":", label=f"SLO TTFT p95 {gate:g} ms")
+    # ITL from the interval log (absent without a local tokenizer, or in a report before it)
+    _line(ax, x, s.get("itl_p95_ms") or [], "ITL p95", step)
+    _line(ax, x, s.get("itl_p99_ms") or [], "ITL p99", step, linestyle="--")
+    for name in STREAM_GATES:
+        gate = _threshold(data, name)
+        if gate is not None:
+            label = f"{_gate_word(data)} {name.split('_')[0].upper()} {name.split('_')[1]} {gate:g} ms"
+            ax.axhline(gate, color="red", linewidth=0.8, linestyle=":", label=label)
     _shade(ax, data["chaos"]["windows"], run["start_ts"], run["end_ts"])
     ax.set_ylabel("ms")
     ax.set_xlabel(f"seconds since start (buckets of {s['bucket_s']:g} s)")
-    ax.set_title("Streamed chats: time to first token and per output token (chaos windows shaded)")
+    ax.set_title("Streamed chats: time to first token, per output token, between tokens (chaos shaded)")
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, out_dir, "chart_stream.png")
 

@@ -15,9 +15,11 @@ its ``data-points`` attribute, which is what the headless-browser test reads bac
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 from hif.harness.report import capacity as capacity_view
 from hif.harness.report import compare as compare_view
 from hif.harness.report import markdown as md
-from hif.harness.report.charts import readable, shade_color, shade_label
+from hif.harness.report.charts import STREAM_GATES, readable, shade_color, shade_label
 
 REPORT_HTML_FILE = "report.html"
 MAX_POINTS = 2000
@@ -130,6 +132,84 @@ def _slo_lines(d: Mapping[str, Any], names: Sequence[tuple[str, str]], n: int) -
     return out
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimeChart:
+    """One chart over the run's time buckets: its lines are series of report.json's ``series``."""
+
+    id: str
+    title: str
+    lines: tuple[tuple[str, str, str], ...]  # (label, series key, colour)
+    slo: tuple[tuple[str, str], ...] = ()  # (gate name, colour): a dashed line where it was gated
+    needs: str | None = None  # drawn only when this series has a value (not for its SLO lines alone)
+    optional: frozenset[str] = frozenset()  # series keys whose line is left out when it has no value
+
+
+TIME_CHARTS = (
+    TimeChart(
+        "latency",
+        "Chat latency (ms)",
+        (
+            ("p50 service", "chat_p50_ms", "tab:blue"),
+            ("p95 service", "chat_p95_ms", "tab:orange"),
+            ("p95 intended start", "chat_intended_p95_ms", "tab:green"),
+        ),
+        (("chat_p95_ms", "tab:red"),),
+    ),
+    TimeChart(  # a run that streamed (v4); ITL only with a local tokenizer (from histograms.hlog)
+        "stream",
+        "Streamed chats: TTFT, TPOT and ITL (ms)",
+        (
+            ("TTFT p95", "ttft_p95_ms", "tab:blue"),
+            ("TTFT p99", "ttft_p99_ms", "tab:purple"),
+            ("TPOT p95", "tpot_p95_ms", "tab:orange"),
+            ("TPOT p99", "tpot_p99_ms", "tab:brown"),
+            ("ITL p95", "itl_p95_ms", "tab:green"),
+            ("ITL p99", "itl_p99_ms", "tab:olive"),
+        ),
+        tuple((name, "tab:red") for name in STREAM_GATES),
+        needs="ttft_p95_ms",
+        optional=frozenset({"itl_p95_ms", "itl_p99_ms"}),
+    ),
+    TimeChart(
+        "sla",
+        "Explanation SLA p95 at terminal time (ms)",
+        (("sentence p95", "sentence_p95_ms", "tab:blue"), ("token p95", "token_p95_ms", "tab:orange")),
+        (("sentence_p95_ms", "tab:blue"), ("token_p95_ms", "tab:orange")),
+    ),
+    TimeChart(  # a v2 report.json has no rates: the chart is dropped (no line has a value)
+        "rates",
+        "Per second: goodput, explanations offered and completed",
+        (
+            ("chats / s", "chat_rps", "tab:gray"),
+            ("goodput / s", "goodput_rps", "tab:green"),
+            ("explanations offered / s", "expl_offered_rps", "tab:purple"),
+            ("explanations completed / s", "expl_completed_rps", "tab:blue"),
+        ),
+    ),
+)
+
+
+def _spec(
+    cid: str, title: str, x: list[float], lines: list[dict[str, Any]], bands: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"id": cid, "title": title, "x": x, "lines": lines, "bands": bands}
+
+
+def _time_chart(
+    chart: TimeChart, d: Mapping[str, Any], grid: list[float], where: list[int]
+) -> dict[str, Any] | None:
+    s, n = d["series"], len(grid)
+    if chart.needs is not None and not any(v is not None for v in s.get(chart.needs) or ()):
+        return None
+    lines = []
+    for label, key, color in chart.lines:
+        values = _on_grid(s.get(key) or [], where, n)
+        if key not in chart.optional or any(v is not None for v in values):
+            lines.append(_line(label, values, color))
+    lines += _slo_lines(d, chart.slo, n)
+    return _spec(chart.id, chart.title, grid, lines, _bands(d, d["run"]["start_ts"]))
+
+
 def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every chart the data supports, as x values, lines (label, values, colour) and shaded bands."""
     s, start = d["series"], d["run"]["start_ts"]
@@ -137,98 +217,26 @@ def chart_specs(d: Mapping[str, Any]) -> list[dict[str, Any]]:
     n = len(grid)
     out: list[dict[str, Any]] = []
     if n:
-
-        def col(key: str, scale: float = 1.0) -> list[float | None]:
-            return _on_grid(s.get(key) or [], where, n, scale)
-
-        out.append(
-            {
-                "id": "latency",
-                "title": "Chat latency (ms)",
-                "x": grid,
-                "lines": [
-                    _line("p50 service", col("chat_p50_ms"), "tab:blue"),
-                    _line("p95 service", col("chat_p95_ms"), "tab:orange"),
-                    _line("p95 intended start", col("chat_intended_p95_ms"), "tab:green"),
-                    *_slo_lines(d, [("chat_p95_ms", "tab:red")], n),
-                ],
-                "bands": _bands(d, start),
-            }
-        )
-        if any(v is not None for v in s.get("ttft_p95_ms") or ()):  # a run that streamed (v4)
-            out.append(
-                {
-                    "id": "stream",
-                    "title": "Streamed chats: TTFT and TPOT (ms)",
-                    "x": grid,
-                    "lines": [
-                        _line("TTFT p95", col("ttft_p95_ms"), "tab:blue"),
-                        _line("TTFT p99", col("ttft_p99_ms"), "tab:purple"),
-                        _line("TPOT p95", col("tpot_p95_ms"), "tab:orange"),
-                        _line("TPOT p99", col("tpot_p99_ms"), "tab:brown"),
-                        *_slo_lines(d, [("ttft_p95_ms", "tab:red"), ("tpot_p95_ms", "tab:red")], n),
-                    ],
-                    "bands": _bands(d, start),
-                }
-            )
-        out.append(
-            {
-                "id": "sla",
-                "title": "Explanation SLA p95 at terminal time (ms)",
-                "x": grid,
-                "lines": [
-                    _line("sentence p95", col("sentence_p95_ms"), "tab:blue"),
-                    _line("token p95", col("token_p95_ms"), "tab:orange"),
-                    *_slo_lines(d, [("sentence_p95_ms", "tab:blue"), ("token_p95_ms", "tab:orange")], n),
-                ],
-                "bands": _bands(d, start),
-            }
-        )
-        out.append(  # a v2 report.json has no rates: the chart is dropped below
-            {
-                "id": "rates",
-                "title": "Per second: goodput, explanations offered and completed",
-                "x": grid,
-                "lines": [
-                    _line("chats / s", col("chat_rps"), "tab:gray"),
-                    _line("goodput / s", col("goodput_rps"), "tab:green"),
-                    _line("explanations offered / s", col("expl_offered_rps"), "tab:purple"),
-                    _line("explanations completed / s", col("expl_completed_rps"), "tab:blue"),
-                ],
-                "bands": _bands(d, start),
-            }
-        )
+        out += [c for chart in TIME_CHARTS if (c := _time_chart(chart, d, grid, where)) is not None]
         adm = s.get("admissions") or {}
         if adm:
             step = float(s["bucket_s"])
             colors = {"queued": "tab:blue", "shed": "tab:red", "rate_limited": "tab:orange"}
-            out.append(
-                {
-                    "id": "backpressure",
-                    "title": "Explanation admission outcomes per second (from the chat answers)",
-                    "x": grid,
-                    "lines": [
-                        _line(state, _on_grid(v, where, n, 1 / step), colors.get(state, "tab:gray"))
-                        for state, v in sorted(adm.items())
-                    ],
-                    "bands": _bands(d, start, ["rate-limit-spike"]),
-                }
-            )
+            lines = [
+                _line(state, _on_grid(v, where, n, 1 / step), colors.get(state, "tab:gray"))
+                for state, v in sorted(adm.items())
+            ]
+            title = "Explanation admission outcomes per second (from the chat answers)"
+            out.append(_spec("backpressure", title, grid, lines, _bands(d, start, ["rate-limit-spike"])))
     soak = (d.get("soak") or {}).get("series") or {}
     if soak.get("t_h"):
         names = [k for k in soak if k not in ("t_h", "segment")][:12]
-        out.append(
-            {
-                "id": "soak",
-                "title": "Soak, one point per segment (x: hours since the soak started)",
-                "x": list(soak["t_h"]),
-                "lines": [
-                    _line(readable(k)[0], [None if v is None else v * readable(k)[1] for v in soak[k]], c)
-                    for k, c in zip(names, list(CSS_COLORS.values()) * 2, strict=False)
-                ],
-                "bands": [],
-            }
-        )
+        lines = [
+            _line(readable(k)[0], [None if v is None else v * readable(k)[1] for v in soak[k]], c)
+            for k, c in zip(names, list(CSS_COLORS.values()) * 2, strict=False)
+        ]
+        title = "Soak, one point per segment (x: hours since the soak started)"
+        out.append(_spec("soak", title, list(soak["t_h"]), lines, []))
     out = [c for c in out if any(v is not None for ln in c["lines"] for v in ln["values"])]
     for c in out:
         c["x"], cols = downsample(c["x"], [ln["values"] for ln in c["lines"]])
@@ -248,19 +256,34 @@ def _md_table(lines: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+# Markdown's inline spans as the renderers write them: `code` (literal inside), **strong** and
+# *em*. An emphasis mark must touch its text on the inside and not sit inside a word or another
+# run of stars on the outside (CommonMark's flanking rule, simplified): "p50 * 2" and "a*b" stay
+# as written.
+_SPANS = re.compile(
+    r"`(?P<code>[^`]+)`"
+    r"|\*\*(?P<strong>[^\s*](?:.*?[^\s*])?)\*\*"
+    r"|(?<![\w*])\*(?P<em>[^\s*](?:[^*]*?[^\s*])?)\*(?![\w*])"
+)
+
+
 def _inline(text: str) -> str:
-    """Markdown's **bold** and `code` in escaped HTML."""
-    out, bold, code = [], False, False
-    for i, part in enumerate(html.escape(text).replace("**", "\0").split("\0")):
-        if i:
-            bold = not bold
-            out.append("<b>" if bold else "</b>")
-        pieces = part.split("`")
-        for j, p in enumerate(pieces):
-            if j:
-                code = not code
-                out.append("<code>" if code else "</code>")
-            out.append(p)
+    """Markdown's `code`, **strong** and *em* as HTML; everything else escaped.
+
+    >>> _inline("**FAIL**: *p95* of `a<b` & 2 * 3")
+    '<strong>FAIL</strong>: <em>p95</em> of <code>a&lt;b</code> &amp; 2 * 3'
+    """
+    out, pos = [], 0
+    for m in _SPANS.finditer(text):
+        out.append(html.escape(text[pos : m.start()]))
+        if m["code"] is not None:
+            out.append(f"<code>{html.escape(m['code'])}</code>")
+        elif m["strong"] is not None:
+            out.append(f"<strong>{_inline(m['strong'])}</strong>")
+        else:
+            out.append(f"<em>{_inline(m['em'])}</em>")
+        pos = m.end()
+    out.append(html.escape(text[pos:]))
     return "".join(out)
 
 

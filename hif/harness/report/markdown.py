@@ -513,7 +513,7 @@ def render_markdown(d: Mapping[str, Any], charts: Mapping[str, str]) -> str:
         out += [f"![chat latency over time]({charts['latency']})", ""]
     out += _streaming(d)
     if "stream" in charts:
-        out += [f"![TTFT and TPOT over time]({charts['stream']})", ""]
+        out += [f"![TTFT, TPOT and ITL over time]({charts['stream']})", ""]
     out += _explanations(d)
     if "sla" in charts:
         out += [f"![explanation SLA over time]({charts['sla']})", ""]

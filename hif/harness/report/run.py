@@ -177,14 +177,14 @@ def build_report(
     plan, parts = _plan(files, windows, targets)
     p = scan(files, plan, settings.jobs)
     run = (p.t_min, p.t_max) if p.t_max >= p.t_min else (plan.t0, plan.t0)
-    series = build.time_series(p, plan.t0, plan.bucket_s)
+    # ITL is in no record (a chat line has no per-token gaps): the hlog's stream.itl intervals
+    itl = win.interval_log((d / HISTOGRAM_LOG_FILE for d in dirs), ITL)
+    series = build.time_series(p, plan.t0, plan.bucket_s, itl)
     exact = bool(windows)
     if not exact:  # no event log: windows from the records' chaos field, at bucket resolution
         windows = win.windows_from_buckets(build.flag_buckets(p), plan.t0, plan.bucket_s)
         wide = (plan.t0 - 1e12, plan.t0 + 1e12)
         parts = {i: win.parts(w, windows[:i] + windows[i + 1 :], wide) for i, w in enumerate(windows)}
-    # ITL is in no record (a chat line has no per-token gaps): the hlog's stream.itl intervals
-    itl = win.interval_log((d / HISTOGRAM_LOG_FILE for d in dirs), ITL)
     kw = {
         "exact": exact,
         "bounds": plan.boundaries,

@@ -360,10 +360,13 @@ def explanation_recovery(
 
 # Streamed chats per time bucket (null in a bucket without streams, and in a non-streamed run)
 STREAM_SERIES = ("ttft_p95_ms", "ttft_p99_ms", "tpot_p95_ms", "tpot_p99_ms")
+# ITL per time bucket, from the interval log (null without one: no local tokenizer, or no hlog)
+ITL_SERIES = ("itl_p95_ms", "itl_p99_ms")
 
 
-def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
-    """One point per time bucket (2-significant-figure percentiles) for charts and recovery."""
+def time_series(p: Partial, t0: float, bucket_s: float, itl: IntervalLog | None = None) -> dict[str, Any]:
+    """One point per time bucket (2-significant-figure percentiles) for charts and recovery; ITL
+    from ``itl``'s intervals whose midpoint lies in the bucket (as for the chaos windows)."""
     tbs = sorted(
         {tb for tb, _, _ in p.chat_counts}
         | {tb for tb, _, _ in p.expl_counts}
@@ -390,6 +393,7 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             "expl_completed_rps",
             "expl_complete_rate",
             *STREAM_SERIES,
+            *ITL_SERIES,
         )
     }
     out["bucket_s"] = bucket_s
@@ -415,6 +419,7 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
             ("expl_completed_rps", e["completed_rps"]),
             ("expl_complete_rate", e["complete_rate"]),
             *((k, _stream_pct(c, k.split("_")[0], k.split("_")[1])) for k in STREAM_SERIES),
+            *_itl_point(itl, t0 + tb * bucket_s, bucket_s),
         ):
             out[key].append(value)
         for state in c["admissions"]:
@@ -422,6 +427,12 @@ def time_series(p: Partial, t0: float, bucket_s: float) -> dict[str, Any]:
         for state, column in out["admissions"].items():
             column.append(c["admissions"].get(state, 0))
     return out
+
+
+def _itl_point(itl: IntervalLog | None, start: float, bucket_s: float) -> list[tuple[str, float | None]]:
+    h = itl.within(start, start + bucket_s) if itl is not None else SparseHist()
+    pct = h.percentiles_ms([95.0, 99.0])
+    return [("itl_p95_ms", pct[95.0]), ("itl_p99_ms", pct[99.0])]
 
 
 def _bucket_stats(p: Partial, tb: int, bucket_s: float) -> tuple[dict[str, Any], dict[str, Any]]:

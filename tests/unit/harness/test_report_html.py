@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_page_is_self_contained_and_links_the_raw_files(tmp_path: Path) -> None:
     for name in ("chat_results.jsonl", "explanation_results.jsonl", "report.json", "chaos_events.jsonl"):
         assert f'href="{name}"' in page
     assert "Explanation sidecar not saturated" in page
+    assert "<em>Service</em>" in page and "*Service*" not in page  # markdown emphasis rendered
 
 
 def test_series_are_capped_and_spikes_survive() -> None:
@@ -101,3 +103,23 @@ def test_a_page_error_is_caught(tmp_path: Path, chromium: Chromium) -> None:
     errors = re.search(r'<pre id="page-errors">(.*?)</pre>', dom, re.S)
     assert errors is not None and "JSON" in errors.group(1)
     assert not re.search(r"<body[^>]*data-charts", dom)  # the chart script stopped
+
+
+def test_markdown_emphasis_renders_as_html_and_the_rest_is_escaped() -> None:
+    from hif.harness.report.html import _block, _inline
+
+    assert _inline("*Service* runs from the send; *intended start* from the slot") == (
+        "<em>Service</em> runs from the send; <em>intended start</em> from the slot"
+    )
+    assert _inline("Verdict: **a gate failed** (`--slo` <x>)") == (
+        "Verdict: <strong>a gate failed</strong> (<code>--slo</code> &lt;x&gt;)"
+    )
+    assert _inline("**2 *nested* 3**") == "<strong>2 <em>nested</em> 3</strong>"
+    # not emphasis: arithmetic, a star inside a word, stars in code, a mark left open
+    for text in ("2 * 3 * 4", "a*b*c", "open ** mark", "x *y"):
+        assert _inline(text) == html.escape(text)
+    assert _inline("`*a* <b>`") == "<code>*a* &lt;b&gt;</code>"
+    assert _inline('<script>"*x*"</script>') == "&lt;script&gt;&quot;<em>x</em>&quot;&lt;/script&gt;"
+    page = _block(["| gate | result |", "|---|---|", "| *p95* | **FAIL** |", "", "*masked*: saturated"])
+    assert "<td><em>p95</em></td><td><strong>FAIL</strong></td>" in page
+    assert "<p><em>masked</em>: saturated</p>" in page and "*" not in page

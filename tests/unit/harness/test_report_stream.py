@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hif.harness.records import CHAOS_EVENTS_FILE, CHAT_FILE, HISTOGRAM_LOG_FILE, REPORT_SCHEMA, SUMMARY_FILE
+from hif.harness.report.charts import stream_chart
 from hif.harness.report.html import chart_specs, render_html
 from hif.harness.report.markdown import render_markdown
 from hif.harness.report.windows import IntervalLog, interval_log
@@ -74,10 +75,10 @@ def test_streaming_section_and_chart(tmp_path: Path) -> None:
     md = render_markdown(data, {"stream": "chart_stream.png"})
     assert "## Streaming" in md and "294 streamed chats" in md
     assert "| slow-sae | 10.0 / 40.0 / 10.0 |" in md.replace(" ms", "")
-    assert "![TTFT and TPOT over time](chart_stream.png)" in md
+    assert "![TTFT, TPOT and ITL over time](chart_stream.png)" in md
     specs = {c["id"]: c for c in chart_specs(data)}
     labels = [ln["label"] for ln in specs["stream"]["lines"]]
-    assert labels == ["TTFT p95", "TTFT p99", "TPOT p95", "TPOT p99"]
+    assert labels == ["TTFT p95", "TTFT p99", "TPOT p95", "TPOT p99"]  # no hlog: no ITL line
 
 
 def test_a_run_that_did_not_stream_has_no_stream_parts(tmp_path: Path) -> None:
@@ -161,3 +162,30 @@ def test_an_interval_counts_in_the_part_holding_its_midpoint(tmp_path: Path) -> 
     # [T0 + 9, T0 + 10) has its midpoint at 9.5: in a part from 9.4, not in one from 9.6
     assert log.within(T0 + 9.4, T0 + 10).total == 10 and log.within(T0 + 9.6, T0 + 10).total == 0
     assert interval_log([tmp_path / "missing.hlog"], "stream.itl").within(-1e18, 1e18).total == 0
+
+
+def test_itl_over_time_in_the_series_and_both_stream_charts(tmp_path: Path) -> None:
+    """ITL p95/p99 per time bucket from the interval log, each interval in the bucket holding its
+    midpoint: the 80 ms intervals (midpoints in 10..20 s) fill buckets 10..19 and no other."""
+    _run(tmp_path)
+    _itl_log(tmp_path)
+    (tmp_path / SUMMARY_FILE).write_text(
+        json.dumps({"slo": {"gates": [{"name": "itl_p95_ms", "threshold": 50.0}], "pass": False}})
+    )
+    data = build(tmp_path)
+    s = data["series"]
+    assert s["bucket_s"] == 1.0
+    by_t = {round(t - T0): v for t, v in zip(s["t"], s["itl_p95_ms"], strict=True)}
+    assert by_t[9] == pytest.approx(20.0, rel=0.01) and by_t[20] == pytest.approx(20.0, rel=0.01)
+    assert all(by_t[b] == pytest.approx(80.0, rel=0.01) for b in range(10, 20))
+    assert by_t[0] is None  # the first interval's midpoint is at 1.1 s
+    assert s["itl_p99_ms"][s["t"].index(T0 + 15)] == pytest.approx(80.0, rel=0.01)
+    stream = {c["id"]: c for c in chart_specs(data)}["stream"]
+    lines = {ln["label"]: ln for ln in stream["lines"]}
+    assert {"ITL p95", "ITL p99", "SLO itl p95 50 ms"} <= set(lines)
+    on_grid = dict(zip(stream["x"], lines["ITL p95"]["values"], strict=True))
+    assert on_grid[15.0] == pytest.approx(80.0, rel=0.01) and on_grid[5.0] == pytest.approx(20.0, rel=0.01)
+    # the PNG chart draws from the same series
+    assert (
+        stream_chart(data, tmp_path) == "chart_stream.png" and (tmp_path / "chart_stream.png").stat().st_size
+    )
