@@ -122,3 +122,24 @@ def test_a_goodput_floor_decides_the_exit_code(tmp_path: Path, floor: str, rc: i
     assert summary.data["slo"]["pass"] is verdict and summary.exit_code == rc
     on_disk = json.loads((tmp_path / records.SUMMARY_FILE).read_text())
     assert on_disk["exit_code"] == rc and on_disk["slo"]["pass"] is verdict
+    # the report judges the same gates on the records, by the same definition and window: it
+    # agrees with the runner, and a summary that lies does not move it. (summary.json keeps the
+    # window's ends to the millisecond: over this ~0.15 s run that is up to 1 % of goodput_rps.)
+    from hif.harness.report.run import build_report
+
+    judged = {g["name"]: g for g in build_report([tmp_path])["slo"]["gates"]}
+    assert judged["goodput_rps"]["value"] == pytest.approx(gates["goodput_rps"]["value"], rel=0.01)
+    assert judged["goodput_share"]["value"] == pytest.approx(gates["goodput_share"]["value"], abs=1e-6)
+    assert all(judged[n]["pass"] is gates[n]["pass"] for n in ("goodput_rps", "goodput_share"))
+    on_disk["chat"].update(goodput=0, goodput_rps=0.0, goodput_share=0.0)
+    for g in on_disk["slo"]["gates"]:
+        g.update(value=1e9, **{"pass": True})
+    (tmp_path / records.SUMMARY_FILE).write_text(json.dumps(on_disk))
+    report = build_report([tmp_path])
+    again = {g["name"]: g for g in report["slo"]["gates"]}
+    assert {n: (g["value"], g["pass"]) for n, g in again.items()} == {
+        n: (g["value"], g["pass"]) for n, g in judged.items()
+    }
+    assert (
+        report["slo"]["pass"] is verdict and report["goodput"]["goodput"] == summary.data["chat"]["goodput"]
+    )

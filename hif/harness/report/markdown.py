@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hif.harness import gates
 from hif.harness.report import capacity as capacity_view
 from hif.harness.report import compare as compare_view
 from hif.harness.report.saturation import first_lines
@@ -84,14 +85,25 @@ def headline_lines(d: Mapping[str, Any]) -> list[str]:
     return [line for x in out for line in (x, "")]
 
 
-def _gate_rows(gates: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+def _gate_figure(name: str, v: Any) -> str:
+    """A gate's value in its registry unit: ratios as %, rates with theirs, latencies in ms."""
+    gate = gates.REGISTRY.get(name)
+    unit = gate.unit if gate is not None else ("ratio" if "rate" in name else "ms")
+    if unit == "ratio":
+        return _pct(v)
+    if unit == "ms":
+        return _ms(v)
+    return "-" if v is None else f"{v:,.2f} {unit}"
+
+
+def _gate_rows(gates_: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
-    for g in gates:
-        rate = "rate" in g["name"]
-        value = _pct(g["value"]) if rate else _ms(g["value"])
-        limit = _pct(g["threshold"]) if rate else _ms(g["threshold"])
+    for g in gates_:
+        limit = _gate_figure(g["name"], g["threshold"])
+        if g.get("op") == ">=":  # a floor: the value must reach the target
+            limit = f">= {limit}"
         verdict = {True: "pass", False: "**FAIL**", None: "no data"}[g["pass"]]
-        rows.append((g["name"], limit, value, verdict))
+        rows.append((g["name"], limit, _gate_figure(g["name"], g["value"]), verdict))
     return rows
 
 

@@ -193,7 +193,7 @@ def build_report(
         "run": run,
         "itl": itl,
     }
-    head = build.headline(p, run, itl)
+    head = build.headline(p, run, itl, build.load_window_s(summaries, run))
     scrapes = sorted(
         (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
     )

@@ -126,10 +126,39 @@ def explanation_stats(
     }
 
 
-def headline(p: Partial, run: tuple[float, float], itl: IntervalLog | None = None) -> dict[str, Any]:
+# clock slack between the runner's start and its first send (the same process, one wall clock)
+LOAD_WINDOW_SLACK_S = 1.0
+
+
+def load_window_s(summaries: Iterable[Mapping[str, Any]], run: tuple[float, float]) -> float | None:
+    """The seconds the load runner's rates count over: its load window (``started_at`` to
+    ``load_ended_at``), from the first shard's start to the last one's end (shards run side by
+    side). None without a summary that has one, or when records start before it (files appended
+    to by several runs, as a soak's segments are, hold one run's summary): then no window covers
+    them all."""
+    spans = [
+        (float(s["started_at"]), float(s["load_ended_at"]))
+        for s in summaries
+        if all(isinstance(s.get(k), int | float) and not isinstance(s.get(k), bool)
+               for k in ("started_at", "load_ended_at"))
+    ]  # fmt: skip
+    if not spans:
+        return None
+    start, end = min(a for a, _ in spans), max(b for _, b in spans)
+    return end - start if end > start and run[0] >= start - LOAD_WINDOW_SLACK_S else None
+
+
+def headline(
+    p: Partial, run: tuple[float, float], itl: IntervalLog | None = None, load_s: float | None = None
+) -> dict[str, Any]:
+    """The run's figures. Goodput per second divides by ``load_s`` (the runner's load window,
+    :func:`load_window_s`) when known, so the report's figure is the runner's by construction;
+    else by the records' span."""
     every: CellPred = lambda _tb, _seg: True  # noqa: E731
     duration = max(run[1] - run[0], 1e-9)
     chat = chat_stats(p, every, duration, lambda n: _hist(p.seg_hist, CHAT, n, lambda _k: True, 3))
+    if load_s is not None:
+        chat.update(gp.rates(chat["goodput"], chat["requests"], load_s))
     itl_all = itl.within(-math.inf, math.inf) if itl is not None else SparseHist()
     if itl_all.total and "stream" in chat:
         chat["stream"]["itl_ms"] = itl_all.summary()
@@ -482,6 +511,10 @@ def slo_table(summaries: Iterable[Mapping[str, Any]], head: Mapping[str, Any]) -
         "token_p95_ms": expl["sla_ms"]["token"]["p95_ms"],
         "expired_failed_rate": expl["expired_failed_rate"],
     }
+    # goodput by hif.harness.goodput's definition applied to the records (never the runner's
+    # figure: a summary edited or from another run cannot pass a floor the records do not)
+    for n in ("goodput_rps", "goodput_share"):
+        values[n] = gates.REGISTRY[n].read(head)
     # the stream gates, from the records' histograms (ITL: from the interval log, when it has any)
     stream = chat.get("stream") or {}
     from_records = ("ttft_", "intended_ttft_", "tpot_") if stream else ()

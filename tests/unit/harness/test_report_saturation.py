@@ -154,6 +154,48 @@ def test_goodput_whole_run_and_gated_targets(tmp_path: Path) -> None:
     assert g["targets"] == {"chat_ms": 700.0, "sentence_ms": 2500.0, "token_ms": 3500.0, "source": "gates"}
 
 
+def _summary(gates: list[dict[str, Any]], **extra: Any) -> str:
+    """A summary.json whose goodput figures and gate values lie: the report must not read them."""
+    lies = [{**g, "value": 99.0, "pass": True} for g in gates]
+    chat = {"requests": 100, "goodput": 100, "goodput_rps": 99.0, "goodput_share": 1.0}
+    return json.dumps({"slo": {"gates": lies, "pass": True}, "chat": chat, **extra})
+
+
+def test_goodput_gates_are_judged_on_the_records_not_the_summary(tmp_path: Path) -> None:
+    """The SLO table's goodput gates come from the records by hif.harness.goodput's definition
+    (70 good of 100), per second of the runner's load window (10 s here, the records span 9.9 s)."""
+    d = _goodput_records(tmp_path)
+    gates = [
+        {"name": "goodput_rps", "threshold": 6.9, "op": ">="},  # 70 / 10 = 7.0: holds
+        {"name": "goodput_share", "threshold": 0.75, "op": ">="},  # 0.70: fails
+    ]
+    (d / SUMMARY_FILE).write_text(_summary(gates, started_at=T0 - 0.05, load_ended_at=T0 + 9.95))
+    data = _report(d)
+    slo = {g["name"]: g for g in data["slo"]["gates"]}
+    assert slo["goodput_rps"]["value"] == pytest.approx(7.0) and slo["goodput_rps"]["pass"] is True
+    assert slo["goodput_share"]["value"] == pytest.approx(0.7) and slo["goodput_share"]["pass"] is False
+    assert data["slo"]["pass"] is False  # though the summary says every gate passed
+    assert data["goodput"]["goodput_rps"] == slo["goodput_rps"]["value"]  # one figure, both places
+    assert data["goodput"]["goodput"] == 70
+    md = render_markdown(data, {})
+    assert "| goodput_share | >= 75.00% | 70.00% | **FAIL** |" in md
+    assert "| goodput_rps | >= 6.90 req/s | 7.00 req/s | pass |" in md
+
+
+@pytest.mark.parametrize("started", [None, T0 + 5.0])
+def test_goodput_per_second_falls_back_to_the_records_span(tmp_path: Path, started: float | None) -> None:
+    """No load window in summary.json, or one that starts after the first record (files appended to
+    by several runs): the records' span (9.9 s) is the only honest denominator."""
+    d = _goodput_records(tmp_path)
+    window = {} if started is None else {"started_at": started, "load_ended_at": T0 + 10.0}
+    gates = [{"name": "goodput_rps", "threshold": 7.05, "op": ">="}]
+    (d / SUMMARY_FILE).write_text(_summary(gates, **window))
+    data = _report(d)
+    (gate,) = data["slo"]["gates"]
+    assert gate["value"] == pytest.approx(70 / 9.9) and gate["pass"] is True
+    assert data["goodput"]["goodput_rps"] == pytest.approx(70 / 9.9)
+
+
 def test_chaos_window_carries_the_explanation_lane_and_recovers_per_lane(tmp_path: Path) -> None:
     """A hard shed for 20 s in a light run: complete share falls to 0, shed rises to 100 %, and the
     explanation lane recovers after the window while the chat lane never moved."""
