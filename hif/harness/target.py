@@ -8,7 +8,9 @@ script, so tests can assert exact percentiles and benches know the true latency 
 
 Stalls: during the last ``stall_s`` of every ``stall_every_s`` period the server answers nothing;
 requests that arrive then are answered when the stall ends (plus ``delay_ms``). Streamed chats
-(``"stream": true``) are answered as SSE, one content chunk per token (see ``TargetScript``).
+(``"stream": true``) are answered as SSE, one content chunk per token (see ``TargetScript``); one
+with ``explain`` gets the gateway's ``x-trace-id`` header and its ``explanation`` event after the
+usage chunk, before ``[DONE]`` (hif/gateway/chat.py), its trace's clock starting at the stream's end.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class _State:
         self.requests = 0
         self.stream_parts = [_STREAM_HEAD + _chunk(_ROLE)]
         self.stream_parts += [_chunk(_TOKEN) for _ in range(script.stream_tokens)]
-        self.stream_parts.append(_chunk(_usage(script.stream_tokens)) + _chunk(b"[DONE]") + b"0\r\n\r\n")
+        self.stream_parts.append(_chunk(_usage(script.stream_tokens)) + _STREAM_END)
         # With no delay, gap or stall the whole answer is one write, built once: a streamed
         # chat then costs this target about what a plain one does, so a generator bench
         # measures the generator.
@@ -75,6 +77,12 @@ class _State:
         start = max(now, heapq.heappop(self.free_at))
         heapq.heappush(self.free_at, start + service)
         return start + service - now
+
+    def new_trace(self, granularity: str) -> tuple[str, float]:
+        """A trace id and how long its explanation takes (queued -> terminal), in seconds."""
+        s = self.script
+        ms = s.token_explain_ms if granularity == "token" and s.token_explain_ms is not None else s.explain_ms
+        return f"tr-{next(self.ids)}", ms / 1000.0
 
     def stall_left_s(self, now: float) -> float:
         s = self.script
@@ -100,9 +108,41 @@ def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+_STREAM_END = _chunk(b"[DONE]") + b"0\r\n\r\n"  # the last event and the chunked body's end
+
+
+def _explanation_event(trace_id: str, granularity: str, features: str) -> bytes:
+    """The gateway's last event of an explained stream: the chat's ids, no choices, and the
+    explanation object as a plain answer carries it (hif/gateway/chat.py)."""
+    explanation = {
+        "trace_id": trace_id,
+        "state": "queued",
+        "granularity": granularity,
+        "features": features,
+        "status_url": f"/v1/traces/{trace_id}/status",
+        "graph_url": f"/v1/traces/{trace_id}/graph",
+        "view_url": f"/v1/traces/{trace_id}/view?token=target",
+    }
+    # the gateway copies id, object, created and model from the stream's first chunk (no created here)
+    event = {"id": "chatcmpl-target", "object": "chat.completion.chunk", "created": None, "model": "target"}
+    return _chunk(orjson.dumps({**event, "choices": [], "explanation": explanation}))
+
+
 def _response(status: int, body: bytes, extra: bytes = b"") -> bytes:
     head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (status, len(body))
     return head + extra + b"\r\n" + body
+
+
+def _explain(body: bytes, featureset: str) -> tuple[str, str] | None:
+    """(granularity, featureset) of a chat that asked for an explanation, else None."""
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    explain = req.get("explain") if isinstance(req, dict) else None
+    if not isinstance(explain, dict):
+        return None
+    return str(explain.get("granularity", "sentence")), str(explain.get("features") or featureset)
 
 
 class _TargetProtocol(asyncio.Protocol):
@@ -136,7 +176,8 @@ class _TargetProtocol(asyncio.Protocol):
         self.state.requests += 1
         now = time.monotonic()
         if self.state.script.stream_tokens and b'"stream":true' in body.replace(b" ", b""):
-            self._stream(now)
+            featureset = self.state.script.featuresets[0]
+            self._stream(now, _explain(body, featureset) if b'"explain"' in body else None)
             return
         status, payload, extra, delay_s = self._route(method, self.url.split(b"?")[0].decode(), body, now)
         delay_s += self.state.stall_left_s(now)
@@ -146,14 +187,21 @@ class _TargetProtocol(asyncio.Protocol):
         else:
             self._write(data)
 
-    def _stream(self, now: float) -> None:
-        """One scripted SSE answer, each chunk written at its own (stall-shifted) time."""
+    def _stream(self, now: float, explain: tuple[str, str] | None = None) -> None:
+        """One scripted SSE answer, each chunk written at its own (stall-shifted) time; with
+        ``explain`` (granularity, featureset) the gateway's trace header and explanation event."""
         s, st = self.state.script, self.state
-        if not s.delay_ms and not s.token_gap_ms and not st.stall_left_s(now):
+        parts = st.stream_parts
+        trace_id, explain_s = None, 0.0
+        if explain is not None:
+            trace_id, explain_s = st.new_trace(explain[0])
+            head = _STREAM_HEAD.replace(b"\r\n\r\n", b"\r\nx-trace-id: %s\r\n\r\n" % trace_id.encode())
+            end = _chunk(_usage(s.stream_tokens)) + _explanation_event(trace_id, *explain) + _STREAM_END
+            parts = [head + parts[0][len(_STREAM_HEAD) :], *parts[1:-1], end]
+        elif not s.delay_ms and not s.token_gap_ms and not st.stall_left_s(now):
             self._write(st.stream_whole)
             return
         loop = asyncio.get_running_loop()
-        parts = st.stream_parts
         at = now + s.delay_ms / 1000.0
         writes: dict[float, list[bytes]] = {}  # chunks due at one time go out in one write
         due = now
@@ -162,6 +210,8 @@ class _TargetProtocol(asyncio.Protocol):
                 at += s.token_gap_ms / 1000.0
             due = max(due, at + st.stall_left_s(at))  # never before an earlier chunk
             writes.setdefault(due, []).append(data)
+        if trace_id is not None and explain is not None:  # admitted when the stream has ended
+            st.traces[trace_id] = (due + explain_s, explain[0])
         for when, batch in writes.items():
             if when > time.monotonic():
                 loop.call_at(when, self._write, b"".join(batch))
@@ -203,9 +253,8 @@ class _TargetProtocol(asyncio.Protocol):
         explain = req.get("explain") if isinstance(req, dict) else None
         if isinstance(explain, dict):
             gran = str(explain.get("granularity", "sentence"))
-            trace_id = f"tr-{next(st.ids)}"
-            ms = s.token_explain_ms if gran == "token" and s.token_explain_ms is not None else s.explain_ms
-            st.traces[trace_id] = (now + delay_s + ms / 1000.0, gran)
+            trace_id, explain_s = st.new_trace(gran)
+            st.traces[trace_id] = (now + delay_s + explain_s, gran)
             answer["explanation"] = {"trace_id": trace_id, "state": "queued", "granularity": gran}
             extra = b"x-trace-id: " + trace_id.encode() + b"\r\n"
         return 200, orjson.dumps(answer), extra, delay_s

@@ -98,11 +98,31 @@ def test_live_goodput_matches_the_records_and_the_report(tmp_path: Path) -> None
     assert report["goodput"]["goodput"] == chat["goodput"]
 
 
+def test_attached_streamed_chats_count_when_their_trace_ends_in_time(tmp_path: Path) -> None:
+    """The explanation arrives as the stream's last event (the gateway's shape, from the scripted
+    target): every attached streamed chat is admitted, and counts only once its trace ends within
+    its granularity's target (sentence 100 ms: yes; token 600 ms against a 400 ms gate: no)."""
+    summary = run(tmp_path, *SLOS, stream=True)
+    chat, expl = summary.data["chat"], summary.data["explanations"]
+    chats = _lines(tmp_path / records.CHAT_FILE)
+    attached = [c for c in chats if c["attached"]]
+    token = sum(1 for c in attached if c["granularity"] == "token")
+    assert chat["stream"]["streams"] == chat["requests"] == chat["ok"] == len(chats) > 0
+    assert token > 0 and len(attached) - token > 0
+    assert all(c["trace_id"] and c["explanation_state"] == "queued" for c in attached)
+    assert expl["traces"] == len(attached) and expl["by_state"]["complete"] == expl["traces"]
+    targets = goodput.GoodputTargets.from_slos({"token_p95_ms": 400.0, "sentence_p95_ms": 1500.0})
+    assert chat["goodput"] == chat["requests"] - token == from_records(tmp_path, targets)
+    assert sum(b["goodput"] for b in summary.buckets) == chat["goodput"]
+    from hif.harness.report.run import build_report
+
+    assert build_report([tmp_path])["goodput"]["goodput"] == chat["goodput"]
+
+
 @pytest.mark.parametrize(("chat_ms", "all_good"), [(500.0, True), (0.001, False)])
 def test_streamed_chats_count_by_their_end_to_end_latency(
     tmp_path: Path, chat_ms: float, all_good: bool
 ) -> None:
-    # (the scripted target's streams carry no explanation event: plain streamed chats only)
     summary = run(tmp_path, f"chat_p95_ms={chat_ms}", stream=True, attach_rate=0.0)
     chat = summary.data["chat"]
     assert chat["stream"]["streams"] == chat["requests"] == chat["ok"] > 0
