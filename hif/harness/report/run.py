@@ -193,7 +193,9 @@ def build_report(
         "run": run,
         "itl": itl,
     }
-    head = build.headline(p, run, itl, build.load_window_s(summaries, run))
+    # the runner's load window, when every folder's summary gives its part of it
+    load_s = build.load_window_s(summaries, run) if len(summaries) == len(dirs) else None
+    head = build.headline(p, run, itl, load_s)
     scrapes = sorted(
         (x for d in dirs for x in prometheus.read_log(d / METRICS_FILE)), key=lambda x: float(x["ts"])
     )
