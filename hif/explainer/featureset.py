@@ -17,6 +17,9 @@ from hif.errors import ConfigError, FeaturesetError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("featuresets.toml")
 PACKAGE_PREFIX = "package:"
+# Feature nodes per graph that get token -> feature edges (each costs a backward pass through the
+# blocks below the hook layer; see hif/explainer/core/inputs.py). A featureset may set its own.
+EMBEDDING_NODES = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +35,7 @@ class FeaturesetInfo:
     max_nodes: int = 200
     max_edges: int = 2000
     max_graph_bytes: int = 2_000_000
+    embedding_nodes: int = EMBEDDING_NODES  # feature nodes given token -> feature edges (0: none)
     available: bool = True
     reason: str | None = None
 
@@ -125,6 +129,7 @@ def _entry(name: str, spec: dict[str, Any], base: Path) -> FeaturesetInfo:
             max_nodes=int(spec.get("max_nodes", 200)),
             max_edges=int(spec.get("max_edges", 2000)),
             max_graph_bytes=int(spec.get("max_graph_bytes", 2_000_000)),
+            embedding_nodes=int(spec.get("embedding_nodes", EMBEDDING_NODES)),
             available=available,
             reason=reason,
         )

@@ -129,7 +129,7 @@ def test_graphs_are_in_the_community_format(
     assert meta["attribution_method"] == method and graph["degraded"] == list(plan.degraded)
     tokens = meta["prompt_tokens"]
     embeddings = [n for n in graph["nodes"] if n["feature_type"] == "embedding"]
-    assert [n["ctx_idx"] for n in embeddings] == [p for p in range(len(tokens)) if decoding.content[p]]
+    assert [n["ctx_idx"] for n in embeddings] == list(range(len(tokens)))  # special tokens too
     # every feature/error node: the cumulative |effect| share, ranked like |effect|
     scored = [n for n in graph["nodes"] if n["feature_type"] in ("sae", "sae reconstruction error")]
     ranked = sorted(scored, key=lambda n: n["influence"])
