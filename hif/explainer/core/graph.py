@@ -19,8 +19,8 @@ Node kinds (``feature_type``):
 with several hook layers each residual SAE is a complete cut of the stream, so only the deepest layer
 links to the targets and a lower layer links to the next layer's features (token graphs). Input tokens
 link to the lowest layer's strongest features (``core/inputs.py``; their direct effect on a higher
-layer is zero for the same reason), ``inputs.EDGES_PER_NODE`` links per feature drawn, within what the
-link cap leaves after the target and feature links.
+layer is zero for the same reason), ``inputs.EDGES_PER_NODE`` links per feature drawn, in what the
+link cap leaves after the target and feature links and at least a quarter of it.
 
 ``metadata.scores`` carries circuit-tracer's replacement and completeness scores (``core/scores.py``)
 over all computed edges (before the link cap) when every feature node has its input edges and the
@@ -297,12 +297,13 @@ def _input_links(
 def _drawn(
     target_links: list[dict[str, Any]], inputs: list[list[dict[str, Any]]], cap: int
 ) -> list[dict[str, Any]]:
-    """Target and feature links first (the graph is about the targets), then the strongest
-    ``EDGES_PER_NODE`` input links of each feature, all within ``cap``."""
-    kept = target_links[:cap]
+    """Within ``cap``: the strongest ``EDGES_PER_NODE`` input links of each feature take what the target
+    and feature links leave, and at least a quarter of the cap (the graph is about the targets, but
+    a token graph's target links alone can fill it); target and feature links the rest."""
     extra = [link for per_node in inputs for link in per_node[:EDGES_PER_NODE]]
     extra.sort(key=lambda link: -abs(link["weight"]))
-    return kept + extra[: max(0, cap - len(kept))]
+    room = min(len(extra), max(cap - len(target_links), cap // 4))
+    return target_links[: cap - room] + extra[:room]
 
 
 def _scores(
