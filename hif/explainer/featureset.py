@@ -17,9 +17,11 @@ from hif.errors import ConfigError, FeaturesetError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("featuresets.toml")
 PACKAGE_PREFIX = "package:"
-# Feature nodes per graph that get token -> feature edges (each costs a backward pass through the
-# blocks below the hook layer; see hif/explainer/core/inputs.py). A featureset may set its own.
-EMBEDDING_NODES = 16
+# Feature nodes per graph that get token -> feature edges. Off by default: they cost a forward and
+# backward pass through the blocks below the hook layer, about 2 bare forwards per job plus ~0.15 per
+# node (hif/explainer/core/inputs.py, bench/explainer_stages.py --embedding-nodes). A featureset
+# turns them on with `embedding_nodes = N` (its max_nodes: every node, and the graph's scores).
+EMBEDDING_NODES = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

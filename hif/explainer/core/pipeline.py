@@ -133,7 +133,8 @@ class SAEPipeline:
         self, job: Job, decoding: Decoding, attribution: _attr.Attribution, plan: Plan
     ) -> dict[str, Any]:
         """The graph JSON; with gradient attribution, token -> feature edges into the strongest
-        ``plan.embedding_nodes`` features first (one more backward pass each, see core/inputs.py)."""
+        ``plan.embedding_nodes`` features first (batched forward and backward passes through the
+        blocks below the hook layer, see core/inputs.py)."""
         return _graph.build(
             job,
             decoding,

@@ -121,7 +121,7 @@ def test_graphs_are_in_the_community_format(
     plan = tiny_pipeline.default_plan(granularity)
     if method == HEURISTIC:
         plan = plan.degrade(REDUCE_TOPK, top_k=2)  # a degraded graph too
-    decoding, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION, granularity), plan, method)
+    _, _, graph = _run(tiny_pipeline, make_job(PROMPT, COMPLETION, granularity), plan, method)
     jsonschema.validate(graph, graph_schema)
     check_community_format(graph)
     meta = graph["metadata"]
