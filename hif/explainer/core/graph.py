@@ -317,7 +317,7 @@ def _scores(
     if attribution.method != GRADIENT:
         why = "heuristic attribution: no input edges"
     elif embedding is None or not embedding.nodes:
-        why = "input edges not computed (plan.embedding_nodes is 0)"
+        why = "input edges not computed (see embedding_links)"
     elif not embedding.complete:
         why = (
             f"input edges computed for {len(embedding.nodes)} of {embedding.candidates} feature nodes "
@@ -331,11 +331,15 @@ def _scores(
     return {"replacement": _r(replacement), "completeness": _r(completeness), "scores_note": None}
 
 
-def _embedding_meta(embedding: EmbeddingLinks | None, attribution: Attribution) -> dict[str, Any] | str:
+def _embedding_meta(
+    embedding: EmbeddingLinks | None, attribution: Attribution, plan: Plan
+) -> dict[str, Any] | str:
     if attribution.method != GRADIENT:
         return "not computed (heuristic attribution)"
-    if embedding is None or not embedding.nodes:
+    if plan.embedding_nodes <= 0:
         return "not computed (switched off: plan.embedding_nodes is 0)"
+    if embedding is None or not embedding.nodes:
+        return "not computed (failed: see the explainer's log)"
     return {
         "method": "gradient x input at the input of block 0, attention patterns, LayerNorm scales and "
         "MLP activation gates frozen (a local replacement model, as circuit-tracer's)",
@@ -395,7 +399,7 @@ def _metadata(
             if attribution.method == GRADIENT
             else "activation x cos(decoder row, target direction)",
             "comparable_to_gradient": attribution.method == GRADIENT,
-            "embedding_links": _embedding_meta(embedding, attribution),
+            "embedding_links": _embedding_meta(embedding, attribution, plan),
         },
         "generation_settings": {
             "granularity": plan.granularity,

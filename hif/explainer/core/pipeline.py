@@ -17,6 +17,7 @@ spliced into the hook layer, so the backward pass only covers the blocks after i
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from hif.explainer.core.segments import Segment, segments
 from hif.explainer.featureset import FeaturesetInfo
 from hif.explainer.plan import GRADIENT, Plan
 from hif.store.base import Job
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
 PAD_WASTE = 1.5  # a padded sub-batch holds sequences within 1.5x of its shortest one
@@ -154,7 +157,14 @@ class SAEPipeline:
             return None
         kept = _graph.kept_nodes(decoding, attribution, plan)
         effect = attribution.influence.tolist()
-        return _inputs.embedding_links(self.subject, self.saes, decoding, kept, effect, plan.embedding_nodes)
+        try:
+            return _inputs.embedding_links(
+                self.subject, self.saes, decoding, kept, effect, plan.embedding_nodes
+            )
+        except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+            # The graph is still whole without its input links; it says they failed.
+            log.warning("token -> feature links failed for %s: %s", decoding.extraction.job.trace_id, exc)
+            return None
 
     def _subject(self) -> _graph.Subject:
         return _graph.Subject(
