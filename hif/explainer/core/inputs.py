@@ -28,10 +28,10 @@ With residual SAEs each hook layer is a complete cut of the stream, so tokens re
 features only through the lower layer's features and error: embedding edges go to the lowest layer's
 features, and their direct effect on any higher layer is zero (nothing is counted twice).
 
-Cost: one backward pass through blocks ``0..L`` per feature node (a node's gradient depends on every
-position, so nodes cannot share a pass the way independent jobs do). Nodes are batched as copies of the
-sequence, ``CHUNK_ROWS`` token rows per pass; ``Plan.embedding_nodes`` caps how many of the graph's
-feature nodes get edges (the strongest by |effect|; 0 switches it off).
+Cost: one forward pass through blocks ``0..L`` with autograd, and a backward pass per feature node (a
+node's gradient depends on every position, so nodes cannot share one the way independent jobs do),
+vmapped in chunks of ``CHUNK_ROWS`` token rows. ``Plan.embedding_nodes`` caps how many of the graph's
+feature nodes get edges (the strongest by |effect|; 0, the default, switches them off).
 """
 
 from __future__ import annotations
@@ -197,27 +197,30 @@ def gradient_x_input(
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient x input of ``n`` readouts ``y_j = sum_p masks[j, p] * (forward(emb)[p] . directions[j]
-    + offsets[j])`` with respect to ``emb`` [T, d] -> (edges [n, T], y [n]).
+    + offsets[j])`` with respect to ``emb`` [T, d] -> (edges [n, T], y [n]); ``forward`` maps
+    [1, T, d] -> [1, T, d].
 
-    Readouts are batched as copies of the sequence (row ``b`` of a batch carries readout ``b`` only, and
-    rows never mix), so one backward pass gives a whole chunk's gradients.
+    One forward pass; the backward passes are batched (``is_grads_batched``: one vmapped backward per
+    chunk of ``chunk_rows // T`` readouts). Measured against copies of the sequence in one batch (a
+    forward per copy), about twice as fast on CPU for the same numbers.
     """
     n, t = masks.shape
-    per_pass = max(1, chunk_rows // max(t, 1))
-    edges, values = [], []
-    for start in range(0, n, per_pass):
-        rows = slice(start, min(n, start + per_pass))
-        leaf = emb.detach()[None].repeat(rows.stop - rows.start, 1, 1).requires_grad_(True)
-        with torch.enable_grad():
-            x = forward(leaf)  # [B, T, d]
-            pre = torch.einsum("btd,bd->bt", x, directions[rows]) + offsets[rows, None]
-            y = (pre * masks[rows]).sum(-1)
-            (grad,) = torch.autograd.grad(y.sum(), [leaf])
-        edges.append((grad * leaf.detach()).sum(-1))
-        values.append(y.detach())
-    if not edges:
+    if n == 0:
         return emb.new_zeros(0, t), emb.new_zeros(0)
-    return torch.cat(edges), torch.cat(values)
+    per_pass = max(1, chunk_rows // max(t, 1))
+    leaf = emb.detach()[None].clone().requires_grad_(True)
+    edges = []
+    with torch.enable_grad():
+        x = forward(leaf)[0]  # [T, d]
+        y = ((x @ directions.t() + offsets).t() * masks).sum(-1)  # [n]
+        picks = torch.eye(n, dtype=y.dtype, device=y.device)
+        for start in range(0, n, per_pass):
+            stop = min(n, start + per_pass)
+            (grad,) = torch.autograd.grad(
+                y, [leaf], picks[start:stop], is_grads_batched=True, retain_graph=stop < n
+            )
+            edges.append((grad[:, 0] * leaf.detach()[0]).sum(-1))
+    return torch.cat(edges), y.detach()
 
 
 def node_masks(decoding: Decoding, layer: int, nodes: Sequence[int]) -> torch.Tensor:
