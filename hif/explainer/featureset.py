@@ -17,10 +17,10 @@ from hif.errors import ConfigError, FeaturesetError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("featuresets.toml")
 PACKAGE_PREFIX = "package:"
-# Feature nodes per graph that get token -> feature edges. Off by default: they cost a forward and
-# backward pass through the blocks below the hook layer, about 2 bare forwards per job plus ~0.15 per
-# node (hif/explainer/core/inputs.py, bench/explainer_stages.py --embedding-nodes). A featureset
-# turns them on with `embedding_nodes = N` (its max_nodes: every node, and the graph's scores).
+# Feature nodes per graph that get token -> feature edges. Off by default: they cost a forward pass
+# through the blocks up to the hook layer and a backward pass per node, 1.5-3 bare forwards a job for
+# 4 nodes, about 6 for 16 (hif/explainer/core/inputs.py, bench/explainer_stages.py --embedding-nodes).
+# A featureset turns them on with `embedding_nodes = N` (its max_nodes: every node, and the scores).
 EMBEDDING_NODES = 0
 
 
