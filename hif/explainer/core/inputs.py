@@ -48,7 +48,7 @@ from hif.explainer.core.decoding import Decoding
 from hif.explainer.core.model import SubjectModel
 from hif.explainer.core.sae import TopKSAE
 
-CHUNK_ROWS = 4096  # token rows (copies x sequence length) in one batched forward and backward
+CHUNK_ROWS = 4096  # readouts x sequence length in one vmapped backward pass
 EDGES_PER_NODE = 8  # token -> feature links drawn per feature node (all of them count in the scores)
 QUERY_KEY = frozenset({"query", "key", "q_proj", "k_proj", "q_lin", "k_lin"})
 FUSED_QKV = frozenset({"c_attn"})  # GPT-2: one projection whose output is [q | k | v]

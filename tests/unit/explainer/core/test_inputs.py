@@ -189,3 +189,22 @@ def test_the_local_replacement_model_is_affine(tiny_pipeline, make_job) -> None:
         assert _hessian_vector(tiny_pipeline, decoding, freeze=False) > 1e-4
     finally:
         model.set_attn_implementation(before)
+
+
+def test_two_layer_graphs_link_tokens_to_the_lowest_layer_only(tiny_lm, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
+    """Each residual SAE cuts the stream: tokens reach layer 1 only through layer 0's nodes, so their
+    direct links go to layer 0, and the scores (which would need every feature -> feature edge) are null."""
+    from hif.explainer.core.pipeline import load_pipeline
+    from hif.explainer.featureset import load_registry
+
+    pipeline = load_pipeline(load_registry(tiny_lm.registry).get("tiny-gpt2-res01"), device="cpu", threads=1)
+    plan = pipeline.default_plan("token")
+    plan = dataclasses.replace(plan, embedding_nodes=plan.max_nodes, max_edges=10_000)
+    _, _, graph = _run(pipeline, make_job(PROMPT, COMPLETION, "token"), plan)
+    jsonschema.validate(graph, graph_schema)
+    layer = {n["node_id"]: n["layer"] for n in graph["nodes"]}
+    fed = {link["target"] for link in graph["links"] if link["source"].startswith("E_")}
+    assert fed and {layer[node] for node in fed} == {"0"}
+    assert {n["node_id"] for n in graph["nodes"] if n["layer"] == "0" and n["feature_type"] == "sae"} == fed
+    scores = graph["metadata"]["scores"]
+    assert scores["replacement"] is None and "several hook layers" in scores["scores_note"]
