@@ -2,15 +2,18 @@
 
     python bench/explainer_stages.py                 # default featureset, CPU, ~1 minute
     python bench/explainer_stages.py --jobs 20 --threads 2 --device cuda
+    python bench/explainer_stages.py --jobs 6 --embedding-nodes 0    # quick; no token -> feature edges
 
 Prints median and p95 milliseconds per stage by granularity (extract of one job, decode,
-gradient attribution, heuristic attribution, graph) and the ratio of a whole job (extract + decode
+gradient attribution, heuristic attribution, graph: with its token -> feature edges, one more
+backward pass per feature given them, ``--embedding-nodes``) and the ratio of a whole job (extract + decode
 + attribution + graph) to the baseline: the subject model's plain forward over the same tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import time
@@ -41,11 +44,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--embedding-nodes",
+        type=int,
+        default=None,
+        help="features given token edges (default: the featureset's)",
+    )
     args = parser.parse_args()
     pipeline = load_pipeline(load_registry().resolve(None), device=args.device, threads=args.threads)
     rng = random.Random(0)
     for granularity in ("sentence", "token"):
         plan = pipeline.default_plan(granularity)
+        if args.embedding_nodes is not None:
+            plan = dataclasses.replace(plan, embedding_nodes=args.embedding_nodes)
         stages: dict[str, list[float]] = {
             k: [] for k in ("forward", "extract", "decode", "attribution", "heuristic", "graph", "job")
         }
@@ -66,7 +77,7 @@ def main() -> None:
         tokens = len(pipeline.subject.encode(job.prompt, job.completion).input_ids)
         print(
             f"{granularity} (~{tokens} tokens, {args.jobs} jobs, {torch.get_num_threads()} threads, "
-            f"{args.device}):"
+            f"{args.device}, token edges into {plan.embedding_nodes} features):"
         )
         for name, ms in stages.items():
             print(f"  {name:<12} {_summary(ms)}")

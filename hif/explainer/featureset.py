@@ -17,6 +17,11 @@ from hif.errors import ConfigError, FeaturesetError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("featuresets.toml")
 PACKAGE_PREFIX = "package:"
+# Feature nodes per graph that get token -> feature edges. Off by default: they cost a forward pass
+# through the blocks up to the hook layer and a backward pass per node, 1.5-3 bare forwards a job for
+# 4 nodes, about 6 for 16 (hif/explainer/core/inputs.py, bench/explainer_stages.py --embedding-nodes).
+# A featureset turns them on with `embedding_nodes = N` (its max_nodes: every node, and the scores).
+EMBEDDING_NODES = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +37,7 @@ class FeaturesetInfo:
     max_nodes: int = 200
     max_edges: int = 2000
     max_graph_bytes: int = 2_000_000
+    embedding_nodes: int = EMBEDDING_NODES  # feature nodes given token -> feature edges (0: none)
     available: bool = True
     reason: str | None = None
 
@@ -125,6 +131,7 @@ def _entry(name: str, spec: dict[str, Any], base: Path) -> FeaturesetInfo:
             max_nodes=int(spec.get("max_nodes", 200)),
             max_edges=int(spec.get("max_edges", 2000)),
             max_graph_bytes=int(spec.get("max_graph_bytes", 2_000_000)),
+            embedding_nodes=int(spec.get("embedding_nodes", EMBEDDING_NODES)),
             available=available,
             reason=reason,
         )

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from hif.explainer.featureset import FeaturesetInfo
+from hif.explainer.featureset import EMBEDDING_NODES, FeaturesetInfo
 from hif.store.base import Job
 
 # Ladder rungs, in the order the controller applies them; names appear in traces and metrics.
@@ -49,6 +49,7 @@ class Plan:
     max_nodes: int = 200
     max_edges: int = 2000
     max_bytes: int = 2_000_000  # the stored graph's JSON, before compression
+    embedding_nodes: int = EMBEDDING_NODES  # feature nodes given token -> feature edges (0: none)
     degraded: tuple[str, ...] = ()  # ladder rungs applied, in order
 
     def degrade(self, rung: str, **changes: Any) -> Plan:

@@ -7,6 +7,7 @@ them on ``influence`` and ``node_threshold``, lays the nodes out and draws the t
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from typing import Any
 
@@ -30,6 +31,7 @@ KINDS = {
     "two-layer": ("sae-minilm-l6-res2-4-4k", "token", "gradient", ()),
     "degraded": ("sae-minilm-l6-res4-4k", "token", "gradient", (REDUCE_TOPK, CAP_NODES)),
     "heuristic": ("sae-minilm-l6-res4-4k", "sentence", "heuristic", ()),
+    "inputs": ("sae-minilm-l6-res4-4k", "sentence", "gradient", ()),  # token -> feature links into every node
 }
 CANVAS_INK = (
     "[...document.querySelectorAll('.link-graph canvas')].map(c => { const d = c.getContext('2d')"
@@ -50,6 +52,8 @@ def _graph(pipelines: dict[str, Any], slug: str) -> dict[str, Any]:
         plan = plan.degrade(REDUCE_TOPK, top_k=plan.top_k // 2)
     if CAP_NODES in rungs:
         plan = plan.degrade(CAP_NODES, max_nodes=plan.max_nodes // 2, max_edges=plan.max_edges // 2)
+    if slug == "inputs":
+        plan = dataclasses.replace(plan, embedding_nodes=plan.max_nodes)
     job = Job(
         trace_id=slug,
         tenant="acme",
@@ -89,6 +93,12 @@ def test_graph_renders_in_circuit_tracers_frontend(
 ) -> None:
     graph = graphs[slug]
     target = next(n["node_id"] for n in graph["nodes"] if n["feature_type"] == "logit")
+    if slug == "inputs":  # click the most influential feature fed by input tokens: its panel lists them
+        fed = {link["target"] for link in graph["links"] if link["source"].startswith("E_")}
+        target = min((n for n in graph["nodes"] if n["node_id"] in fed), key=lambda n: n["influence"])[
+            "node_id"
+        ]
+        assert graph["metadata"]["scores"]["replacement"] is not None
     with browser.page() as page:
         page.goto(f"{site}/index.html?slug={slug}&clickedId={target}")
         count = _wait_for_nodes(page)

@@ -17,7 +17,14 @@ Node kinds (``feature_type``):
 ``influence`` is the cumulative fraction of total |effect| reached when nodes are taken in order of
 |effect| (the viewers keep nodes with ``influence <= node_threshold``). Links are direct effects only:
 with several hook layers each residual SAE is a complete cut of the stream, so only the deepest layer
-links to the targets and a lower layer links to the next layer's features (token graphs).
+links to the targets and a lower layer links to the next layer's features (token graphs). Input tokens
+link to the lowest layer's strongest features (``core/inputs.py``; their direct effect on a higher
+layer is zero for the same reason), ``inputs.EDGES_PER_NODE`` links per feature drawn, in what the
+link cap leaves after the target and feature links and at least a quarter of it.
+
+``metadata.scores`` carries circuit-tracer's replacement and completeness scores (``core/scores.py``)
+over all computed edges (before the link cap) when every feature node has its input edges and the
+graph has one hook layer; otherwise they are null and ``scores_note`` says why.
 
 The published JSON Schema is ``docs/schemas/graph.schema.json``; a change to a field updates it and
 ``SCHEMA_VERSION``. Graphs written before version 2 are served as stored (see ``metadata.schema_version``).
@@ -30,10 +37,12 @@ from typing import Any
 
 from hif.explainer.core.attribution import Attribution, Target
 from hif.explainer.core.decoding import Decoding
+from hif.explainer.core.inputs import EDGES_PER_NODE, EmbeddingLinks
+from hif.explainer.core.scores import graph_scores
 from hif.explainer.plan import GRADIENT, Plan
 from hif.store.base import Job
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EMBEDDING, FEATURE, ERROR, LOGIT = "embedding", "sae", "sae reconstruction error", "logit"
 FEATURE_TYPES = (EMBEDDING, FEATURE, ERROR, LOGIT)
 EMBEDDING_LAYER = "E"
@@ -82,12 +91,18 @@ def _cumulative(scores: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def kept_nodes(decoding: Decoding, attribution: Attribution, plan: Plan) -> list[int]:
+    """Indices (in decoding.nodes) of the graph's feature nodes: the top ``plan.max_nodes`` by |effect|."""
+    effect = attribution.influence.tolist()
+    return sorted(range(len(decoding.nodes)), key=lambda i: -abs(effect[i]))[: plan.max_nodes]
+
+
 def _feature_nodes(
     decoding: Decoding, attribution: Attribution, plan: Plan, labels: dict[int, dict[str, Any]]
 ) -> list[tuple[int, dict[str, Any]]]:
     """The top ``plan.max_nodes`` feature nodes by |effect|, with their index in decoding.nodes."""
     effect = attribution.influence.tolist()
-    order = sorted(range(len(decoding.nodes)), key=lambda i: -abs(effect[i]))[: plan.max_nodes]
+    order = kept_nodes(decoding, attribution, plan)
     out = []
     for i in sorted(
         order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(effect[i]))
@@ -154,7 +169,7 @@ def _error_nodes(decoding: Decoding, attribution: Attribution) -> list[tuple[int
 
 
 def _embedding_nodes(decoding: Decoding, tokens: list[str]) -> list[dict[str, Any]]:
-    content = decoding.content.tolist()
+    # Every position, special tokens too: each is part of the input that token -> feature edges decompose.
     return [
         {
             "node_id": f"E_{vocab}_{pos}",
@@ -172,7 +187,6 @@ def _embedding_nodes(decoding: Decoding, tokens: list[str]) -> list[dict[str, An
             "clerp": f'Emb: "{_quote_safe(tokens[pos])}"',
         }
         for pos, vocab in enumerate(decoding.tokens)
-        if content[pos]
     ]
 
 
@@ -254,7 +268,87 @@ def _links(
         if src in ids and dst in ids:
             links.append({"source": ids[src], "target": ids[dst], "weight": _r(weight)})
     links.sort(key=lambda link: -abs(link["weight"]))
-    return links[: plan.max_edges]
+    return links
+
+
+def _input_links(
+    embedding: EmbeddingLinks | None, features: list[tuple[int, dict[str, Any]]], decoding: Decoding
+) -> list[list[dict[str, Any]]]:
+    """Per feature node with input edges: its token -> feature links, largest |weight| first."""
+    if embedding is None:
+        return []
+    ids = {i: node["node_id"] for i, node in features}
+    out = []
+    for row, i in enumerate(embedding.nodes):
+        if i not in ids:
+            continue
+        weights = embedding.weights[row].tolist()
+        order = sorted(range(len(weights)), key=lambda q: -abs(weights[q]))
+        out.append(
+            [
+                {"source": f"E_{decoding.tokens[q]}_{q}", "target": ids[i], "weight": _r(weights[q])}
+                for q in order
+                if _r(weights[q]) != 0.0
+            ]
+        )
+    return out
+
+
+def _drawn(
+    target_links: list[dict[str, Any]], inputs: list[list[dict[str, Any]]], cap: int
+) -> list[dict[str, Any]]:
+    """Within ``cap``: the strongest ``EDGES_PER_NODE`` input links of each feature take what the target
+    and feature links leave, and at least a quarter of the cap (the graph is about the targets, but
+    a token graph's target links alone can fill it); target and feature links the rest."""
+    extra = [link for per_node in inputs for link in per_node[:EDGES_PER_NODE]]
+    extra.sort(key=lambda link: -abs(link["weight"]))
+    room = min(len(extra), max(cap - len(target_links), cap // 4))
+    return target_links[: cap - room] + extra[:room]
+
+
+def _scores(
+    nodes: list[dict[str, Any]],
+    links: list[dict[str, Any]],
+    embedding: EmbeddingLinks | None,
+    attribution: Attribution,
+    plan: Plan,
+) -> dict[str, Any]:
+    why = None
+    if attribution.method != GRADIENT:
+        why = "heuristic attribution: no input edges"
+    elif embedding is None or not embedding.nodes:
+        why = "input edges not computed (see embedding_links)"
+    elif not embedding.complete:
+        why = (
+            f"input edges computed for {len(embedding.nodes)} of {embedding.candidates} feature nodes "
+            "(plan.embedding_nodes): the scores need them all"
+        )
+    elif len(plan.layers) > 1:
+        why = "several hook layers: feature -> feature edges cover only the strongest upper nodes"
+    if why is not None:
+        return {"replacement": None, "completeness": None, "scores_note": why}
+    replacement, completeness = graph_scores(nodes, links)
+    return {"replacement": _r(replacement), "completeness": _r(completeness), "scores_note": None}
+
+
+def _embedding_meta(
+    embedding: EmbeddingLinks | None, attribution: Attribution, plan: Plan
+) -> dict[str, Any] | str:
+    if attribution.method != GRADIENT:
+        return "not computed (heuristic attribution)"
+    if plan.embedding_nodes <= 0:
+        return "not computed (switched off: plan.embedding_nodes is 0)"
+    if embedding is None or not embedding.nodes:
+        return "not computed (failed: see the explainer's log)"
+    return {
+        "method": "gradient x input at the input of block 0, attention patterns, LayerNorm scales and "
+        "MLP activation gates frozen (a local replacement model, as circuit-tracer's)",
+        "frozen": list(embedding.frozen),
+        "layer": embedding.layer,
+        "feature_nodes": len(embedding.nodes),
+        "of_feature_nodes": embedding.candidates,
+        "links_per_node": EDGES_PER_NODE,
+    }
 
 
 def _metadata(
@@ -265,6 +359,7 @@ def _metadata(
     subject: Subject,
     featureset: str,
     tokens: list[str],
+    embedding: EmbeddingLinks | None,
 ) -> dict[str, Any]:
     encoder = subject.kind == "encoder"
     return {
@@ -304,7 +399,7 @@ def _metadata(
             if attribution.method == GRADIENT
             else "activation x cos(decoder row, target direction)",
             "comparable_to_gradient": attribution.method == GRADIENT,
-            "embedding_links": "not computed",
+            "embedding_links": _embedding_meta(embedding, attribution, plan),
         },
         "generation_settings": {
             "granularity": plan.granularity,
@@ -315,6 +410,8 @@ def _metadata(
             "node_threshold": NODE_THRESHOLD,
             "max_feature_nodes": plan.max_nodes,
             "max_links": plan.max_edges,
+            "input_links_per_feature": EDGES_PER_NODE,
+            "max_features_with_input_links": plan.embedding_nodes,
         },
         "info": {
             "top_k": plan.top_k,
@@ -337,22 +434,32 @@ def build(
     labels: dict[int, dict[str, Any]],
     tokens: list[str],
     subject: Subject,
+    embedding: EmbeddingLinks | None = None,
 ) -> dict[str, Any]:
-    """The graph JSON for one job (a plain dict, ready for orjson). ``plan.degraded`` is the job's."""
+    """The graph JSON for one job (a plain dict, ready for orjson). ``plan.degraded`` is the job's;
+    ``embedding`` the token -> feature edges (``core/inputs.py``), if computed."""
     features = _feature_nodes(decoding, attribution, plan, labels)
     errors = _error_nodes(decoding, attribution)
     targets = _target_nodes(decoding, attribution, subject, tokens)
     layer_of = [n.layer for n in decoding.nodes]
     links = _links(attribution, features, errors, targets, plan, layer_of)
+    inputs = _input_links(embedding, features, decoding)
     scored = [node for _, node in features] + [node for _, _, node in errors]
     cumulative = _cumulative({node["node_id"]: abs(node["hif_effect"]) for node in scored})
     for node in scored:
         node["influence"] = cumulative[node["node_id"]]
+    nodes = _embedding_nodes(decoding, tokens) + scored + targets
+    metadata = _metadata(job, decoding, attribution, plan, subject, featureset, tokens, embedding)
+    metadata["scores"].update(
+        _scores(
+            nodes, links + [link for per_node in inputs for link in per_node], embedding, attribution, plan
+        )
+    )
     return {
-        "metadata": _metadata(job, decoding, attribution, plan, subject, featureset, tokens),
+        "metadata": metadata,
         "qParams": dict(Q_PARAMS),
-        "nodes": _embedding_nodes(decoding, tokens) + scored + targets,
-        "links": links,
+        "nodes": nodes,
+        "links": _drawn(links, inputs, plan.max_edges),
         "granularity": plan.granularity,
         "featureset": featureset,
         "degraded": list(plan.degraded),
@@ -364,4 +471,4 @@ def _trimmed(n: int) -> dict[str, int]:
     return {"prompt_tokens_trimmed": n} if n else {}
 
 
-__all__ = ["FEATURE_TYPES", "SCHEMA_VERSION", "Subject", "build", "cantor"]
+__all__ = ["FEATURE_TYPES", "SCHEMA_VERSION", "Subject", "build", "cantor", "kept_nodes"]

@@ -17,6 +17,7 @@ spliced into the hook layer, so the backward pass only covers the blocks after i
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +28,16 @@ import torch
 from hif.errors import AttributionError, FeaturesetError
 from hif.explainer.core import attribution as _attr
 from hif.explainer.core import graph as _graph
+from hif.explainer.core import inputs as _inputs
 from hif.explainer.core.decoding import Decoding, Extraction, FeatureNode, LayerCodes
 from hif.explainer.core.model import SubjectModel, resolve_model_path
 from hif.explainer.core.sae import TopKSAE
 from hif.explainer.core.segments import Segment, segments
 from hif.explainer.featureset import FeaturesetInfo
-from hif.explainer.plan import Plan
+from hif.explainer.plan import GRADIENT, Plan
 from hif.store.base import Job
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
 PAD_WASTE = 1.5  # a padded sub-batch holds sequences within 1.5x of its shortest one
@@ -64,6 +68,7 @@ class SAEPipeline:
             max_nodes=info.max_nodes,
             max_edges=info.max_edges,
             max_bytes=info.max_graph_bytes,
+            embedding_nodes=info.embedding_nodes,
         )
 
     # --- extract -------------------------------------------------------------------------------
@@ -130,6 +135,9 @@ class SAEPipeline:
     def graph(
         self, job: Job, decoding: Decoding, attribution: _attr.Attribution, plan: Plan
     ) -> dict[str, Any]:
+        """The graph JSON; with gradient attribution, token -> feature edges into the strongest
+        ``plan.embedding_nodes`` features first (batched forward and backward passes through the
+        blocks below the hook layer, see core/inputs.py)."""
         return _graph.build(
             job,
             decoding,
@@ -138,12 +146,32 @@ class SAEPipeline:
             featureset=self.featureset.name,
             labels=self.labels,
             tokens=self._token_strings(decoding),
-            subject=_graph.Subject(
-                name=self.featureset.model,
-                kind=self.subject.kind,
-                n_layers=self.subject.n_layers,
-                vocab_size=len(self.subject.tokenizer),
-            ),
+            subject=self._subject(),
+            embedding=self.embedding_links(decoding, attribution, plan),
+        )
+
+    def embedding_links(
+        self, decoding: Decoding, attribution: _attr.Attribution, plan: Plan
+    ) -> _inputs.EmbeddingLinks | None:
+        if attribution.method != GRADIENT or plan.embedding_nodes <= 0 or not decoding.nodes:
+            return None
+        kept = _graph.kept_nodes(decoding, attribution, plan)
+        effect = attribution.influence.tolist()
+        try:
+            return _inputs.embedding_links(
+                self.subject, self.saes, decoding, kept, effect, plan.embedding_nodes
+            )
+        except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+            # The graph is still whole without its input links; it says they failed.
+            log.warning("token -> feature links failed for %s: %s", decoding.extraction.job.trace_id, exc)
+            return None
+
+    def _subject(self) -> _graph.Subject:
+        return _graph.Subject(
+            name=self.featureset.model,
+            kind=self.subject.kind,
+            n_layers=self.subject.n_layers,
+            vocab_size=len(self.subject.tokenizer),
         )
 
     def _token_strings(self, decoding: Decoding) -> list[str]:

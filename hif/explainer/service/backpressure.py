@@ -120,8 +120,12 @@ def apply_ladder(plan: Plan, level: BackpressureLevel, pressure: float) -> Plan:
     if len(plan.layers) > 1:
         plan = plan.degrade(REDUCE_LAYERS, layers=plan.layers[-1:])
     if plan.max_nodes > MIN_NODES:
+        # Token -> feature edges cost a backward pass through the blocks below the hook layer: they go too.
         plan = plan.degrade(
-            CAP_NODES, max_nodes=max(MIN_NODES, plan.max_nodes // 2), max_edges=plan.max_edges // 2
+            CAP_NODES,
+            max_nodes=max(MIN_NODES, plan.max_nodes // 2),
+            max_edges=plan.max_edges // 2,
+            embedding_nodes=0,
         )
     hard = level == BackpressureLevel.HARD
     if (hard or pressure >= HEURISTIC_PRESSURE) and plan.attribution != HEURISTIC:

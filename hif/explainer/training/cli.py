@@ -134,7 +134,7 @@ def _print_eval(name: str, result: Any) -> None:
     print("  faithfulness (sentence graphs; mean |change of summed targets| after zeroing 5 nodes)")
     print(
         f"    {'text':<9} {'top5-attr':>10} {'rand5-act':>10} {'top5-act':>10} {'rand5-graph':>11}"
-        f" {'attr/act':>9} {'attr/rand':>9} {'error %':>8}"
+        f" {'attr/act':>9} {'attr/rand':>9} {'error %':>8} {'replace':>8} {'complete':>8}"
     )
     for domain, row in result.faithfulness.items():
         if row:
@@ -142,10 +142,15 @@ def _print_eval(name: str, result: Any) -> None:
                 f"    {domain:<9} {row['top5_attributed']:>10.5f} {row['random5_active']:>10.5f}"
                 f" {row['top5_activation']:>10.5f} {row['random5_graph']:>11.5f}"
                 f" {row['ratio_vs_activation']:>8.2f}x {row['ratio_vs_random_active']:>8.2f}x"
-                f" {row['error_mass_pct']:>8.1f}"
+                f" {row['error_mass_pct']:>8.1f} {_score(row.get('replacement_score')):>8}"
+                f" {_score(row.get('completeness_score')):>8}"
             )
     for goal, ok in result.goals().items():
         print(f"  [{'ok' if ok else 'MISS'}] {goal}")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str]) -> int:

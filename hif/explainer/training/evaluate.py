@@ -81,7 +81,7 @@ class EvalResult:
     mean_l0: float
     heldout_tokens_by_domain: dict[str, int]
     labels: dict[str, Any]
-    faithfulness: dict[str, dict[str, float]]  # domain (and "chat", "heldout") -> table row
+    faithfulness: dict[str, dict[str, float | None]]  # domain (and "chat", "heldout") -> table row
 
     @property
     def fvu(self) -> float:
@@ -92,11 +92,12 @@ class EvalResult:
         goals[f"dead latents < {GOAL_DEAD_PCT}%"] = self.dead_latents_pct < GOAL_DEAD_PCT
         held = self.faithfulness.get("heldout", {})
         goals[f"top-5 attributed >= {GOAL_RATIO_VS_ACTIVATION}x top-5 by activation (held-out)"] = (
-            held.get("ratio_vs_activation", 0.0) >= GOAL_RATIO_VS_ACTIVATION
-        )
+            held.get("ratio_vs_activation") or 0.0
+        ) >= GOAL_RATIO_VS_ACTIVATION
         chat = self.faithfulness.get(CHAT, {})
+        mass = chat.get("error_mass_pct")
         goals[f"error nodes < {GOAL_ERROR_MASS_PCT}% of attribution mass (chat)"] = (
-            chat.get("error_mass_pct", 100.0) < GOAL_ERROR_MASS_PCT
+            mass is not None and mass < GOAL_ERROR_MASS_PCT
         )
         return goals
 
@@ -113,7 +114,7 @@ def _labels_summary(pipeline: SAEPipeline) -> dict[str, Any]:
     return {"scored": True, **per_layer[top]}
 
 
-def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[str, dict[str, float | None]]:
     rng = random.Random(faithfulness.SEED)
     rows: dict[str, list[faithfulness.TurnEffects]] = {}
     for domain, docs in heldout.items():

@@ -12,6 +12,10 @@ the residual stream. The effect is |change| of the summed targets. Four choices 
 
 ``error_mass_pct`` is the share of the total |direct attribution| to the targets that error nodes
 carry: how much of the explanation the SAE leaves unexplained.
+
+``replacement`` and ``completeness`` are circuit-tracer's graph scores (``core/scores.py``) of the
+turn's sentence graph with token -> feature edges into every feature node (mean over turns; null for
+featuresets with several hook layers, whose graphs do not carry them).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+import statistics
 from collections.abc import Callable, Iterable
 
 import torch
@@ -43,6 +48,8 @@ class TurnEffects:
     effects: dict[str, float]  # choice -> mean |change of the summed targets|
     error_mass: float
     total_mass: float
+    replacement: float | None = None  # the graph's scores (None where it has none)
+    completeness: float | None = None
 
 
 def turns_from_documents(docs: Iterable[str], n: int = TURNS_PER_DOMAIN) -> list[tuple[str, str]]:
@@ -133,16 +140,28 @@ def turn_effects(pipeline: SAEPipeline, prompt: str, completion: str, rng: rando
         "top5_activation": moved(sorted(active, key=lambda n: -active[n])[:ABLATE_N]),
         "random5_graph": draws([graph[i] for i in ranked]),
     }
+    # Every feature node gets its token edges, so the graph carries its replacement/completeness scores.
+    job = _job(pipeline, prompt, completion)
+    full = dataclasses.replace(plan, embedding_nodes=plan.max_nodes)
+    scores = pipeline.graph(job, decoding, attribution, full)["metadata"]["scores"]
     top_layer = max(attribution.error_scores) if attribution.error_scores else None
     error_mass = float(attribution.error_scores[top_layer].abs().sum()) if top_layer is not None else 0.0
     # Direct effects only: the deepest layer's nodes are the ones linked to the targets.
     direct = [i for i, n in enumerate(decoding.nodes) if n.layer == top_layer]
     feature_mass = float(attribution.node_scores[direct].abs().sum()) if direct else 0.0
-    return TurnEffects(effects, error_mass, error_mass + feature_mass)
+    return TurnEffects(
+        effects, error_mass, error_mass + feature_mass, scores["replacement"], scores["completeness"]
+    )
 
 
-def summarise(turns: list[TurnEffects]) -> dict[str, float]:
-    """Mean effect per choice over turns, the two ratios, and the error share of attribution mass."""
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 4) if present else None
+
+
+def summarise(turns: list[TurnEffects]) -> dict[str, float | None]:
+    """Mean effect per choice over turns, the two ratios, the error share of attribution mass, and the
+    mean replacement and completeness scores."""
     if not turns:
         return {}
     mean = {c: sum(t.effects[c] for t in turns) / len(turns) for c in CHOICES}
@@ -153,5 +172,7 @@ def summarise(turns: list[TurnEffects]) -> dict[str, float]:
         "error_mass_pct": round(
             100 * sum(t.error_mass for t in turns) / max(sum(t.total_mass for t in turns), 1e-12), 2
         ),
+        "replacement_score": _mean([t.replacement for t in turns]),
+        "completeness_score": _mean([t.completeness for t in turns]),
         "turns": len(turns),
     }

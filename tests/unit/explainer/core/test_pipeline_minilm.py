@@ -107,3 +107,27 @@ def test_a_long_prompt_loses_its_head_and_the_completion_is_explained_whole(
     jsonschema.validate(graph, graph_schema)
     assert graph["metadata"]["info"]["prompt_tokens_trimmed"] == enc.trimmed_prompt_tokens > 300
     assert len(decoding.segments) >= 3  # the completion's three sentences are all there
+
+
+def test_minilm_graph_links_tokens_to_features_and_scores_itself(minilm, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
+    """BERT is post-LayerNorm: unfrozen, gradient x input at its input nearly cancels out; the local
+    replacement model (LayerNorm scales, attention patterns and GELU gates frozen) gives edges that
+    add up to a real part of each pre-activation, and the graph its circuit-tracer scores."""
+    import dataclasses
+
+    job = make_job("How do I open a file?", "Use open(). Close it after.", "sentence", featureset="x")
+    plan = minilm.default_plan("sentence")
+    plan = dataclasses.replace(plan, embedding_nodes=plan.max_nodes)
+    [extraction] = minilm.extract([job], [plan])
+    decoding = minilm.decode(extraction, plan)
+    attribution = minilm.attribute(decoding, plan)
+    links = minilm.embedding_links(decoding, attribution, plan)
+    assert links is not None and links.complete
+    assert links.frozen == ("LayerNorm scales", "MLP activation gates", "attention patterns")
+    share = links.weights.sum(1) / links.pre_acts
+    assert float(share.abs().median()) > 0.1
+    graph = minilm.graph(job, decoding, attribution, plan)
+    jsonschema.validate(graph, graph_schema)
+    check_community_format(graph)
+    scores = graph["metadata"]["scores"]
+    assert 0 < scores["replacement"] < 1 and 0 < scores["completeness"] < 1

@@ -53,11 +53,14 @@ def test_rate_limit_spike_raises_the_published_level_only() -> None:
 
 
 def test_ladder_rungs_by_level_and_pressure() -> None:
-    plan = Plan(granularity="token", top_k=32, layers=(2, 4), max_nodes=200, max_edges=2000)
+    plan = Plan(
+        granularity="token", top_k=32, layers=(2, 4), max_nodes=200, max_edges=2000, embedding_nodes=8
+    )
     assert apply_ladder(plan, L.NONE, 0.9) == plan
     soft = apply_ladder(plan, L.SOFT, 0.6)
     assert soft.degraded == ("reduce-topk", "reduce-layers", "cap-nodes")
     assert (soft.top_k, soft.layers, soft.max_nodes, soft.granularity) == (16, (4,), 100, "token")
+    assert soft.embedding_nodes == 0  # cap-nodes drops the token -> feature edges
     assert apply_ladder(plan, L.SOFT, 0.8).attribution == HEURISTIC
     hard = apply_ladder(plan, L.HARD, 1.0)
     assert hard.granularity == "sentence" and hard.degraded[-1] == "downgrade-token-sentence"

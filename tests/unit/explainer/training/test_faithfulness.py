@@ -45,6 +45,11 @@ def test_turn_effects_fill_every_column(tiny_pipeline: Any) -> None:
     assert 0 <= turn.error_mass <= turn.total_mass
     row = faithfulness.summarise([turn])
     assert 0 <= row["error_mass_pct"] <= 100 and row["turns"] == 1
+    # the sentence graph's circuit-tracer scores, with token edges into every feature node
+    assert turn.replacement is not None and turn.completeness is not None
+    assert 0 < turn.replacement < 1 and 0 < turn.completeness < 1
+    assert row["replacement_score"] == round(turn.replacement, 4)
+    assert row["completeness_score"] == round(turn.completeness, 4)
 
 
 def test_turns_are_cut_from_documents_with_three_sentences() -> None:
