@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hif.errors import AttributionError
+from hif.explainer.core import lastblock
 from hif.explainer.core.decoding import Decoding
 from hif.explainer.core.edges import EDGES_PER_NODE, feature_edges
 from hif.explainer.core.model import ENCODER, SubjectModel
@@ -276,6 +277,10 @@ def _padded(rows: list[torch.Tensor], width: int, fill: float | int = 0) -> torc
 
 def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job]) -> None:
     """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs."""
+    block = _written_out(subject, layer)
+    if block is not None:
+        _written_rows(sae, layer, jobs, block, subject.kind)
+        return
     lengths = [len(job.decoding.tokens) for job in jobs]
     width = max(lengths)
     codes = [job.decoding.codes[layer] for job in jobs]
@@ -313,6 +318,51 @@ def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_J
         m = len(job.targets)
         job.per_layer[layer] = (feat[:m, b, :n], err[:m, b, :n])
         job.values = [float(v.detach()) for v in per_job[b]]
+
+
+def _written_out(subject: SubjectModel, layer: int) -> lastblock.BertBlock | None:
+    """The block above ``layer`` written out, when it is the model's last and a plain BERT block."""
+    if subject.kind != ENCODER or layer != subject.n_layers - 2:
+        return None
+    return lastblock.block_of(subject.model, subject.blocks[-1])
+
+
+def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.BertBlock, kind: str) -> None:
+    """``gradient_rows`` through the written-out last block: the jobs' rows packed (no padding), each
+    target's backward only on the rows it reads (see :mod:`hif.explainer.core.lastblock`)."""
+    lengths = [len(job.decoding.tokens) for job in jobs]
+    codes = [job.decoding.codes[layer] for job in jobs]
+    with torch.no_grad():
+        saved = lastblock.forward(
+            block, torch.cat([j.decoding.extraction.hidden[layer] for j in jobs]), lengths
+        )
+    n_t = max(len(job.targets) for job in jobs)
+    out = saved.out.requires_grad_(True)
+    with torch.enable_grad():
+        per_job = [
+            target_values(out[lo:hi], job.targets, job.decoding, kind)
+            for job, (lo, hi) in zip(jobs, saved.spans, strict=True)
+        ]
+        summed = [sum((v[j] for v in per_job if j < len(v)), out.new_zeros(())) for j in range(n_t)]
+        # Gradients with respect to the output only: a few means and cosines, no block in between.
+        grads = torch.stack(
+            [torch.autograd.grad(summed[j], out, retain_graph=j + 1 < n_t)[0] for j in range(n_t)]
+        )
+    with torch.no_grad():
+        dx = lastblock.backward(block, saved, grads)  # [n_t, N, d]
+        values = torch.cat([c.values for c in codes])
+        # x' = W_dec f + b_dec + e: d target / d f[t, s] = W_dec[index] . dx[t], d target / d e = dx.
+        # One job's decoder rows at a time ([T, k, d]) stay in cache; the whole batch's would not.
+        g_codes = [
+            torch.bmm(sae.W_dec[c.indices], dx[:, lo:hi].permute(1, 2, 0))
+            for c, (lo, hi) in zip(codes, saved.spans, strict=True)
+        ]
+        feat = values * torch.cat(g_codes).permute(2, 0, 1)  # [n_t, N, k]
+        err = (torch.cat([c.error for c in codes]) * dx).sum(-1)
+    for job, (lo, hi), v in zip(jobs, saved.spans, per_job, strict=True):
+        m = len(job.targets)
+        job.per_layer[layer] = (feat[:m, lo:hi], err[:m, lo:hi])
+        job.values = [float(x.detach()) for x in v]
 
 
 def _chunks(jobs: list[_Job], max_row_tokens: int) -> list[list[_Job]]:
