@@ -115,11 +115,10 @@ def forward(block: BertBlock, x: torch.Tensor, lengths: list[int]) -> Saved:
         start += n
     h1, xhat1, rstd1 = _layer_norm(F.linear(ctx, block.w_o, block.b_o) + x, block.ln1)
     pre = F.linear(h1, block.w_in, block.b_in)
-    # d gelu(u) / du for the exact (erf) GELU: Phi(u) + u phi(u); shared by every target.
-    gelu_grad = 0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0))) + pre * torch.exp(-0.5 * pre * pre) / math.sqrt(
-        2.0 * math.pi
-    )
-    out, xhat2, rstd2 = _layer_norm(F.linear(F.gelu(pre), block.w_out, block.b_out) + h1, block.ln2)
+    # The exact (erf) GELU is u Phi(u); its derivative Phi(u) + u phi(u) is shared by every target.
+    cdf = torch.erf(pre * (1.0 / math.sqrt(2.0))).add_(1.0).mul_(0.5)
+    gelu_grad = torch.exp(pre * pre * -0.5).mul_(1.0 / math.sqrt(2.0 * math.pi)).mul_(pre).add_(cdf)
+    out, xhat2, rstd2 = _layer_norm(F.linear(pre * cdf, block.w_out, block.b_out) + h1, block.ln2)
     return Saved(out, spans, q, k, v, probs, xhat1, rstd1, gelu_grad, xhat2, rstd2)
 
 
