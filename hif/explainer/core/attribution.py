@@ -279,7 +279,7 @@ def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_J
     """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs."""
     block = _written_out(subject, layer)
     if block is not None:
-        _written_rows(sae, layer, jobs, block, subject.kind)
+        _written_rows(sae, layer, jobs, block)
         return
     lengths = [len(job.decoding.tokens) for job in jobs]
     width = max(lengths)
@@ -327,7 +327,7 @@ def _written_out(subject: SubjectModel, layer: int) -> lastblock.BertBlock | Non
     return lastblock.block_of(subject.model, subject.blocks[-1])
 
 
-def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.BertBlock, kind: str) -> None:
+def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.BertBlock) -> None:
     """``gradient_rows`` through the written-out last block: the jobs' rows packed (no padding), each
     target's backward only on the rows it reads (see :mod:`hif.explainer.core.lastblock`)."""
     lengths = [len(job.decoding.tokens) for job in jobs]
@@ -336,33 +336,64 @@ def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.B
         saved = lastblock.forward(
             block, torch.cat([j.decoding.extraction.hidden[layer] for j in jobs]), lengths
         )
-    n_t = max(len(job.targets) for job in jobs)
-    out = saved.out.requires_grad_(True)
-    with torch.enable_grad():
-        per_job = [
-            target_values(out[lo:hi], job.targets, job.decoding, kind)
-            for job, (lo, hi) in zip(jobs, saved.spans, strict=True)
-        ]
-        summed = [sum((v[j] for v in per_job if j < len(v)), out.new_zeros(())) for j in range(n_t)]
-        # Gradients with respect to the output only: a few means and cosines, no block in between.
-        grads = torch.stack(
-            [torch.autograd.grad(summed[j], out, retain_graph=j + 1 < n_t)[0] for j in range(n_t)]
-        )
+    grads, values = _pooled_cosine_grads(saved.out, jobs, saved.spans)
     with torch.no_grad():
         dx = lastblock.backward(block, saved, grads)  # [n_t, N, d]
-        values = torch.cat([c.values for c in codes])
         # x' = W_dec f + b_dec + e: d target / d f[t, s] = W_dec[index] . dx[t], d target / d e = dx.
         # One job's decoder rows at a time ([T, k, d]) stay in cache; the whole batch's would not.
         g_codes = [
             torch.bmm(sae.W_dec[c.indices], dx[:, lo:hi].permute(1, 2, 0))
             for c, (lo, hi) in zip(codes, saved.spans, strict=True)
         ]
-        feat = values * torch.cat(g_codes).permute(2, 0, 1)  # [n_t, N, k]
+        feat = torch.cat([c.values for c in codes]) * torch.cat(g_codes).permute(2, 0, 1)  # [n_t, N, k]
         err = (torch.cat([c.error for c in codes]) * dx).sum(-1)
-    for job, (lo, hi), v in zip(jobs, saved.spans, per_job, strict=True):
+    for job, (lo, hi), v in zip(jobs, saved.spans, values, strict=True):
         m = len(job.targets)
         job.per_layer[layer] = (feat[:m, lo:hi], err[:m, lo:hi])
-        job.values = [float(x.detach()) for x in v]
+        job.values = v
+
+
+def _pooled_cosine_grads(
+    out: torch.Tensor, jobs: list[_Job], spans: list[tuple[int, int]]
+) -> tuple[torch.Tensor, list[list[float]]]:
+    """The encoder targets of ``target_values`` (each sentence's mean-pooled output, cosine to the
+    prompt's) for every job at once: ([n_t, N, d] each target index's gradient with respect to the
+    packed output, per job its target values). One pooling product for all jobs instead of a few
+    small ops per target keeps the autograd graph a handful of nodes."""
+    n_t = max(len(job.targets) for job in jobs)
+    pool_rows, pool_cols, pool_w, target_of, ref_of, index = [], [], [], [], [], []
+    first = 0  # a job's first pooled row: its targets', then its reference's
+    for job, (lo, _) in zip(jobs, spans, strict=True):
+        groups = [list(t.positions) for t in job.targets] + [_reference_positions(job.decoding.segments)]
+        for r, group in enumerate(groups):
+            pool_rows += [first + r] * len(group)
+            pool_cols += [lo + p for p in group]
+            pool_w += [1.0 / len(group)] * len(group)
+        target_of += range(first, first + len(job.targets))
+        ref_of += [first + len(job.targets)] * len(job.targets)
+        index += range(len(job.targets))
+        first += len(groups)
+    pool = out.new_zeros(len(target_of) + len(jobs), out.shape[0])
+    pool[pool_rows, pool_cols] = torch.tensor(pool_w, dtype=out.dtype, device=out.device)
+    leaf = out.detach().requires_grad_(True)
+    with torch.enable_grad():
+        pooled = pool @ leaf
+        cos = F.cosine_similarity(pooled[target_of], pooled[ref_of], dim=-1)
+        # Target j of every job, summed: a job's rows receive only its own j-th target's gradient.
+        summed = cos.new_zeros(n_t).index_add(0, torch.tensor(index, device=out.device), cos)
+        one_hot = torch.eye(n_t, dtype=out.dtype, device=out.device)
+        grads = torch.stack(
+            [
+                torch.autograd.grad(summed, leaf, grad_outputs=one_hot[j], retain_graph=j + 1 < n_t)[0]
+                for j in range(n_t)
+            ]
+        )
+    flat = cos.detach().tolist()
+    values, at = [], 0
+    for job in jobs:
+        values.append(flat[at : at + len(job.targets)])
+        at += len(job.targets)
+    return grads, values
 
 
 def _chunks(jobs: list[_Job], max_row_tokens: int) -> list[list[_Job]]:

@@ -47,6 +47,8 @@ def block_of(model: nn.Module, block: nn.Module) -> BertBlock | None:
     config = getattr(model, "config", None)
     if type(model).__name__ != "BertModel" or type(block).__name__ != "BertLayer" or config is None:
         return None
+    if block is not model.encoder.layer[-1]:  # its output is the model's only when no block follows
+        return None
     plain = (
         getattr(config, "hidden_act", None) == "gelu"
         and not getattr(config, "is_decoder", False)

@@ -170,3 +170,32 @@ def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch)
     batched = minilm.attribute_batch(decodings, plans)
     for decoding, plan, result in zip(decodings, plans, batched, strict=True):
         assert_same(minilm.attribute(decoding, plan), result)
+
+
+def test_minilm_runs_the_written_out_block_and_gets_autograds_numbers(minilm, make_job, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """MiniLM's only block above layer 4 is its last, a plain BERT block: ``gradient_rows`` takes the
+    written-out passes (called directly, so no job-by-job retry could hide a failure) and gives the
+    numbers autograd gives through the real module."""
+    from hif.explainer.core import attribution
+
+    assert attribution._written_out(minilm.subject, 4) is not None
+    decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
+
+    def run() -> list[attribution._Job]:
+        jobs = [
+            attribution._Job(d, p, attribution.target_specs(d, "encoder"))
+            for d, p in zip(decodings, plans, strict=True)
+        ]
+        attribution.gradient_rows(minilm.subject, minilm.saes[4], 4, jobs)
+        return jobs
+
+    written = run()
+    monkeypatch.setattr(attribution, "_written_out", lambda *_: None)
+    generic = run()
+    for a, b in zip(written, generic, strict=True):
+        assert a.values == pytest.approx(b.values, rel=1e-4, abs=1e-6)
+        (feat_a, err_a), (feat_b, err_b) = a.per_layer[4], b.per_layer[4]
+        scale = float(feat_b.abs().max())
+        assert scale > 0
+        torch.testing.assert_close(feat_a, feat_b, rtol=1e-3, atol=1e-5 * scale)
+        torch.testing.assert_close(err_a, err_b, rtol=1e-3, atol=1e-5 * scale)
