@@ -15,6 +15,7 @@ mean residual (encoder) or the produced token's unembedding row (causal LM).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ from hif.explainer.core.model import ENCODER, SubjectModel
 from hif.explainer.core.sae import TopKSAE, splice
 from hif.explainer.core.segments import COMPLETION, PROMPT, Segment
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+
+log = logging.getLogger(__name__)
 
 MAX_TOKEN_TARGETS = 16
 MAX_EDGE_TARGETS = 16  # upper-layer nodes whose incoming feature edges are computed (one backward each)
@@ -336,18 +339,21 @@ def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.B
         saved = lastblock.forward(
             block, torch.cat([j.decoding.extraction.hidden[layer] for j in jobs]), lengths
         )
-    grads, values = _pooled_cosine_grads(saved.out, jobs, saved.spans)
+    grads, per_job_values = _pooled_cosine_grads(saved.out, jobs, saved.spans)
     with torch.no_grad():
         dx = lastblock.backward(block, saved, grads)  # [n_t, N, d]
-        # x' = W_dec f + b_dec + e: d target / d f[t, s] = W_dec[index] . dx[t], d target / d e = dx.
-        # One job's decoder rows at a time ([T, k, d]) stay in cache; the whole batch's would not.
-        g_codes = [
-            torch.bmm(sae.W_dec[c.indices], dx[:, lo:hi].permute(1, 2, 0))
-            for c, (lo, hi) in zip(codes, saved.spans, strict=True)
-        ]
-        feat = torch.cat([c.values for c in codes]) * torch.cat(g_codes).permute(2, 0, 1)  # [n_t, N, k]
-        err = (torch.cat([c.error for c in codes]) * dx).sum(-1)
-    for job, (lo, hi), v in zip(jobs, saved.spans, values, strict=True):
+    # x' = W_dec f + b_dec + e: d target / d f[t, s] = W_dec[index] . dx[t], d target / d e = dx.
+    # embedding_bag's backward takes those dot products without gathering the rows ([N, k, d]).
+    values = torch.cat([c.values for c in codes])
+    leaf = values.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        x_hat = F.embedding_bag(
+            torch.cat([c.indices for c in codes]), sae.W_dec, per_sample_weights=leaf, mode="sum"
+        )
+        g_codes = [torch.autograd.grad(x_hat, leaf, d, retain_graph=True)[0] for d in dx]
+    feat = values * torch.stack(g_codes)  # [n_t, N, k]
+    err = (torch.cat([c.error for c in codes]) * dx).sum(-1)
+    for job, (lo, hi), v in zip(jobs, saved.spans, per_job_values, strict=True):
         m = len(job.targets)
         job.per_layer[layer] = (feat[:m, lo:hi], err[:m, lo:hi])
         job.values = v
@@ -438,7 +444,11 @@ def gradient_batch(
         for chunk in _chunks(members, max_row_tokens):
             try:
                 gradient_rows(subject, saes[layer], layer, chunk)
-            except (RuntimeError, ValueError, IndexError, KeyError):
+            except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+                # Logged: a batch that always fails still gives the right numbers, only slowly.
+                log.warning(
+                    "batched attribution of %d jobs failed (%s); one at a time instead", len(chunk), exc
+                )
                 retry |= {i for i, job in jobs.items() if any(job is c for c in chunk)}
     for i, job in jobs.items():
         results[i] = _batched(subject, saes, job) if i not in retry else _alone(subject, saes, job)
