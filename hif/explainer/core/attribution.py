@@ -278,9 +278,12 @@ def _padded(rows: list[torch.Tensor], width: int, fill: float | int = 0) -> torc
     return out
 
 
-def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job]) -> None:
-    """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs."""
-    block = _written_out(subject, layer)
+def gradient_rows(
+    subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job], *, written_out: bool = True
+) -> None:
+    """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs;
+    through the written-out last block where it applies (``written_out``), else through autograd."""
+    block = _written_out(subject, layer) if written_out else None
     if block is not None:
         _written_rows(sae, layer, jobs, block)
         return
@@ -424,6 +427,7 @@ def gradient_batch(
     plans: list[Plan],
     *,
     max_row_tokens: int = MAX_ROW_TOKENS,
+    written_out: bool = True,
 ) -> list[Attribution | AttributionError]:
     """``gradient`` for several jobs, sharing forward and backward passes; per job, its attribution
     or the AttributionError it would have raised alone. A batch that fails is retried job by job, so
@@ -443,7 +447,7 @@ def gradient_batch(
         members = [job for i, job in jobs.items() if layer in job.plan.layers and i not in retry]
         for chunk in _chunks(members, max_row_tokens):
             try:
-                gradient_rows(subject, saes[layer], layer, chunk)
+                gradient_rows(subject, saes[layer], layer, chunk, written_out=written_out)
             except (RuntimeError, ValueError, IndexError, KeyError) as exc:
                 # Logged: a batch that always fails still gives the right numbers, only slowly.
                 log.warning(

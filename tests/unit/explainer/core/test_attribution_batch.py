@@ -163,7 +163,7 @@ def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch)
 
     decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
 
-    def broken(*_args: Any) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(attribution, "gradient_rows", broken)
@@ -172,27 +172,25 @@ def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch)
         assert_same(minilm.attribute(decoding, plan), result)
 
 
-def test_minilm_runs_the_written_out_block_and_gets_autograds_numbers(minilm, make_job, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_minilm_runs_the_written_out_block_and_gets_autograds_numbers(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
     """MiniLM's only block above layer 4 is its last, a plain BERT block: ``gradient_rows`` takes the
     written-out passes (called directly, so no job-by-job retry could hide a failure) and gives the
     numbers autograd gives through the real module."""
     from hif.explainer.core import attribution
 
     assert attribution._written_out(minilm.subject, 4) is not None
+    assert attribution._written_out(minilm.subject, 2) is None  # blocks 3 to 5 above: autograd
     decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
 
-    def run() -> list[attribution._Job]:
+    def run(written_out: bool) -> list[attribution._Job]:
         jobs = [
             attribution._Job(d, p, attribution.target_specs(d, "encoder"))
             for d, p in zip(decodings, plans, strict=True)
         ]
-        attribution.gradient_rows(minilm.subject, minilm.saes[4], 4, jobs)
+        attribution.gradient_rows(minilm.subject, minilm.saes[4], 4, jobs, written_out=written_out)
         return jobs
 
-    written = run()
-    monkeypatch.setattr(attribution, "_written_out", lambda *_: None)
-    generic = run()
-    for a, b in zip(written, generic, strict=True):
+    for a, b in zip(run(True), run(False), strict=True):
         assert a.values == pytest.approx(b.values, rel=1e-4, abs=1e-6)
         (feat_a, err_a), (feat_b, err_b) = a.per_layer[4], b.per_layer[4]
         scale = float(feat_b.abs().max())
