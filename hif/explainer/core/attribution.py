@@ -376,7 +376,12 @@ def _pooled_cosine_grads(
     packed output, per job its target values). One pooling product for all jobs instead of a few
     small ops per target keeps the autograd graph a handful of nodes."""
     n_t = max(len(job.targets) for job in jobs)
-    pool_rows, pool_cols, pool_w, target_of, ref_of, index = [], [], [], [], [], []
+    pool_rows: list[int] = []  # the pooling matrix's entries: row, column (packed output row), weight
+    pool_cols: list[int] = []
+    pool_w: list[float] = []
+    target_of: list[int] = []  # per target: its pooled row, its reference's, its index in its job
+    ref_of: list[int] = []
+    index: list[int] = []
     first = 0  # a job's first pooled row: its targets', then its reference's
     for job, (lo, _) in zip(jobs, spans, strict=True):
         groups = [list(t.positions) for t in job.targets] + [_reference_positions(job.decoding.segments)]
