@@ -43,7 +43,7 @@ PROSE = (
 WORDS = tuple(PROSE.split())
 
 
-def _job(rng: random.Random, granularity: str, i: int) -> Job:
+def _job(rng: random.Random, granularity: str, i: int, sentences: int = 3) -> Job:
     def sentence() -> str:
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 14))).capitalize() + "."
 
@@ -53,7 +53,7 @@ def _job(rng: random.Random, granularity: str, i: int) -> Job:
         granularity=granularity,
         featureset="bench",
         prompt=sentence(),
-        completion=" ".join(sentence() for _ in range(3)),
+        completion=" ".join(sentence() for _ in range(sentences)),
         created_at=0.0,
         expires_at=float("inf"),
         budget_s=1.5,
@@ -102,10 +102,12 @@ def _vmapped_rows(pipeline: SAEPipeline, layer: int, jobs: list[attribution._Job
         torch.autograd.grad(summed, [leaf, error], torch.eye(n_t), is_grads_batched=True)
 
 
-def batched_gradients(pipeline: SAEPipeline, batch: int, rounds: int, rng: random.Random) -> None:
+def batched_gradients(
+    pipeline: SAEPipeline, batch: int, rounds: int, rng: random.Random, sentences: int
+) -> None:
     """CPU ms per job of a batch's gradients, each way, interleaved rounds (see the module docstring)."""
     layer = pipeline.featureset.layers[-1]
-    jobs = [_job(rng, "token" if rng.random() < 0.2 else "sentence", i) for i in range(batch)]
+    jobs = [_job(rng, "token" if rng.random() < 0.2 else "sentence", i, sentences) for i in range(batch)]
     plans = [pipeline.default_plan(job.granularity) for job in jobs]
     decodings = [pipeline.decode(e, p) for e, p in zip(pipeline.extract(jobs, plans), plans, strict=True)]
 
@@ -157,10 +159,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8, help="jobs a batch, as the worker's lease")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the batched gradients")
+    parser.add_argument(
+        "--sentences", type=int, default=3, help="completion sentences (targets) of the batched jobs"
+    )
+    parser.add_argument("--batched-only", action="store_true", help="skip the per-stage table")
     args = parser.parse_args()
     pipeline = load_pipeline(load_registry().resolve(None), device=args.device, threads=args.threads)
     rng = random.Random(0)
-    for granularity in ("sentence", "token"):
+    for granularity in () if args.batched_only else ("sentence", "token"):
         plan = pipeline.default_plan(granularity)
         stages: dict[str, list[float]] = {
             k: [] for k in ("forward", "extract", "decode", "attribution", "heuristic", "graph", "job")
@@ -188,7 +194,7 @@ def main() -> None:
             print(f"  {name:<12} {_summary(ms)}")
         ratio = statistics.median(stages["job"]) / statistics.median(stages["forward"])
         print(f"  whole job / bare forward: {ratio:.1f}x")
-    batched_gradients(pipeline, args.batch, args.rounds, rng)
+    batched_gradients(pipeline, args.batch, args.rounds, rng, args.sentences)
 
 
 if __name__ == "__main__":

@@ -416,13 +416,15 @@ def _pooled_cosine_grads(
     return grads, values
 
 
-def _chunks(jobs: list[_Job], max_row_tokens: int) -> list[list[_Job]]:
+def _chunks(jobs: list[_Job], max_row_tokens: int, *, packed: bool = False) -> list[list[_Job]]:
     """Length-sorted groups whose padded work (most targets x jobs x longest text) stays within
-    ``max_row_tokens`` and within ``PAD_WASTE`` times the work the jobs need (targets x their length)."""
+    ``max_row_tokens`` and within ``PAD_WASTE`` times the work the jobs need (targets x their length).
+    ``packed`` (the written-out path): rows are not padded, so only the target count pads the work."""
     chunks: list[list[_Job]] = []
     for job in sorted(jobs, key=lambda j: (len(j.decoding.tokens), len(j.targets))):
         trial = [*chunks[-1], job] if chunks else []
-        padded = max((len(j.targets) for j in trial), default=0) * len(trial) * len(job.decoding.tokens)
+        rows = sum(len(j.decoding.tokens) for j in trial) if packed else len(trial) * len(job.decoding.tokens)
+        padded = max((len(j.targets) for j in trial), default=0) * rows
         needed = sum(len(j.targets) * len(j.decoding.tokens) for j in trial)
         if trial and padded <= max_row_tokens and padded <= PAD_WASTE * needed:
             chunks[-1].append(job)
@@ -456,7 +458,8 @@ def gradient_batch(
     retry: set[int] = set()
     for layer in sorted({layer for job in jobs.values() for layer in job.plan.layers}):
         members = [job for i, job in jobs.items() if layer in job.plan.layers and i not in retry]
-        for chunk in _chunks(members, max_row_tokens):
+        packed = written_out and _written_out(subject, layer) is not None
+        for chunk in _chunks(members, max_row_tokens, packed=packed):
             try:
                 gradient_rows(subject, saes[layer], layer, chunk, written_out=written_out)
             except (RuntimeError, ValueError, IndexError, KeyError) as exc:

@@ -197,3 +197,21 @@ def test_minilm_runs_the_written_out_block_and_gets_autograds_numbers(minilm, ma
         assert scale > 0
         torch.testing.assert_close(feat_a, feat_b, rtol=1e-3, atol=1e-5 * scale)
         torch.testing.assert_close(err_a, err_b, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_packed_rows_let_texts_of_different_lengths_share_a_pass() -> None:
+    """Padded, a 10-token and a 100-token text would pad the short one 10x: two passes. Packed (the
+    written-out path) nothing is padded, so they share one; a job with more targets still pads."""
+    from types import SimpleNamespace
+
+    from hif.explainer.core.attribution import Target, _chunks, _Job
+
+    def job(tokens: int, targets: int) -> _Job:
+        decoding = SimpleNamespace(tokens=[0] * tokens)
+        return _Job(decoding, None, [Target(str(i), i, (i,)) for i in range(targets)])  # type: ignore[arg-type]
+
+    short, long = job(10, 2), job(100, 2)
+    assert [len(c) for c in _chunks([short, long], 8192)] == [1, 1]
+    assert [len(c) for c in _chunks([short, long], 8192, packed=True)] == [2]
+    assert [len(c) for c in _chunks([job(50, 1), job(50, 4)], 8192, packed=True)] == [1, 1]
+    assert [len(c) for c in _chunks([short, long], 100, packed=True)] == [1, 1]  # the row budget holds
