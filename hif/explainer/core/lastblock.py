@@ -145,11 +145,21 @@ def backward(block: BertBlock, saved: Saved, grads: torch.Tensor) -> torch.Tenso
     dz1 = _layer_norm_back(
         dh1, saved.xhat1.index_select(0, rows), saved.rstd1.index_select(0, rows), block.ln1
     )
-    dctx = dz1 @ block.w_o
-    # Attention, per job and target: queries on the pairs' rows, keys and values on all the job's rows.
+    dq, dkv = _attention_back(block, saved, which, rows, dz1 @ block.w_o, n_t)
+    dx = (dkv.view(n_t * n, 2 * d) @ block.w_qkv[d:]).view(n_t, n, d)
+    dx.index_put_((which, rows), dz1 + dq @ block.w_qkv[:d], accumulate=True)
+    return dx
+
+
+def _attention_back(
+    block: BertBlock, saved: Saved, which: torch.Tensor, rows: torch.Tensor, dctx: torch.Tensor, n_t: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention's backward per job and target, from the context gradient on the (row, target)
+    pairs: ([pairs, d] query gradients, [n_t, N, 2d] key and value gradients on every row)."""
+    n, d = saved.q.shape
     dq = torch.empty_like(dctx)
-    dkv = grads.new_zeros(n_t, n, 2 * d)
-    bounds = torch.tensor([end for _, end in saved.spans], device=grads.device)
+    dkv = dctx.new_zeros(n_t, n, 2 * d)
+    bounds = torch.tensor([end for _, end in saved.spans], device=dctx.device)
     job_of = torch.searchsorted(bounds, rows, right=True)
     scale = 1.0 / math.sqrt(d // block.heads)
     runs = which * len(saved.spans) + job_of  # pairs come sorted by target, then job
@@ -168,6 +178,4 @@ def backward(block: BertBlock, saved: Saved, grads: torch.Tensor) -> torch.Tenso
         dkv[t, lo:hi, :d] = (ds.transpose(1, 2) @ qh).transpose(0, 1).reshape(hi - lo, d)
         dkv[t, lo:hi, d:] = (p.transpose(1, 2) @ dc).transpose(0, 1).reshape(hi - lo, d)
         cut += count
-    dx = (dkv.view(n_t * n, 2 * d) @ block.w_qkv[d:]).view(n_t, n, d)
-    dx.index_put_((which, rows), dz1 + dq @ block.w_qkv[:d], accumulate=True)
-    return dx
+    return dq, dkv
