@@ -99,8 +99,10 @@ PROSE = (
 WORDS = tuple(PROSE.split())
 
 
-def explainer_job(rng: random.Random, granularity: str, i: int, *, budget_s: float) -> Job:
-    """A job of the explainer benches: a prompt of one sentence, a completion of three, drawn from
+def explainer_job(
+    rng: random.Random, granularity: str, i: int, *, budget_s: float, sentences: int = 3
+) -> Job:
+    """A job of the explainer benches: a prompt of one sentence, a completion of ``sentences``, drawn from
     PROSE's words by ``rng`` (seeded by the caller, so runs compare the same texts)."""
     from hif.store.base import Job  # here: the load benches import this module without hif on the path
 
@@ -113,7 +115,7 @@ def explainer_job(rng: random.Random, granularity: str, i: int, *, budget_s: flo
         granularity=granularity,
         featureset="bench",
         prompt=sentence(),
-        completion=" ".join(sentence() for _ in range(3)),
+        completion=" ".join(sentence() for _ in range(sentences)),
         created_at=0.0,
         expires_at=float("inf"),
         budget_s=budget_s,

@@ -6,10 +6,12 @@
 
 Both attribution modes run side by side in one process (``--attribution-batching off,on``):
 ``off`` is one job's gradient attribution at a time (a full forward and one backward per target),
-``on`` shares one forward (from the hook layer) and one backward per target index across a batch's
-jobs. Ceiling and saturation rounds interleave the modes, and each offered rate runs each mode in
-turn, at the same absolute rate (a fraction of the first mode's ceiling). Ratios are medians of
-per-round paired ratios, which a shared machine's load swings move least.
+``on`` shares the passes across a batch's jobs: one forward from the hook layer and one backward per
+target index, or, through a BERT encoder's written-out last block (the shipped featuresets), one
+packed forward and one backward for all targets that touches only the rows each target reads.
+Ceiling and saturation rounds interleave the modes, and each offered rate runs each mode in turn,
+at the same absolute rate (a fraction of the first mode's ceiling). Ratios are medians of per-round
+paired ratios, which a shared machine's load swings move least.
 
 1. Ceiling: the real pipeline runs each stage alone over a fixed job set (extract, and batched
    attribution, amortised over worker-sized batches), giving the cost per job of extract, decode,

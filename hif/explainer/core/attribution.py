@@ -15,17 +15,21 @@ mean residual (encoder) or the produced token's unembedding row (causal LM).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from hif.errors import AttributionError
+from hif.explainer.core import lastblock
 from hif.explainer.core.decoding import Decoding
 from hif.explainer.core.edges import EDGES_PER_NODE, feature_edges
 from hif.explainer.core.model import ENCODER, SubjectModel
 from hif.explainer.core.sae import TopKSAE, splice
 from hif.explainer.core.segments import COMPLETION, PROMPT, Segment
 from hif.explainer.plan import GRADIENT, HEURISTIC, Plan
+
+log = logging.getLogger(__name__)
 
 MAX_TOKEN_TARGETS = 16
 MAX_EDGE_TARGETS = 16  # upper-layer nodes whose incoming feature edges are computed (one backward each)
@@ -256,6 +260,12 @@ def gradient(subject: SubjectModel, saes: dict[int, TopKSAE], decoding: Decoding
 # gradient of job b's j-th target alone. One forward and n_t backward passes (n_t: the most
 # targets of a job in the batch) give every job's every target: the numbers ``gradient`` gets
 # from a full forward per job and a backward per target per job.
+#
+# Where the only block above the hook layer is a BERT encoder's last one (the shipped featuresets'
+# layer 4), it runs written out instead (``lastblock``): rows packed without padding, and each
+# target's backward only on the rows it reads (its sentence and the prompt), all targets in one
+# stacked pass. Same numbers (tests compare the two); 1.6x less CPU on the bench's mix
+# (bench/explainer_stages.py).
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -274,8 +284,15 @@ def _padded(rows: list[torch.Tensor], width: int, fill: float | int = 0) -> torc
     return out
 
 
-def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job]) -> None:
-    """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs."""
+def gradient_rows(
+    subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_Job], *, written_out: bool = True
+) -> None:
+    """One forward for ``jobs`` at ``layer`` and one backward per target index, shared by the jobs;
+    through the written-out last block where it applies (``written_out``), else through autograd."""
+    block = _written_out(subject, layer) if written_out else None
+    if block is not None:
+        _written_rows(sae, layer, jobs, block)
+        return
     lengths = [len(job.decoding.tokens) for job in jobs]
     width = max(lengths)
     codes = [job.decoding.codes[layer] for job in jobs]
@@ -305,7 +322,7 @@ def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_J
             [sum((v[j] for v in per_job if j < len(v)), out.new_zeros(())) for j in range(n_t)]
         )
         # One backward per target index over the whole batch. (A vmapped backward, is_grads_batched,
-        # gives the same numbers but measured slower on CPU; see bench/explainer_throughput.py.)
+        # gives the same numbers but measured slower on CPU; see bench/explainer_stages.py.)
         grads = [torch.autograd.grad(summed[j], [leaf, error], retain_graph=j + 1 < n_t) for j in range(n_t)]
     g_codes, g_err = torch.stack([g[0] for g in grads]), torch.stack([g[1] for g in grads])
     feat, err = leaf.detach() * g_codes, (error.detach() * g_err).sum(-1)  # [n_t, B, T, k], [n_t, B, T]
@@ -315,13 +332,99 @@ def gradient_rows(subject: SubjectModel, sae: TopKSAE, layer: int, jobs: list[_J
         job.values = [float(v.detach()) for v in per_job[b]]
 
 
-def _chunks(jobs: list[_Job], max_row_tokens: int) -> list[list[_Job]]:
+def _written_out(subject: SubjectModel, layer: int) -> lastblock.BertBlock | None:
+    """The block above ``layer`` written out, when it is the model's last and a plain BERT block."""
+    if subject.kind != ENCODER or layer != subject.n_layers - 2:
+        return None
+    return lastblock.block_of(subject.model, subject.blocks[-1])
+
+
+def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.BertBlock) -> None:
+    """``gradient_rows`` through the written-out last block: the jobs' rows packed (no padding), each
+    target's backward only on the rows it reads (see :mod:`hif.explainer.core.lastblock`)."""
+    lengths = [len(job.decoding.tokens) for job in jobs]
+    codes = [job.decoding.codes[layer] for job in jobs]
+    with torch.no_grad():
+        saved = lastblock.forward(
+            block, torch.cat([j.decoding.extraction.hidden[layer] for j in jobs]), lengths
+        )
+    grads, per_job_values = _pooled_cosine_grads(saved.out, jobs, saved.spans)
+    with torch.no_grad():
+        dx = lastblock.backward(block, saved, grads)  # [n_t, N, d]
+    # x' = W_dec f + b_dec + e: d target / d f[t, s] = W_dec[index] . dx[t], d target / d e = dx.
+    # embedding_bag's backward takes those dot products without gathering the rows ([N, k, d]).
+    values = torch.cat([c.values for c in codes])
+    leaf = values.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        x_hat = F.embedding_bag(
+            torch.cat([c.indices for c in codes]), sae.W_dec, per_sample_weights=leaf, mode="sum"
+        )
+        g_codes = [torch.autograd.grad(x_hat, leaf, d, retain_graph=True)[0] for d in dx]
+    feat = values * torch.stack(g_codes)  # [n_t, N, k]
+    err = (torch.cat([c.error for c in codes]) * dx).sum(-1)
+    for job, (lo, hi), v in zip(jobs, saved.spans, per_job_values, strict=True):
+        m = len(job.targets)
+        job.per_layer[layer] = (feat[:m, lo:hi], err[:m, lo:hi])
+        job.values = v
+
+
+def _pooled_cosine_grads(
+    out: torch.Tensor, jobs: list[_Job], spans: list[tuple[int, int]]
+) -> tuple[torch.Tensor, list[list[float]]]:
+    """The encoder targets of ``target_values`` (each sentence's mean-pooled output, cosine to the
+    prompt's) for every job at once: ([n_t, N, d] each target index's gradient with respect to the
+    packed output, per job its target values). One pooling product for all jobs instead of a few
+    small ops per target keeps the autograd graph a handful of nodes."""
+    n_t = max(len(job.targets) for job in jobs)
+    pool_rows: list[int] = []  # the pooling matrix's entries: row, column (packed output row), weight
+    pool_cols: list[int] = []
+    pool_w: list[float] = []
+    target_of: list[int] = []  # per target: its pooled row, its reference's, its index in its job
+    ref_of: list[int] = []
+    index: list[int] = []
+    first = 0  # a job's first pooled row: its targets', then its reference's
+    for job, (lo, _) in zip(jobs, spans, strict=True):
+        groups = [list(t.positions) for t in job.targets] + [_reference_positions(job.decoding.segments)]
+        for r, group in enumerate(groups):
+            pool_rows += [first + r] * len(group)
+            pool_cols += [lo + p for p in group]
+            pool_w += [1.0 / len(group)] * len(group)
+        target_of += range(first, first + len(job.targets))
+        ref_of += [first + len(job.targets)] * len(job.targets)
+        index += range(len(job.targets))
+        first += len(groups)
+    pool = out.new_zeros(len(target_of) + len(jobs), out.shape[0])
+    pool[pool_rows, pool_cols] = torch.tensor(pool_w, dtype=out.dtype, device=out.device)
+    leaf = out.detach().requires_grad_(True)
+    with torch.enable_grad():
+        pooled = pool @ leaf
+        cos = F.cosine_similarity(pooled[target_of], pooled[ref_of], dim=-1)
+        # Target j of every job, summed: a job's rows receive only its own j-th target's gradient.
+        summed = cos.new_zeros(n_t).index_add(0, torch.tensor(index, device=out.device), cos)
+        one_hot = torch.eye(n_t, dtype=out.dtype, device=out.device)
+        grads = torch.stack(
+            [
+                torch.autograd.grad(summed, leaf, grad_outputs=one_hot[j], retain_graph=j + 1 < n_t)[0]
+                for j in range(n_t)
+            ]
+        )
+    flat = cos.detach().tolist()
+    values, at = [], 0
+    for job in jobs:
+        values.append(flat[at : at + len(job.targets)])
+        at += len(job.targets)
+    return grads, values
+
+
+def _chunks(jobs: list[_Job], max_row_tokens: int, *, packed: bool = False) -> list[list[_Job]]:
     """Length-sorted groups whose padded work (most targets x jobs x longest text) stays within
-    ``max_row_tokens`` and within ``PAD_WASTE`` times the work the jobs need (targets x their length)."""
+    ``max_row_tokens`` and within ``PAD_WASTE`` times the work the jobs need (targets x their length).
+    ``packed`` (the written-out path): rows are not padded, so only the target count pads the work."""
     chunks: list[list[_Job]] = []
     for job in sorted(jobs, key=lambda j: (len(j.decoding.tokens), len(j.targets))):
         trial = [*chunks[-1], job] if chunks else []
-        padded = max((len(j.targets) for j in trial), default=0) * len(trial) * len(job.decoding.tokens)
+        rows = sum(len(j.decoding.tokens) for j in trial) if packed else len(trial) * len(job.decoding.tokens)
+        padded = max((len(j.targets) for j in trial), default=0) * rows
         needed = sum(len(j.targets) * len(j.decoding.tokens) for j in trial)
         if trial and padded <= max_row_tokens and padded <= PAD_WASTE * needed:
             chunks[-1].append(job)
@@ -337,6 +440,7 @@ def gradient_batch(
     plans: list[Plan],
     *,
     max_row_tokens: int = MAX_ROW_TOKENS,
+    written_out: bool = True,
 ) -> list[Attribution | AttributionError]:
     """``gradient`` for several jobs, sharing forward and backward passes; per job, its attribution
     or the AttributionError it would have raised alone. A batch that fails is retried job by job, so
@@ -354,10 +458,15 @@ def gradient_batch(
     retry: set[int] = set()
     for layer in sorted({layer for job in jobs.values() for layer in job.plan.layers}):
         members = [job for i, job in jobs.items() if layer in job.plan.layers and i not in retry]
-        for chunk in _chunks(members, max_row_tokens):
+        packed = written_out and _written_out(subject, layer) is not None
+        for chunk in _chunks(members, max_row_tokens, packed=packed):
             try:
-                gradient_rows(subject, saes[layer], layer, chunk)
-            except (RuntimeError, ValueError, IndexError, KeyError):
+                gradient_rows(subject, saes[layer], layer, chunk, written_out=written_out)
+            except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+                # Logged: a batch that always fails still gives the right numbers, only slowly.
+                log.warning(
+                    "batched attribution of %d jobs failed (%s); one at a time instead", len(chunk), exc
+                )
                 retry |= {i for i, job in jobs.items() if any(job is c for c in chunk)}
     for i, job in jobs.items():
         results[i] = _batched(subject, saes, job) if i not in retry else _alone(subject, saes, job)

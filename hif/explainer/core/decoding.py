@@ -20,6 +20,8 @@ class Extraction:
     plan: Plan
     encoded: Encoded
     hidden: dict[int, torch.Tensor]  # layer -> [T, d] residual stream after that block
+    # layer -> ([T, k] values, [T, k] latent ids): the SAE's top k, encoded for the whole batch at once
+    topk: dict[int, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

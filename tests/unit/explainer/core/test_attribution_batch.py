@@ -163,10 +163,55 @@ def test_a_batch_that_fails_is_retried_job_by_job(minilm, make_job, monkeypatch)
 
     decodings, plans = _decode_all(minilm, make_job, ["sentence"] * 4)
 
-    def broken(*_args: Any) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(attribution, "gradient_rows", broken)
     batched = minilm.attribute_batch(decodings, plans)
     for decoding, plan, result in zip(decodings, plans, batched, strict=True):
         assert_same(minilm.attribute(decoding, plan), result)
+
+
+def test_minilm_runs_the_written_out_block_and_gets_autograds_numbers(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    """MiniLM's only block above layer 4 is its last, a plain BERT block: ``gradient_rows`` takes the
+    written-out passes (called directly, so no job-by-job retry could hide a failure) and gives the
+    numbers autograd gives through the real module."""
+    from hif.explainer.core import attribution
+
+    assert attribution._written_out(minilm.subject, 4) is not None
+    assert attribution._written_out(minilm.subject, 2) is None  # blocks 3 to 5 above: autograd
+    decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
+
+    def run(written_out: bool) -> list[attribution._Job]:
+        jobs = [
+            attribution._Job(d, p, attribution.target_specs(d, "encoder"))
+            for d, p in zip(decodings, plans, strict=True)
+        ]
+        attribution.gradient_rows(minilm.subject, minilm.saes[4], 4, jobs, written_out=written_out)
+        return jobs
+
+    for a, b in zip(run(True), run(False), strict=True):
+        assert a.values == pytest.approx(b.values, rel=1e-4, abs=1e-6)
+        (feat_a, err_a), (feat_b, err_b) = a.per_layer[4], b.per_layer[4]
+        scale = float(feat_b.abs().max())
+        assert scale > 0
+        torch.testing.assert_close(feat_a, feat_b, rtol=1e-3, atol=1e-5 * scale)
+        torch.testing.assert_close(err_a, err_b, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_packed_rows_let_texts_of_different_lengths_share_a_pass() -> None:
+    """Padded, a 10-token and a 100-token text would pad the short one 10x: two passes. Packed (the
+    written-out path) nothing is padded, so they share one; a job with more targets still pads."""
+    from types import SimpleNamespace
+
+    from hif.explainer.core.attribution import Target, _chunks, _Job
+
+    def job(tokens: int, targets: int) -> _Job:
+        decoding = SimpleNamespace(tokens=[0] * tokens)
+        return _Job(decoding, None, [Target(str(i), i, (i,)) for i in range(targets)])  # type: ignore[arg-type]
+
+    short, long = job(10, 2), job(100, 2)
+    assert [len(c) for c in _chunks([short, long], 8192)] == [1, 1]
+    assert [len(c) for c in _chunks([short, long], 8192, packed=True)] == [2]
+    assert [len(c) for c in _chunks([job(50, 1), job(50, 4)], 8192, packed=True)] == [1, 1]
+    assert [len(c) for c in _chunks([short, long], 100, packed=True)] == [1, 1]  # the row budget holds

@@ -131,3 +131,32 @@ def test_minilm_graph_links_tokens_to_features_and_scores_itself(minilm, make_jo
     check_community_format(graph)
     scores = graph["metadata"]["scores"]
     assert 0 < scores["replacement"] < 1 and 0 < scores["completeness"] < 1
+
+
+def test_the_batch_encoded_at_extraction_decodes_as_one_job_alone(minilm, make_job) -> None:  # type: ignore[no-untyped-def]
+    """Extraction encodes a batch's rows in one product; each job's codes are its own top k, and a
+    plan asking for more latents than were encoded (k above a reduce-topk plan's) encodes afresh."""
+    import dataclasses
+
+    jobs = [
+        make_job(PROMPT, COMPLETION, "sentence", featureset=minilm.featureset.name),
+        make_job("Hi", "Hello there. How are you?", "token", featureset=minilm.featureset.name),
+    ]
+    plans = [minilm.default_plan("sentence"), dataclasses.replace(minilm.default_plan("token"), top_k=8)]
+    extractions = minilm.extract(jobs, plans)
+    assert all(4 in e.topk for e in extractions)
+    for extraction, plan in [
+        *zip(extractions, plans, strict=True),
+        (extractions[1], minilm.default_plan("token")),
+    ]:
+        batched = minilm.decode(extraction, plan)
+        alone = minilm.decode(dataclasses.replace(extraction, topk={}), plan)
+        assert batched.codes[4].indices.shape[1] == min(plan.top_k, 32)
+        torch.testing.assert_close(batched.codes[4].values, alone.codes[4].values, rtol=1e-4, atol=1e-5)
+        assert torch.equal(batched.codes[4].indices, alone.codes[4].indices)
+        assert [(n.feature, n.ctx_idx) for n in batched.nodes] == [
+            (n.feature, n.ctx_idx) for n in alone.nodes
+        ]
+        assert [n.activation for n in batched.nodes] == pytest.approx(
+            [n.activation for n in alone.nodes], rel=1e-4
+        )
