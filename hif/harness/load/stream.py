@@ -23,11 +23,15 @@ first content event defines TTFT and its extra tokens add no gap) and TPOT ((las
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httptools
 import orjson
+
+from hif.errors import ConfigError
 
 if TYPE_CHECKING:
     from hif.harness.stats import IntervalRecorder
@@ -69,6 +73,7 @@ class StreamTimes:
     """
 
     __slots__ = (
+        "after_cr",
         "content_raw",  # the UTF-8 text of each content event (JSON escapes only where it had one)
         "content_times",  # monotonic milliseconds of each content event (the ITL pass reads ms)
         "error",
@@ -94,6 +99,7 @@ class StreamTimes:
         self.explanation: bytes | None = None
         self.error: bytes | None = None
         self.pending = b""  # an event not yet complete at the end of a read (or a non-SSE body)
+        self.after_cr = False  # the last body byte was a CR: an LF opening the next read ends its line
 
     def feed(self, body: bytes) -> None:
         """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
@@ -107,6 +113,8 @@ class StreamTimes:
         now = self.now
         if not self.first_byte:
             self.first_byte = now
+        if self.after_cr or b"\r" in body:  # one memchr on the usual LF-only read
+            body = self._lf(body)
         buf = self.pending + body if self.pending else body
         end = buf.rfind(b"\n\n")
         if end < 0:
@@ -141,6 +149,14 @@ class StreamTimes:
             if i >= 0:
                 self._each(buf, key, i, end, self._closing)
 
+    def _lf(self, body: bytes) -> bytes:
+        """SSE line endings made LF: a CRLF pair (also one split across reads) and a lone CR each
+        become one LF. A raw CR cannot sit inside a JSON string, so only line ends change."""
+        if self.after_cr and body.startswith(b"\n"):
+            body = body[1:]
+        self.after_cr = body.endswith(b"\r")
+        return body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
     def _each(self, buf: bytes, key: bytes, i: int, end: int, seen: Callable[[bytes, float], None]) -> None:
         """``seen`` for each event of ``buf[:end]`` naming ``key``, the first at ``i``."""
         while i >= 0:
@@ -162,6 +178,156 @@ class StreamTimes:
             self.explanation = _payload(ev)
         if _USAGE.search(ev) is not None:
             self.usage = ev
+
+
+class StreamReader(Protocol):
+    """What the lane and the engine read off a streamed answer: :class:`HttpStreamTimes` in Python,
+    or ``SSEReader`` from the C extension (``_sse.c``), which gives the same figures faster."""
+
+    first_byte: float
+    first_output: float
+    first_content: float
+    last_content: float
+
+    @property
+    def content_times(self) -> list[float]: ...
+    @property
+    def content_raw(self) -> list[bytes]: ...
+    @property
+    def usage(self) -> bytes | None: ...
+    @property
+    def explanation(self) -> bytes | None: ...
+    @property
+    def error(self) -> bytes | None: ...
+    @property
+    def pending(self) -> bytes: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def body(self) -> bytes: ...
+
+    def reset(self) -> None: ...
+
+    def read(self, data: bytes, now: float) -> bool:
+        """One socket read of the answer (head and body bytes as they came), read at ``now``
+        (monotonic seconds); True once the answer is whole. Unparseable HTTP raises ValueError."""
+        ...
+
+    def eof(self) -> bool:
+        """The connection closed: True when that ends the answer (a body delimited by close)."""
+        ...
+
+
+class HttpStreamTimes(StreamTimes):
+    """The pure-Python :class:`StreamReader`: httptools frames the answer, :class:`StreamTimes`
+    scans its body.
+
+    httptools hands each HTTP chunk to a bound ``list.append`` (its ``on_body``, bound once when
+    the parser is made: no Python frame per chunk); after the read, :meth:`feed` reads all of them
+    in one go. An answer of 400 or more is a JSON envelope with no blank line, so it stays whole in
+    ``pending``. The parser lives as long as its answers end cleanly; after a cut or an error the
+    next request gets a new one.
+    """
+
+    __slots__ = ("_done", "_parser", "_pieces", "_raw", "keep_alive", "on_body", "status")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self.on_body = self._pieces.append  # bound before the parser looks it up
+        self._parser: httptools.HttpResponseParser | None = None
+        self._done = False
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        if self._parser is None or not self._done:
+            self._parser = httptools.HttpResponseParser(self)
+        self._done = False
+        self._pieces.clear()
+        self._raw: list[bytes] = []  # head bytes, read only at an early EOF
+        self.status, self.keep_alive = 0, False
+
+    def on_message_complete(self) -> None:  # httptools, inside feed_data
+        self._done = True
+        parser = self._parser
+        assert parser is not None
+        # Read here: once feed_data returns, the parser has moved on to the next message.
+        self.status, self.keep_alive = parser.get_status_code(), parser.should_keep_alive()
+
+    def read(self, data: bytes, now: float) -> bool:
+        if self._done:
+            return False  # bytes after a whole answer: not ours
+        self.now = now
+        if not self.first_byte:
+            self._raw.append(data)
+        assert self._parser is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._done = False
+            raise ValueError(str(exc)) from exc
+        pieces = self._pieces
+        if pieces:
+            self.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            pieces.clear()
+        if self._done:
+            self._finish()
+            return True
+        return False
+
+    def eof(self) -> bool:
+        raw = b"".join(self._raw)
+        end = raw.find(b"\r\n\r\n")
+        if self._done or end < 0 or _framed(raw[:end]):
+            return False
+        assert self._parser is not None
+        self.status, self.keep_alive = self._parser.get_status_code(), False
+        self._done = True
+        self._parser = None  # it still waits for the body's end: the next request gets a new one
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        if self.status < 400 and self.pending:  # a last event without its blank line
+            self.feed(b"\n\n")
+
+    @property
+    def body(self) -> bytes:
+        """The record's body: the error envelope (400 or more), else the explanation event."""
+        return self.pending if self.status >= 400 else self.explanation or b""
+
+
+def _framed(head: bytes) -> bool:
+    """Whether a raw header block declares a length or chunking (so EOF is not a valid end)."""
+    block = head.lower()
+    if b"\r\ncontent-length:" in block:
+        return True
+    return any(line.startswith(b"transfer-encoding:") and b"chunked" in line for line in block.split(b"\r\n"))
+
+
+READER_ENV = "HIF_SSE_READER"
+
+
+def reader_factory(choice: str | None = None) -> Callable[[], StreamReader]:
+    """The reader class streamed chats use: the C ``SSEReader`` when the extension is built, else
+    :class:`HttpStreamTimes`. ``HIF_SSE_READER`` (``auto``, ``c``, ``python``) picks one, so
+    tests and benches can run both; ``c`` without the extension is a configuration error."""
+    choice = choice or os.environ.get(READER_ENV, "auto")
+    if choice not in ("auto", "c", "python"):
+        raise ConfigError(READER_ENV, f"expected auto, c or python, got {choice!r}")
+    if choice == "python":
+        return HttpStreamTimes
+    try:
+        from hif.harness.load._sse import SSEReader
+    except ImportError as exc:
+        if choice == "c":
+            raise ConfigError(
+                READER_ENV, f"the C SSE reader is not built ({exc}); run: python setup.py build_ext --inplace"
+            ) from exc
+        return HttpStreamTimes
+    return SSEReader  # type: ignore[no-any-return]
 
 
 def _payload(event: bytes) -> bytes:
@@ -202,7 +368,7 @@ class StreamBook:
         self._pending: list[tuple[dict[str, Any], list[float], list[bytes], bytes | None, bytes]] = []
         self._cache: dict[bytes, int] = {}
 
-    def add(self, line: dict[str, Any], st: StreamTimes, data: bytes) -> None:
+    def add(self, line: dict[str, Any], st: StreamReader, data: bytes) -> None:
         self._pending.append((line, st.content_times, st.content_raw, st.usage, data))
 
     def __len__(self) -> int:
@@ -309,7 +475,7 @@ def settle_one(
     return zeros
 
 
-def stamp(line: dict[str, Any], st: StreamTimes, sent: float, intended: float, done: float) -> float:
+def stamp(line: dict[str, Any], st: StreamReader, sent: float, intended: float, done: float) -> float:
     """The wire's times into the record; returns the end-to-end end (the last content event)."""
 
     def ms(t: float, since: float) -> float | None:
