@@ -307,6 +307,8 @@ static int other_output(const char *ev, Py_ssize_t n)
     for (Py_ssize_t i = find(ev, 0, n, KEY("\"tool_calls\"")); i >= 0;
          i = find(ev, i + 1, n, KEY("\"tool_calls\""))) {
         Py_ssize_t j = skip_space(ev, i + 12, n);
+        if (j >= n || ev[j] != ':') continue;
+        j = skip_space(ev, j + 1, n);
         if (j >= n || ev[j] != '[') continue;
         j = skip_space(ev, j + 1, n);
         if (j < n && ev[j] == '{') return 1;

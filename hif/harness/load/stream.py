@@ -242,7 +242,7 @@ class HttpStreamTimes(StreamTimes):
 
     def reset(self) -> None:
         super().reset()
-        if self._parser is None or not self._done:
+        if self._parser is None or not self._done or not self.keep_alive:
             self._parser = httptools.HttpResponseParser(self)
         self._done = False
         self._pieces.clear()
