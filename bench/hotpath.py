@@ -116,6 +116,7 @@ async def runner_round(
         timeout_s=settings.timeout_seconds,
         send_lag=engine._send_lag,
         stream=stream,
+        new_reader=engine.book.new_reader if engine.book is not None else None,
     )
     wires, transports = [], []
     for worker in lane.workers:

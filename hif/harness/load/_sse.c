@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 #include <string.h>
 
 #define HEAD_MAX (64 * 1024)
@@ -32,10 +33,36 @@ enum phase {
     P_DONE,
 };
 
+/* Token counts of content pieces, shared by a run's readers (StreamBook fills it from the local
+ * tokenizer): open addressing on FNV-1a, the keys in one arena, so a lookup from the scan needs no
+ * Python object. */
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t off, len;
+    long count; /* -1: an empty slot */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    Py_ssize_t cap, used; /* cap: a power of two */
+    char *arena;
+    Py_ssize_t arena_len, arena_cap;
+} PieceCounts;
+
+static PyTypeObject PieceCountsType;
+
 typedef struct {
     PyObject_HEAD
     double now, first_byte, first_output, first_content, last_content;
-    PyObject *content_times, *content_raw; /* lists: ms floats, bytes */
+    /* The content events: time (ms), token count (-1 unknown) and text (in arena). */
+    double *ev_ms;
+    long *ev_tok;
+    Py_ssize_t *ev_off, *ev_len;
+    Py_ssize_t n_ev, ev_cap, misses;
+    char *arena;
+    Py_ssize_t arena_len, arena_cap;
+    PieceCounts *counts; /* or NULL: no local token counts */
     PyObject *usage, *explanation, *error; /* bytes, or NULL for None */
     int status;
     char keep_alive;
@@ -204,18 +231,17 @@ static char *put_utf8(char *o, unsigned cp)
     return o;
 }
 
-/* The piece decoded, or the raw piece where it is not a valid JSON string body. */
-static PyObject *unescape(const char *p, Py_ssize_t n)
+/* The JSON string body p[0:n] decoded into o (never longer than n); -1 where it is not a valid
+ * JSON string body (orjson would refuse it), and the caller keeps the raw piece. */
+static Py_ssize_t unescape_into(const char *p, Py_ssize_t n, char *out)
 {
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n); /* decoding never lengthens */
-    if (!out) return NULL;
-    char *o = PyBytes_AS_STRING(out);
+    char *o = out;
     const unsigned char *s = (const unsigned char *)p;
     Py_ssize_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
         if (c == '\\') {
-            if (i + 1 >= n) goto raw;
+            if (i + 1 >= n) return -1;
             unsigned char e = s[i + 1];
             i += 2;
             switch (e) {
@@ -229,12 +255,12 @@ static PyObject *unescape(const char *p, Py_ssize_t n)
             case 't': *o++ = '\t'; break;
             case 'u': {
                 unsigned cp, lo;
-                if (i + 4 > n || hex4(s + i, &cp) < 0) goto raw;
+                if (i + 4 > n || hex4(s + i, &cp) < 0) return -1;
                 i += 4;
-                if (cp >= 0xDC00 && cp <= 0xDFFF) goto raw;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || hex4(s + i + 2, &lo) < 0) goto raw;
-                    if (lo < 0xDC00 || lo > 0xDFFF) goto raw;
+                    if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || hex4(s + i + 2, &lo) < 0) return -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return -1;
                     i += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
@@ -242,23 +268,80 @@ static PyObject *unescape(const char *p, Py_ssize_t n)
                 break;
             }
             default:
-                goto raw;
+                return -1;
             }
         } else if (c < 0x20) {
-            goto raw;
+            return -1;
         } else {
             int k = utf8_len(s + i, n - i);
-            if (!k) goto raw;
+            if (!k) return -1;
             memcpy(o, s + i, (size_t)k);
             o += k;
             i += k;
         }
     }
-    if (_PyBytes_Resize(&out, o - PyBytes_AS_STRING(out)) < 0) return NULL;
-    return out;
-raw:
-    Py_DECREF(out);
-    return PyBytes_FromStringAndSize(p, n);
+    return o - out;
+}
+
+/* --- the piece counts table --------------------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *p, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static long table_get(PieceCounts *t, const char *p, Py_ssize_t n)
+{
+    if (!t->used) return -1;
+    uint64_t h = fnv1a(p, n);
+    Py_ssize_t mask = t->cap - 1;
+    for (Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)mask);; i = (i + 1) & mask) {
+        Slot *sl = &t->slots[i];
+        if (sl->count < 0) return -1;
+        if (sl->hash == h && sl->len == n && memcmp(t->arena + sl->off, p, (size_t)n) == 0) return sl->count;
+    }
+}
+
+static int table_put(PieceCounts *t, const char *p, Py_ssize_t n, long count)
+{
+    if ((t->used + 1) * 2 > t->cap) { /* at most half full */
+        Py_ssize_t cap2 = t->cap ? t->cap * 2 : 1024;
+        Slot *s2 = PyMem_Malloc(sizeof(Slot) * (size_t)cap2);
+        if (!s2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < cap2; i++) s2[i].count = -1;
+        for (Py_ssize_t i = 0; i < t->cap; i++) {
+            Slot *sl = &t->slots[i];
+            if (sl->count < 0) continue;
+            Py_ssize_t j = (Py_ssize_t)(sl->hash & (uint64_t)(cap2 - 1));
+            while (s2[j].count >= 0) j = (j + 1) & (cap2 - 1);
+            s2[j] = *sl;
+        }
+        PyMem_Free(t->slots);
+        t->slots = s2;
+        t->cap = cap2;
+    }
+    uint64_t h = fnv1a(p, n);
+    Py_ssize_t mask = t->cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)mask);
+    for (;; i = (i + 1) & mask) {
+        Slot *sl = &t->slots[i];
+        if (sl->count < 0) break;
+        if (sl->hash == h && sl->len == n && memcmp(t->arena + sl->off, p, (size_t)n) == 0) {
+            sl->count = count;
+            return 0;
+        }
+    }
+    if (grow(&t->arena, &t->arena_cap, t->arena_len + n + 1) < 0) return -1;
+    memcpy(t->arena + t->arena_len, p, (size_t)n);
+    t->slots[i] = (Slot){h, t->arena_len, n, count};
+    t->arena_len += n;
+    t->used++;
+    return 0;
 }
 
 /* --- the SSE scan: StreamTimes.feed, step for step ------------------------------------------ */
@@ -390,11 +473,40 @@ static int each(Reader *r, Py_ssize_t end, const char *key, Py_ssize_t k, Py_ssi
     return 0;
 }
 
-static int append_n(PyObject *list, PyObject *item, Py_ssize_t n)
+/* One content event: its text (decoded where it holds an escape) into the arena, its time, and
+ * its token count when the shared table knows the text. */
+static int add_event(Reader *r, const char *p, Py_ssize_t n, int decode)
 {
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (PyList_Append(list, item) < 0) return -1;
+    if (r->n_ev == r->ev_cap) {
+        Py_ssize_t cap2 = r->ev_cap ? r->ev_cap * 2 : 128;
+        double *ms = PyMem_Realloc(r->ev_ms, sizeof(double) * (size_t)cap2);
+        if (ms) r->ev_ms = ms;
+        long *tok = PyMem_Realloc(r->ev_tok, sizeof(long) * (size_t)cap2);
+        if (tok) r->ev_tok = tok;
+        Py_ssize_t *off = PyMem_Realloc(r->ev_off, sizeof(Py_ssize_t) * (size_t)cap2);
+        if (off) r->ev_off = off;
+        Py_ssize_t *len = PyMem_Realloc(r->ev_len, sizeof(Py_ssize_t) * (size_t)cap2);
+        if (len) r->ev_len = len;
+        if (!ms || !tok || !off || !len) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->ev_cap = cap2;
     }
+    if (grow(&r->arena, &r->arena_cap, r->arena_len + n + 1) < 0) return -1;
+    char *o = r->arena + r->arena_len;
+    Py_ssize_t k = decode ? unescape_into(p, n, o) : -1;
+    if (k < 0) {
+        memcpy(o, p, (size_t)n);
+        k = n;
+    }
+    Py_ssize_t i = r->n_ev++;
+    r->ev_ms[i] = r->now * 1000.0;
+    r->ev_off[i] = r->arena_len;
+    r->ev_len[i] = k;
+    r->arena_len += k;
+    r->ev_tok[i] = r->counts ? table_get(r->counts, o, k) : -1;
+    if (r->ev_tok[i] < 0) r->misses++;
     return 0;
 }
 
@@ -416,13 +528,7 @@ static int scan(Reader *r)
             pos = i + 1;
             continue;
         }
-        PyObject *piece = escaped && memchr(b + s, '\\', (size_t)(e - s)) ? unescape(b + s, e - s)
-                                                                           : PyBytes_FromStringAndSize(b + s, e - s);
-        if (!piece || PyList_Append(r->content_raw, piece) < 0) {
-            Py_XDECREF(piece);
-            return -1;
-        }
-        Py_DECREF(piece);
+        if (add_event(r, b + s, e - s, escaped && memchr(b + s, '\\', (size_t)(e - s))) < 0) return -1;
         pieces++;
         pos = e + 1;
     }
@@ -432,11 +538,6 @@ static int scan(Reader *r)
             if (!r->first_output) r->first_output = now;
         }
         r->last_content = now;
-        PyObject *ms = PyFloat_FromDouble(now * 1000.0);
-        if (!ms) return -1;
-        int rc = append_n(r->content_times, ms, pieces);
-        Py_DECREF(ms);
-        if (rc < 0) return -1;
         Py_ssize_t j = rfind(b, 0, end, KEY("\"content\""));
         Py_ssize_t last = j >= 0 ? rfind_blank(b, j) : -1;
         tail = last >= 0 ? last + 2 : 0;
@@ -686,14 +787,7 @@ static int finish(Reader *r)
 
 static int reset_state(Reader *r)
 {
-    PyObject *times = PyList_New(0), *raw = PyList_New(0);
-    if (!times || !raw) {
-        Py_XDECREF(times);
-        Py_XDECREF(raw);
-        return -1;
-    }
-    Py_XSETREF(r->content_times, times);
-    Py_XSETREF(r->content_raw, raw);
+    r->n_ev = r->misses = r->arena_len = 0;
     Py_CLEAR(r->usage);
     Py_CLEAR(r->explanation);
     Py_CLEAR(r->error);
@@ -711,18 +805,26 @@ static int reset_state(Reader *r)
 
 static int Reader_init(Reader *r, PyObject *args, PyObject *kw)
 {
-    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
-        PyErr_SetString(PyExc_TypeError, "SSEReader() takes no arguments");
+    static char *names[] = {"counts", NULL};
+    PyObject *counts = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:SSEReader", names, &counts)) return -1;
+    if (counts != Py_None && !PyObject_TypeCheck(counts, &PieceCountsType)) {
+        PyErr_SetString(PyExc_TypeError, "counts must be a PieceCounts or None");
         return -1;
     }
+    Py_XSETREF(r->counts, counts == Py_None ? NULL : (PieceCounts *)Py_NewRef(counts));
     r->now = 0.0;
     return reset_state(r);
 }
 
 static void Reader_dealloc(Reader *r)
 {
-    Py_CLEAR(r->content_times);
-    Py_CLEAR(r->content_raw);
+    Py_CLEAR(r->counts);
+    PyMem_Free(r->ev_ms);
+    PyMem_Free(r->ev_tok);
+    PyMem_Free(r->ev_off);
+    PyMem_Free(r->ev_len);
+    PyMem_Free(r->arena);
     Py_CLEAR(r->usage);
     Py_CLEAR(r->explanation);
     Py_CLEAR(r->error);
@@ -779,6 +881,83 @@ static PyObject *Reader_eof(Reader *r, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
+static PyObject *Reader_get_content_times(Reader *r, void *Py_UNUSED(c))
+{
+    PyObject *list = PyList_New(r->n_ev), *ms = NULL;
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < r->n_ev; i++) {
+        if (!ms || PyFloat_AS_DOUBLE(ms) != r->ev_ms[i]) { /* a read's events share one float */
+            ms = PyFloat_FromDouble(r->ev_ms[i]);
+            if (!ms) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        } else {
+            Py_INCREF(ms);
+        }
+        PyList_SET_ITEM(list, i, ms);
+    }
+    return list;
+}
+
+static PyObject *Reader_get_content_raw(Reader *r, void *Py_UNUSED(c))
+{
+    PyObject *list = PyList_New(r->n_ev);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < r->n_ev; i++) {
+        PyObject *piece = PyBytes_FromStringAndSize(r->arena + r->ev_off[i], r->ev_len[i]);
+        if (!piece) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, piece);
+    }
+    return list;
+}
+
+/* The stream's token figures when the shared table knew every piece (else None: StreamBook's
+ * token pass counts them): settle_one in stream.py, step for step. */
+static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
+{
+    if (!r->counts || r->misses) Py_RETURN_NONE;
+    long long local = 0, zeros = 0;
+    for (Py_ssize_t i = 0; i < r->n_ev; i++) local += r->ev_tok[i];
+    PyObject *gaps = PyList_New(0);
+    if (!gaps) return NULL;
+    double itl_max = 0.0, prev = r->n_ev ? r->ev_ms[0] : 0.0;
+    int any = 0;
+    for (Py_ssize_t i = 1; i < r->n_ev; i++) {
+        long k = r->ev_tok[i];
+        if (k <= 0) continue; /* a whitespace-only piece: its gap joins the next token's */
+        double gap = (r->ev_ms[i] - prev) / (double)k;
+        if (gap == 0.0) {
+            zeros += k; /* one read's events: recorded as a count */
+        } else {
+            PyObject *g = PyFloat_FromDouble(gap);
+            if (!g) goto fail;
+            for (long j = 0; j < k; j++) {
+                if (PyList_Append(gaps, g) < 0) {
+                    Py_DECREF(g);
+                    goto fail;
+                }
+            }
+            Py_DECREF(g);
+        }
+        if (!any || gap > itl_max) itl_max = gap;
+        any = 1;
+        prev = r->ev_ms[i];
+    }
+    double first = r->n_ev ? r->ev_ms[0] : 0.0, last = r->n_ev ? r->ev_ms[r->n_ev - 1] : 0.0;
+    PyObject *mx = any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None);
+    if (!mx) goto fail;
+    return Py_BuildValue("(LLNNdd)", local, zeros, gaps, mx, first, last);
+fail:
+    Py_DECREF(gaps);
+    return NULL;
+}
+
+static PyObject *Reader_get_content_chunks(Reader *r, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(r->n_ev); }
+
 static PyObject *Reader_get_pending(Reader *r, void *Py_UNUSED(c))
 {
     return PyBytes_FromStringAndSize(r->buf ? r->buf : "", r->len);
@@ -797,6 +976,8 @@ static PyMethodDef Reader_methods[] = {
     {"eof", (PyCFunction)Reader_eof, METH_NOARGS,
      "eof() -> bool: the connection closed; True if that ends the answer (a body delimited by close)."},
     {"reset", (PyCFunction)Reader_reset, METH_NOARGS, "reset(): before the next request."},
+    {"token_figures", (PyCFunction)Reader_token_figures, METH_NOARGS,
+     "token_figures() -> (local, zeros, gaps, itl_max, first_ms, last_ms) | None: see stream.py."},
     {NULL},
 };
 
@@ -806,8 +987,6 @@ static PyMemberDef Reader_members[] = {
     {"first_output", T_DOUBLE, offsetof(Reader, first_output), 0, NULL},
     {"first_content", T_DOUBLE, offsetof(Reader, first_content), 0, NULL},
     {"last_content", T_DOUBLE, offsetof(Reader, last_content), 0, NULL},
-    {"content_times", T_OBJECT, offsetof(Reader, content_times), READONLY, NULL},
-    {"content_raw", T_OBJECT, offsetof(Reader, content_raw), READONLY, NULL},
     {"usage", T_OBJECT, offsetof(Reader, usage), READONLY, NULL},
     {"explanation", T_OBJECT, offsetof(Reader, explanation), READONLY, NULL},
     {"error", T_OBJECT, offsetof(Reader, error), READONLY, NULL},
@@ -817,6 +996,9 @@ static PyMemberDef Reader_members[] = {
 };
 
 static PyGetSetDef Reader_getset[] = {
+    {"content_times", (getter)Reader_get_content_times, NULL, "ms of each content event (a new list)", NULL},
+    {"content_raw", (getter)Reader_get_content_raw, NULL, "the text of each content event (a new list)", NULL},
+    {"content_chunks", (getter)Reader_get_content_chunks, NULL, "how many content events", NULL},
     {"pending", (getter)Reader_get_pending, NULL, "body bytes not yet a complete event", NULL},
     {"body", (getter)Reader_get_body, NULL, "the answer's body for the record: the error body or explanation", NULL},
     {NULL},
@@ -835,6 +1017,74 @@ static PyTypeObject ReaderType = {
     .tp_getset = Reader_getset,
 };
 
+static void Counts_dealloc(PieceCounts *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->arena);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *Counts_update(PieceCounts *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "update(pieces, counts): two lists of one length");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *piece = PyList_GET_ITEM(args[0], i);
+        long count = PyLong_AsLong(PyList_GET_ITEM(args[1], i));
+        if (count == -1 && PyErr_Occurred()) return NULL;
+        if (!PyBytes_Check(piece) || count < 0) {
+            PyErr_SetString(PyExc_ValueError, "pieces are bytes, counts are >= 0");
+            return NULL;
+        }
+        if (table_put(t, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece), count) < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Counts_get(PieceCounts *t, PyObject *piece)
+{
+    if (!PyBytes_Check(piece)) {
+        PyErr_SetString(PyExc_TypeError, "get(piece): bytes");
+        return NULL;
+    }
+    long c = table_get(t, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece));
+    if (c < 0) Py_RETURN_NONE;
+    return PyLong_FromLong(c);
+}
+
+static PyObject *Counts_clear(PieceCounts *t, PyObject *Py_UNUSED(ignored))
+{
+    PyMem_Free(t->slots);
+    t->slots = NULL;
+    t->cap = t->used = t->arena_len = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Counts_len(PieceCounts *t) { return t->used; }
+
+static PyMethodDef Counts_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))Counts_update, METH_FASTCALL, "update(pieces, counts): learn counts."},
+    {"get", (PyCFunction)Counts_get, METH_O, "get(piece) -> int | None"},
+    {"clear", (PyCFunction)Counts_clear, METH_NOARGS, "clear(): forget every piece."},
+    {NULL},
+};
+
+static PySequenceMethods Counts_seq = {.sq_length = (lenfunc)Counts_len};
+
+static PyTypeObject PieceCountsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hif.harness.load._sse.PieceCounts",
+    .tp_basicsize = sizeof(PieceCounts),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Token counts of content pieces, shared by a run's SSEReaders (StreamBook fills it).",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Counts_dealloc,
+    .tp_methods = Counts_methods,
+    .tp_as_sequence = &Counts_seq,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_sse",
@@ -844,10 +1094,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__sse(void)
 {
-    if (PyType_Ready(&ReaderType) < 0) return NULL;
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&PieceCountsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "SSEReader", (PyObject *)&ReaderType) < 0) {
+    if (PyModule_AddObjectRef(m, "SSEReader", (PyObject *)&ReaderType) < 0 ||
+        PyModule_AddObjectRef(m, "PieceCounts", (PyObject *)&PieceCountsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -172,6 +172,7 @@ class Engine:
             bucket=TokenBucket(rate, max_backlog_s=s.timeout_seconds) if rate and not s.open_loop else None,
             open_loop=s.open_loop,
             stream=s.stream,
+            new_reader=self.book.new_reader if self.book is not None else None,
         )
         lane.start()
         dispatcher = asyncio.ensure_future(self._dispatcher(lane)) if s.open_loop else None

@@ -260,10 +260,13 @@ class Lane:
         open_loop: bool = False,
         connector: Connector | None = None,
         stream: bool = False,
+        new_reader: Callable[[], StreamReader] | None = None,
     ) -> None:
         self.stream = stream
         self._wire_cls = _StreamWire if stream else _Wire
-        self.new_reader = reader_factory() if stream else None
+        # Streamed: each worker's reader (the engine's come from its StreamBook, which shares its
+        # piece counts with them).
+        self.new_reader = (new_reader or reader_factory()) if stream else None
         self.loop = asyncio.get_running_loop()
         self.requests, self.out = requests, out
         self.draw = requests.draw

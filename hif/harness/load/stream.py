@@ -101,6 +101,13 @@ class StreamTimes:
         self.pending = b""  # an event not yet complete at the end of a read (or a non-SSE body)
         self.after_cr = False  # the last body byte was a CR: an LF opening the next read ends its line
 
+    @property
+    def content_chunks(self) -> int:
+        return len(self.content_times)
+
+    def token_figures(self) -> None:
+        return None  # no shared piece counts here: StreamBook's token pass counts every stream
+
     def feed(self, body: bytes) -> None:
         """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
 
@@ -194,6 +201,8 @@ class StreamReader(Protocol):
     @property
     def content_raw(self) -> list[bytes]: ...
     @property
+    def content_chunks(self) -> int: ...
+    @property
     def usage(self) -> bytes | None: ...
     @property
     def explanation(self) -> bytes | None: ...
@@ -209,6 +218,11 @@ class StreamReader(Protocol):
     def body(self) -> bytes: ...
 
     def reset(self) -> None: ...
+
+    def token_figures(self) -> tuple[int, int, list[float], float | None, float, float] | None:
+        """(local tokens, zero gaps, other gaps, ITL max, first and last content ms) when the
+        reader counted the stream's tokens itself, else None (:class:`StreamBook` counts them)."""
+        ...
 
     def read(self, data: bytes, now: float) -> bool:
         """One socket read of the answer (head and body bytes as they came), read at ``now``
@@ -233,11 +247,12 @@ class HttpStreamTimes(StreamTimes):
 
     __slots__ = ("_done", "_parser", "_pieces", "_raw", "keep_alive", "on_body", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, counts: object = None) -> None:  # counts: the C reader's; unused here
         self._pieces: list[bytes] = []
         self.on_body = self._pieces.append  # bound before the parser looks it up
         self._parser: httptools.HttpResponseParser | None = None
         self._done = False
+        self.keep_alive = False
         super().__init__()
 
     def reset(self) -> None:
@@ -310,7 +325,7 @@ def _framed(head: bytes) -> bool:
 READER_ENV = "HIF_SSE_READER"
 
 
-def reader_factory(choice: str | None = None) -> Callable[[], StreamReader]:
+def reader_factory(choice: str | None = None) -> Callable[..., StreamReader]:
     """The reader class streamed chats use: the C ``SSEReader`` when the extension is built, else
     :class:`HttpStreamTimes`. ``HIF_SSE_READER`` (``auto``, ``c``, ``python``) picks one, so
     tests and benches can run both; ``c`` without the extension is a configuration error."""
@@ -360,16 +375,41 @@ class StreamBook:
     The engine :meth:`add` s each finished stream with its record, already holding the times the
     wire saw; :meth:`settle` (ticker turn, bucket close, run end) counts tokens in one batch,
     records ITL and TPOT, fills the token fields and writes the lines.
+
+    With the C reader, every piece's count also goes into a table the readers share
+    (``PieceCounts``): a reader that found all of a stream's pieces there hands over the stream's
+    token figures ready (``token_figures()``, the ITL loop below done in C), so in steady state
+    the pass handles no piece at all; a stream with an unknown piece takes the path below.
     """
 
-    def __init__(self, tokenizer: TokenCounter | None, prompt_tokens: dict[bytes, int]) -> None:
+    def __init__(
+        self,
+        tokenizer: TokenCounter | None,
+        prompt_tokens: dict[bytes, int],
+        reader: Callable[..., StreamReader] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt_tokens = prompt_tokens  # request bytes -> local prompt count (counted at start-up)
-        self._pending: list[tuple[dict[str, Any], list[float], list[bytes], bytes | None, bytes]] = []
+        # (line, token_figures or None, content times, content pieces, usage event, request bytes)
+        self._pending: list[tuple[dict[str, Any], Any, list[float], list[bytes], bytes | None, bytes]] = []
         self._cache: dict[bytes, int] = {}
+        self._reader = reader or reader_factory()
+        self.table: Any = None  # the C readers' shared piece counts
+        if tokenizer is not None and getattr(self._reader, "__module__", "") == "hif.harness.load._sse":
+            from hif.harness.load._sse import PieceCounts
+
+            self.table = PieceCounts()
+
+    def new_reader(self) -> StreamReader:
+        """A reader for one worker, sharing this book's piece counts."""
+        return self._reader(self.table) if self.table is not None else self._reader()
 
     def add(self, line: dict[str, Any], st: StreamReader, data: bytes) -> None:
-        self._pending.append((line, st.content_times, st.content_raw, st.usage, data))
+        figures = st.token_figures()
+        if figures is not None:
+            self._pending.append((line, figures, _NO_TIMES, _NO_PIECES, st.usage, data))
+        else:
+            self._pending.append((line, None, st.content_times, st.content_raw, st.usage, data))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -384,13 +424,23 @@ class StreamBook:
         tpot = recorder.appender(TPOT)
         per_chunk: list[list[int]] | None = None
         if self.tokenizer is not None:
-            per_chunk = self._counts([raws for _l, _t, raws, _u, _d in pending])
-        zeros = 0
-        for n, (line, times, _raws, usage, data) in enumerate(pending):
-            zeros += settle_one(
-                line, times, None if per_chunk is None else per_chunk[n], usage, itl, tpot, counts
-            )
-            line["prompt_tokens_local"] = self.prompt_tokens.get(data)
+            per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
+        zeros, slow = 0, 0
+        prompt_tokens = self.prompt_tokens
+        for line, figures, times, _raws, usage, data in pending:
+            if figures is not None:
+                local, z, gaps, itl_max, first_ms, last_ms = figures
+                if gaps:
+                    itl.extend(gaps)
+                zeros += z
+                fill_tokens(
+                    line, local, usage, itl_max, line["content_chunks"], first_ms, last_ms, tpot, counts
+                )
+            else:
+                chunk_tokens = None if per_chunk is None else per_chunk[slow]
+                slow += 1
+                zeros += settle_one(line, times, chunk_tokens, usage, itl, tpot, counts)
+            line["prompt_tokens_local"] = prompt_tokens.get(data)
             write(line)
         if zeros:
             recorder.record_count(ITL, 0.0, zeros)
@@ -402,6 +452,8 @@ class StreamBook:
         cache = self._cache
         if len(cache) > CACHE_PIECES:
             cache.clear()
+            if self.table is not None:
+                self.table.clear()
         get = cache.__getitem__
         try:  # after warm-up every piece is a hit: no set of the batch's pieces to build
             return [list(map(get, pieces)) for pieces in streams]
@@ -411,8 +463,15 @@ class StreamBook:
         if missing:
             assert self.tokenizer is not None
             texts = [p.decode("utf-8", "replace") for p in missing]
-            cache.update(zip(missing, self.tokenizer.count(texts), strict=True))
+            found = self.tokenizer.count(texts)
+            cache.update(zip(missing, found, strict=True))
+            if self.table is not None:
+                self.table.update(missing, list(found))
         return [list(map(get, pieces)) for pieces in streams]
+
+
+_NO_TIMES: list[float] = []  # never appended to
+_NO_PIECES: list[bytes] = []
 
 
 def settle_one(
@@ -427,21 +486,8 @@ def settle_one(
     """Token fields, ITL and TPOT of one stream (``times`` monotonic milliseconds of content events).
 
     Returns the number of zero gaps the caller records into ITL itself (one histogram call per
-    batch): a stream that arrived in one read has nothing else."""
-    prompt_srv, completion_srv = usage_tokens(usage)
-    line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
-    local = sum(chunk_tokens) if chunk_tokens is not None else None
-    line["completion_tokens_local"] = local
-    output = local if local is not None else completion_srv
-    line["output_tokens"] = output
-    source = "server" if completion_srv is not None else None
-    line["token_source"] = "local" if local is not None else source
-    if local is not None and completion_srv is not None:
-        counts["stream_usage_compared"] += 1
-        if local != completion_srv:
-            counts["stream_usage_mismatch"] += 1
-    if output:
-        counts["stream_output_tokens"] += output
+    batch): a stream that arrived in one read has nothing else. ``SSEReader.token_figures`` in
+    _sse.c is the same loop in C."""
     itl_max = None
     zeros = 0
     n = len(times)
@@ -464,15 +510,46 @@ def settle_one(
             itl.extend([gap_ms] * k)
             itl_max = gap_ms if itl_max is None or gap_ms > itl_max else itl_max
             prev = t
+    local = sum(chunk_tokens) if chunk_tokens is not None else None
+    first, last = (times[0], times[-1]) if n > 1 else (0.0, 0.0)
+    fill_tokens(line, local, usage, itl_max, n, first, last, tpot_out, counts)
+    return zeros
+
+
+def fill_tokens(
+    line: dict[str, Any],
+    local: int | None,
+    usage: bytes | None,
+    itl_max: float | None,
+    events: int,
+    first_ms: float,
+    last_ms: float,
+    tpot_out: Callable[[float], None],
+    counts: Any,
+) -> None:
+    """The token fields of one stream's record, and its TPOT (``events`` content events, the first
+    and last at ``first_ms`` and ``last_ms``)."""
+    prompt_srv, completion_srv = usage_tokens(usage)
+    line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
+    line["completion_tokens_local"] = local
+    output = local if local is not None else completion_srv
+    line["output_tokens"] = output
+    source = "server" if completion_srv is not None else None
+    line["token_source"] = "local" if local is not None else source
+    if local is not None and completion_srv is not None:
+        counts["stream_usage_compared"] += 1
+        if local != completion_srv:
+            counts["stream_usage_mismatch"] += 1
+    if output:
+        counts["stream_output_tokens"] += output
     line["itl_max_ms"] = itl_max
     tpot = None
-    if output is not None and output > 1 and n > 1:
-        tpot = (times[-1] - times[0]) / (output - 1)
+    if output is not None and output > 1 and events > 1:
+        tpot = (last_ms - first_ms) / (output - 1)
         tpot_out(tpot)
     line["tpot_ms"] = tpot
     sent_to_last_s = (line["latency_ms"] or 0.0) / 1000.0
     line["output_tokens_per_s"] = round(output / sent_to_last_s, 3) if output and sent_to_last_s > 0 else None
-    return zeros
 
 
 def stamp(line: dict[str, Any], st: StreamReader, sent: float, intended: float, done: float) -> float:
@@ -487,5 +564,5 @@ def stamp(line: dict[str, Any], st: StreamReader, sent: float, intended: float, 
     line["ttfo_ms"] = ms(st.first_output, sent)
     line["intended_ttft_ms"] = ms(st.first_content, intended)
     line["intended_ttfo_ms"] = ms(st.first_output, intended)
-    line["content_chunks"] = len(st.content_times)
+    line["content_chunks"] = st.content_chunks
     return st.last_content or done

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -19,7 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hif.errors import ConfigError
-from hif.harness.load.stream import READER_ENV, HttpStreamTimes, StreamReader, reader_factory
+from hif.harness.load.stream import (
+    ITL,
+    READER_ENV,
+    TPOT,
+    HttpStreamTimes,
+    StreamBook,
+    StreamReader,
+    reader_factory,
+    stamp,
+)
+from hif.harness.stats import IntervalRecorder
 
 try:
     from hif.harness.load._sse import SSEReader
@@ -215,6 +226,8 @@ FIELDS = (
 
 def state(r: StreamReader, whole: bool) -> dict[str, Any]:
     out = {f: getattr(r, f) for f in FIELDS}
+    out["content_times"], out["content_raw"] = list(r.content_times), list(r.content_raw)  # snapshots
+    out["content_chunks"] = r.content_chunks
     if whole:
         out.update(status=r.status, keep_alive=bool(r.keep_alive), body=r.body)
     return out
@@ -328,3 +341,62 @@ def test_unparseable_http_is_a_value_error(cls: type[StreamReader]) -> None:
     r.reset()
     with pytest.raises(ValueError):
         r.read(HEAD + b"zz\r\n", 1.0)
+
+
+# --- the token pass: figures counted in C equal StreamBook's pass over the pieces ---------------
+
+
+class _Words:
+    """A stand-in tokenizer: one token per word, so whitespace-only pieces count 0 and others 2+."""
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+
+WORDS = st.lists(
+    st.sampled_from(["a", " b", " ", "c d", " e f g", "", "\\n", "\n", "h"]), min_size=0, max_size=10
+)
+
+
+def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[Any], list[Any], list[Any]]:
+    """The second pass's records, ITL and TPOT values (the first pass teaches the piece counts)."""
+    book = StreamBook(_Words(), {}, reader=cls)  # type: ignore[arg-type]
+    figures, out = [], []
+    for _pass in range(2):
+        recorder = IntervalRecorder(0.0)
+        lines: list[dict[str, Any]] = []
+        for reads in streams:
+            r = book.new_reader()
+            r.reset()
+            for data, t in reads:
+                r.read(data, t)
+            line: dict[str, Any] = {}
+            end = stamp(line, r, 0.5, 0.4, 9.0)
+            line["latency_ms"] = (end - 0.5) * 1000.0
+            figures.append(r.token_figures() is not None)
+            book.add(line, r, b"req")
+        book.settle(recorder, Counter(), lines.append)
+        out = lines
+        hists = {iv.tag: iv.histogram for iv in recorder.rotate(1.0)}
+    itl, tpot = hists.get(ITL), hists.get(TPOT)
+    summary = [(h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None for h in (itl, tpot)]
+    return out, summary, figures
+
+
+@needs_c
+@FUZZ
+@given(st.lists(st.lists(st.tuples(WORDS, st.integers(0, 3)), max_size=6), min_size=1, max_size=4))
+def test_token_figures_in_c_equal_the_token_pass(spec: list[list[tuple[list[str], int]]]) -> None:
+    streams = []
+    for reads_spec in spec:
+        reads, t = [], 1.0
+        for k, (texts, gap) in enumerate(reads_spec):
+            body = b"".join(content(x) for x in texts)
+            t += gap * 0.01
+            reads.append(((HEAD if k == 0 else b"") + (framed(body) if body else b""), t))
+        reads.append(((b"" if reads else HEAD) + b"0\r\n\r\n", t + 0.001))
+        streams.append(reads)
+    c_lines, c_hists, c_fast = _records(SSEReader, streams)
+    py_lines, py_hists, _ = _records(HttpStreamTimes, streams)
+    assert c_lines == py_lines and c_hists == py_hists
+    assert all(c_fast[len(streams) :])  # the second pass took the C figures
