@@ -14,6 +14,9 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define HEAD_MAX (64 * 1024)
 
@@ -348,6 +351,26 @@ static int table_put(PieceCounts *t, const char *p, Py_ssize_t n, long count)
 
 #define KEY(s) s, (Py_ssize_t)(sizeof(s) - 1)
 
+/* bytes.find(b'"content"', start, end). The scan's hottest search (a profile gave memmem ~40% of
+ * a read): 16 bytes at a time, a quote followed by a 'c' marks the few places worth a memcmp. */
+static Py_ssize_t find_content(const char *b, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t i = start;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), c = _mm_set1_epi8('c');
+    for (; i + 17 <= end; i += 16) {
+        __m128i at = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(at, quote), _mm_cmpeq_epi8(next, c)));
+        for (; m; m &= m - 1) {
+            Py_ssize_t p = i + __builtin_ctz(m);
+            if (p + 9 <= end && memcmp(b + p, "\"content\"", 9) == 0) return p;
+        }
+    }
+#endif
+    return find(b, i, end, KEY("\"content\""));
+}
+
 /* _PIECES at i (where "content" starts): the string body's bounds, or 0. */
 static int match_piece(const char *b, Py_ssize_t i, Py_ssize_t end, Py_ssize_t *s, Py_ssize_t *e)
 {
@@ -521,7 +544,7 @@ static int scan(Reader *r)
     int escaped = memchr(b, '\\', (size_t)end) != NULL;
     Py_ssize_t pieces = 0, pos = 0, tail = 0;
     for (;;) {
-        Py_ssize_t i = find(b, pos, end, KEY("\"content\""));
+        Py_ssize_t i = find_content(b, pos, end);
         Py_ssize_t s, e;
         if (i < 0) break;
         if (!match_piece(b, i, end, &s, &e)) {
