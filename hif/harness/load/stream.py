@@ -342,7 +342,7 @@ def reader_factory(choice: str | None = None) -> Callable[..., StreamReader]:
                 READER_ENV, f"the C SSE reader is not built ({exc}); run: python setup.py build_ext --inplace"
             ) from exc
         return HttpStreamTimes
-    return SSEReader  # type: ignore[no-any-return]
+    return SSEReader
 
 
 def _payload(event: bytes) -> bytes:
