@@ -938,6 +938,28 @@ static PyObject *Reader_get_content_raw(Reader *r, void *Py_UNUSED(c))
     return list;
 }
 
+/* usage_tokens in stream.py: re.search(rb'"KEY"\s*:\s*(\d+)') over the usage event, as an int or None. */
+static PyObject *usage_int(PyObject *usage, const char *key, Py_ssize_t k)
+{
+    if (!usage) Py_RETURN_NONE;
+    const char *ev = PyBytes_AS_STRING(usage);
+    Py_ssize_t n = PyBytes_GET_SIZE(usage);
+    for (Py_ssize_t i = find(ev, 0, n, key, k); i >= 0; i = find(ev, i + 1, n, key, k)) {
+        Py_ssize_t j = skip_space(ev, i + k, n);
+        if (j >= n || ev[j] != ':') continue;
+        j = skip_space(ev, j + 1, n);
+        Py_ssize_t d = j;
+        while (d < n && ev[d] >= '0' && ev[d] <= '9') d++;
+        if (d == j) continue;
+        PyObject *digits = PyUnicode_FromStringAndSize(ev + j, d - j);
+        if (!digits) return NULL;
+        PyObject *v = PyLong_FromUnicodeObject(digits, 10);
+        Py_DECREF(digits);
+        return v;
+    }
+    Py_RETURN_NONE;
+}
+
 /* The stream's token figures when the shared table knew every piece (else None: StreamBook's
  * token pass counts them): settle_one in stream.py, step for step. */
 static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
@@ -973,7 +995,14 @@ static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
     double first = r->n_ev ? r->ev_ms[0] : 0.0, last = r->n_ev ? r->ev_ms[r->n_ev - 1] : 0.0;
     PyObject *mx = any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None);
     if (!mx) goto fail;
-    return Py_BuildValue("(LLNNdd)", local, zeros, gaps, mx, first, last);
+    PyObject *prompt = usage_int(r->usage, KEY("\"prompt_tokens\""));
+    PyObject *completion = prompt ? usage_int(r->usage, KEY("\"completion_tokens\"")) : NULL;
+    if (!completion) {
+        Py_XDECREF(prompt);
+        Py_DECREF(mx);
+        goto fail;
+    }
+    return Py_BuildValue("(LLNNddNN)", local, zeros, gaps, mx, first, last, prompt, completion);
 fail:
     Py_DECREF(gaps);
     return NULL;
@@ -1000,7 +1029,7 @@ static PyMethodDef Reader_methods[] = {
      "eof() -> bool: the connection closed; True if that ends the answer (a body delimited by close)."},
     {"reset", (PyCFunction)Reader_reset, METH_NOARGS, "reset(): before the next request."},
     {"token_figures", (PyCFunction)Reader_token_figures, METH_NOARGS,
-     "token_figures() -> (local, zeros, gaps, itl_max, first_ms, last_ms) | None: see stream.py."},
+     "token_figures() -> (local, zeros, gaps, itl_max, first_ms, last_ms, prompt, completion) | None."},
     {NULL},
 };
 

@@ -187,6 +187,10 @@ class StreamTimes:
             self.usage = ev
 
 
+# See StreamReader.token_figures.
+TokenFigures = tuple[int, int, list[float], float | None, float, float, int | None, int | None]
+
+
 class StreamReader(Protocol):
     """What the lane and the engine read off a streamed answer: :class:`HttpStreamTimes` in Python,
     or ``SSEReader`` from the C extension (``_sse.c``), which gives the same figures faster."""
@@ -219,9 +223,10 @@ class StreamReader(Protocol):
 
     def reset(self) -> None: ...
 
-    def token_figures(self) -> tuple[int, int, list[float], float | None, float, float] | None:
-        """(local tokens, zero gaps, other gaps, ITL max, first and last content ms) when the
-        reader counted the stream's tokens itself, else None (:class:`StreamBook` counts them)."""
+    def token_figures(self) -> TokenFigures | None:
+        """(local tokens, zero gaps, other gaps, ITL max, first and last content ms, the usage's
+        prompt and completion tokens) when the reader counted the stream's tokens itself, else
+        None (:class:`StreamBook` counts them)."""
         ...
 
     def read(self, data: bytes, now: float) -> bool:
@@ -429,13 +434,13 @@ class StreamBook:
         prompt_tokens = self.prompt_tokens
         for line, figures, times, _raws, usage, data in pending:
             if figures is not None:
-                local, z, gaps, itl_max, first_ms, last_ms = figures
+                local, z, gaps, itl_max, first_ms, last_ms, prompt_srv, completion_srv = figures
                 if gaps:
                     itl.extend(gaps)
                 zeros += z
-                fill_tokens(
-                    line, local, usage, itl_max, line["content_chunks"], first_ms, last_ms, tpot, counts
-                )
+                events = line["content_chunks"]
+                usage_srv = (prompt_srv, completion_srv)
+                fill_tokens(line, local, usage_srv, itl_max, events, first_ms, last_ms, tpot, counts)
             else:
                 chunk_tokens = None if per_chunk is None else per_chunk[slow]
                 slow += 1
@@ -512,14 +517,14 @@ def settle_one(
             prev = t
     local = sum(chunk_tokens) if chunk_tokens is not None else None
     first, last = (times[0], times[-1]) if n > 1 else (0.0, 0.0)
-    fill_tokens(line, local, usage, itl_max, n, first, last, tpot_out, counts)
+    fill_tokens(line, local, usage_tokens(usage), itl_max, n, first, last, tpot_out, counts)
     return zeros
 
 
 def fill_tokens(
     line: dict[str, Any],
     local: int | None,
-    usage: bytes | None,
+    usage: tuple[int | None, int | None],
     itl_max: float | None,
     events: int,
     first_ms: float,
@@ -527,9 +532,10 @@ def fill_tokens(
     tpot_out: Callable[[float], None],
     counts: Any,
 ) -> None:
-    """The token fields of one stream's record, and its TPOT (``events`` content events, the first
-    and last at ``first_ms`` and ``last_ms``)."""
-    prompt_srv, completion_srv = usage_tokens(usage)
+    """The token fields of one stream's record, and its TPOT (``usage``: the server's prompt and
+    completion tokens; ``events`` content events, the first and last at ``first_ms`` and
+    ``last_ms``)."""
+    prompt_srv, completion_srv = usage
     line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
     line["completion_tokens_local"] = local
     output = local if local is not None else completion_srv
