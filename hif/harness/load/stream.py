@@ -559,16 +559,14 @@ def fill_tokens(
 
 
 def stamp(line: dict[str, Any], st: StreamReader, sent: float, intended: float, done: float) -> float:
-    """The wire's times into the record; returns the end-to-end end (the last content event)."""
-
-    def ms(t: float, since: float) -> float | None:
-        return (t - since) * 1000.0 if t else None
-
+    """The wire's times into the record; returns the end-to-end end (the last content event).
+    A time of 0 (never seen) gives null."""
+    first_byte, first_content, first_output = st.first_byte, st.first_content, st.first_output
     line["stream"] = True
-    line["ttfb_ms"] = ms(st.first_byte, sent)
-    line["ttft_ms"] = ms(st.first_content, sent)
-    line["ttfo_ms"] = ms(st.first_output, sent)
-    line["intended_ttft_ms"] = ms(st.first_content, intended)
-    line["intended_ttfo_ms"] = ms(st.first_output, intended)
+    line["ttfb_ms"] = (first_byte - sent) * 1000.0 if first_byte else None
+    line["ttft_ms"] = (first_content - sent) * 1000.0 if first_content else None
+    line["ttfo_ms"] = (first_output - sent) * 1000.0 if first_output else None
+    line["intended_ttft_ms"] = (first_content - intended) * 1000.0 if first_content else None
+    line["intended_ttfo_ms"] = (first_output - intended) * 1000.0 if first_output else None
     line["content_chunks"] = st.content_chunks
     return st.last_content or done
