@@ -431,16 +431,31 @@ class StreamBook:
         if self.tokenizer is not None:
             per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
         zeros, slow = 0, 0
+        compared = mismatched = output_total = 0
         prompt_tokens = self.prompt_tokens
         for line, figures, times, _raws, usage, data in pending:
             if figures is not None:
+                # fill_tokens for a stream whose tokens the reader counted, inline (this loop runs
+                # once per streamed chat) and with the counters summed per batch.
                 local, z, gaps, itl_max, first_ms, last_ms, prompt_srv, completion_srv = figures
                 if gaps:
                     itl.extend(gaps)
                 zeros += z
-                events = line["content_chunks"]
-                usage_srv = (prompt_srv, completion_srv)
-                fill_tokens(line, local, usage_srv, itl_max, events, first_ms, last_ms, tpot, counts)
+                line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
+                line["completion_tokens_local"] = line["output_tokens"] = local
+                line["token_source"] = "local"
+                if completion_srv is not None:
+                    compared += 1
+                    mismatched += local != completion_srv
+                output_total += local
+                line["itl_max_ms"] = itl_max
+                tpot_ms = None
+                if local > 1 and line["content_chunks"] > 1:
+                    tpot_ms = (last_ms - first_ms) / (local - 1)
+                    tpot(tpot_ms)
+                line["tpot_ms"] = tpot_ms
+                latency_s = (line["latency_ms"] or 0.0) / 1000.0
+                line["output_tokens_per_s"] = round(local / latency_s, 3) if local and latency_s > 0 else None
             else:
                 chunk_tokens = None if per_chunk is None else per_chunk[slow]
                 slow += 1
@@ -449,6 +464,13 @@ class StreamBook:
             write(line)
         if zeros:
             recorder.record_count(ITL, 0.0, zeros)
+        for key, n in (
+            ("stream_usage_compared", compared),
+            ("stream_usage_mismatch", mismatched),
+            ("stream_output_tokens", output_total),
+        ):
+            if n:
+                counts[key] += n
 
     def _counts(self, streams: list[list[bytes]]) -> list[list[int]]:
         """Tokens per content piece. Pieces repeat (a stream is made of a vocabulary's tokens), so
@@ -534,7 +556,8 @@ def fill_tokens(
 ) -> None:
     """The token fields of one stream's record, and its TPOT (``usage``: the server's prompt and
     completion tokens; ``events`` content events, the first and last at ``first_ms`` and
-    ``last_ms``)."""
+    ``last_ms``). :meth:`StreamBook.settle` has a copy inline for the streams the C reader counted,
+    checked against this one by tests/unit/harness/test_sse_reader.py."""
     prompt_srv, completion_srv = usage
     line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
     line["completion_tokens_local"] = local

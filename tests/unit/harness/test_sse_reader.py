@@ -375,8 +375,9 @@ def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[A
             line["latency_ms"] = (end - 0.5) * 1000.0
             figures.append(r.token_figures() is not None)
             book.add(line, r, b"req")
-        book.settle(recorder, Counter(), lines.append)
-        out = lines
+        counts: Counter[str] = Counter()
+        book.settle(recorder, counts, lines.append)
+        out = [*lines, dict(counts)]
         hists = {iv.tag: iv.histogram for iv in recorder.rotate(1.0)}
     itl, tpot = hists.get(ITL), hists.get(TPOT)
     summary = [(h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None for h in (itl, tpot)]
