@@ -1,8 +1,12 @@
 """Streamed chats (``--stream``): SSE read on the lane's wire, per-request timings, the token pass.
 
-On the wire (inside ``data_received``, once per socket read): one clock read, one regex
-``findall`` over the read's complete events for the text of every content delta, and ``bytes.find``
-for the rarer keys (no JSON parse on the wire; the content texts are kept for the token pass).
+On the wire (inside ``data_received``, once per socket read) the worker's :class:`StreamReader`
+takes the read: one clock read, then, in :class:`StreamTimes`, one regex ``findall`` over the
+read's complete events for the text of every content delta and ``bytes.find`` for the rarer keys
+(no JSON parse on the wire; the content texts are kept for the token pass). Events end at a blank
+line, with LF, CRLF or lone-CR line endings. :class:`HttpStreamTimes` frames the HTTP answer with
+httptools around it; the C extension's ``SSEReader`` (``_sse.c``, the same steps in C, used when
+built; see :func:`reader_factory`) also looks each piece's token count up as it reads.
 What counts:
 
 * TTFB: the first byte of the response body;
