@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -67,6 +68,10 @@ def test_reader_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         reader_factory("fast")
     if SSEReader is not None:
         assert reader_factory("c") is SSEReader and reader_factory("auto") is SSEReader
+    monkeypatch.setitem(sys.modules, "hif.harness.load._sse", None)  # as if never built
+    assert reader_factory("auto") is HttpStreamTimes
+    with pytest.raises(ConfigError, match="not built"):
+        reader_factory("c")
 
 
 # --- random answers ---------------------------------------------------------------------------
