@@ -10,6 +10,7 @@ round, the medians and head / base.
     python bench/ab.py --base 718a381 generator --rounds 5    # load runner req/s and runner / wrk
     python bench/ab.py --base 862f83e hotpath-stream          # streamed hot path, a read per SSE chunk
     python bench/ab.py --base 862f83e stream --rounds 5       # streamed / non-streamed runner req/s
+    python bench/ab.py --base <rev> stream-cpu --rounds 3     # runner CPU per request (runner_cpu.py)
 
 The head is this working tree. Each preset names the bench command and how to read its figure.
 """
@@ -69,6 +70,16 @@ def _stream(tree: Path, _stdout: str) -> dict[str, float]:
     }
 
 
+def _stream_cpu(tree: Path, _stdout: str) -> dict[str, float]:
+    data = json.loads((tree / "bench" / "out" / "runner_cpu.json").read_text())
+    us = data["us_per_request"]
+    return {
+        "plain_us": float(us["plain"][0]),
+        "streamed_us": float(us["stream"][0]),
+        "plain_over_streamed": float(data["plain_over_streamed"]),
+    }
+
+
 PRESETS = {
     "hotpath": Preset(["bench/hotpath.py", "--rounds", "1", "--requests", "100000"], _hotpath, "us"),
     "generator": Preset(
@@ -83,6 +94,8 @@ PRESETS = {
     "stream": Preset(
         ["bench/generator_throughput.py", "--stream", "--rounds", "1", "--seconds", "6"], _stream, "req/s"
     ),
+    # The runner's CPU per request (bench/runner_cpu.py): steadier than req/s on a busy machine.
+    "stream-cpu": Preset(["bench/runner_cpu.py", "--rounds", "1"], _stream_cpu, "us"),
 }
 
 

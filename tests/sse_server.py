@@ -31,9 +31,9 @@ def chunk(delta: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices, **extra}
 
 
-def event(payload: Any) -> bytes:
+def event(payload: Any, eol: bytes = b"\n") -> bytes:
     data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return b"data: " + data + b"\n\n"
+    return b"data: " + data + eol + eol
 
 
 @dataclasses.dataclass
@@ -45,10 +45,16 @@ class Served:
 
 
 class ScriptedSSE:
-    """``async with ScriptedSSE(script) as srv``: ``srv.port``, ``srv.served``."""
+    """``async with ScriptedSSE(script) as srv``: ``srv.port``, ``srv.served``. ``eol``: the SSE
+    line ending (LF, CRLF or a lone CR, all allowed by the SSE spec)."""
 
-    def __init__(self, script: list[tuple[float, Any]] | Callable[[int], list[tuple[float, Any]]]) -> None:
+    def __init__(
+        self,
+        script: list[tuple[float, Any]] | Callable[[int], list[tuple[float, Any]]],
+        eol: bytes = b"\n",
+    ) -> None:
         self.script = script
+        self.eol = eol
         self.served: list[Served] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -104,7 +110,7 @@ class ScriptedSSE:
             if payload is CUT:
                 writer.transport.abort()
                 return False
-            data = event(payload)
+            data = event(payload, self.eol)
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
             served.sent.append(time.monotonic())
         writer.write(b"0\r\n\r\n")

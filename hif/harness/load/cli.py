@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None, prog: str = "hif load") -> int:
         # The start-up's objects (modules, the tokenizer) live as long as the run: frozen, they
         # are out of the collector's walks, which took ~7% of a streamed run's CPU in a profile.
         gc.freeze()
+        # What a run makes per request (records, lists, tuples) is acyclic and freed by reference
+        # counts; a young-generation pass every 700 allocations cost a streamed run ~4 us a stream
+        # (docs/load.md, "Streaming costs"), every 50,000 it is noise.
+        gc.set_threshold(50_000, 20, 100)
         summary = loop.run_until_complete(_run(settings))
     except HifError as exc:
         print(f"hif: {exc}", file=sys.stderr)

@@ -27,13 +27,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import httptools
-
 from hif.errors import ClientConnectError, ClientProtocolError, ClientTimeoutError, LoadClientError
 from hif.harness.client import BareHttpProtocol, Response
 from hif.harness.load.pacing import TokenBucket
 from hif.harness.load.requests import ChatRequests
-from hif.harness.load.stream import StreamTimes
+from hif.harness.load.stream import StreamReader, reader_factory
 
 SWEEP_S = 0.02  # request timeouts are checked this often (one timer for the whole lane)
 CONNECT_BACKOFF_S = (0.05, 1.0)  # first and largest pause after a refused connection
@@ -85,57 +83,40 @@ class _Wire(BareHttpProtocol):
 
 
 class _StreamWire(_Wire):
-    """A connection carrying streamed chats: the SSE body goes to the worker's :class:`StreamTimes`.
-
-    httptools hands each HTTP chunk to a bound ``list.append`` (its ``on_body``, bound once when
-    the parser is made: no Python frame per chunk); after the read, the worker's
-    :class:`StreamTimes` reads all of them in one go, every event stamped with the read's time. An
-    answer of 400 or more is a JSON envelope with no blank line, so it stays whole in ``pending``.
-    """
+    """A connection carrying streamed chats: every read goes whole to the worker's
+    :class:`~hif.harness.load.stream.StreamReader`, which frames the answer and times its events
+    (all events completed in one read arrived then: one clock read per read)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
-        st = worker.stream
-        assert st is not None
-        self.st = st
-        self._pieces: list[bytes] = []
-        self.on_body = self._pieces.append  # type: ignore[method-assign,assignment]  # before the parser binds it
         super().__init__(loop, worker)
+        reader = worker.stream
+        assert reader is not None
+        self.reader = reader
 
     def data_received(self, data: bytes) -> None:
-        st = self.st
-        st.now = time.monotonic()
         self.received_any = True
-        if not st.first_byte:  # header bytes: read only at an early EOF (BareHttpProtocol)
-            self._raw.append(data)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            whole = self.reader.read(data, time.monotonic())
+        except ValueError as exc:
             self._fail(ClientProtocolError(f"unparseable HTTP answer: {exc}"))
             return
-        if self._pieces:
-            self._read()
+        if whole:
+            self._whole()
 
-    def _read(self) -> None:
-        pieces = self._pieces
-        self.st.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        pieces.clear()
+    def _whole(self) -> None:
+        self.busy = False
+        r = self.reader
+        self.worker.answered(self, r.status, r.body, r.keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._pieces:  # what arrived before the cut still counts (partial timings)
-            self._read()
-        super().connection_lost(exc)
-
-    def on_message_complete(self) -> None:
-        if self._pieces:  # the answer's last pieces, from the read that completed it
-            self._read()
-        st = self.st
-        if self._parser.get_status_code() >= 400:
-            self._body = [st.pending]
-        else:
-            if st.pending:  # a last event without its blank line
-                st.feed(b"\n\n")
-            self._body = [st.explanation or b""]
-        super().on_message_complete()
+        self.closed = True
+        if not self.busy:
+            return
+        if exc is None and self.reader.eof():  # a body delimited by connection close
+            self._whole()
+            return
+        self.busy = False  # what arrived before the cut still counts (partial timings)
+        self.failed(ClientProtocolError(f"connection closed before the full answer ({exc or 'EOF'})"))
 
 
 class Worker:
@@ -171,7 +152,7 @@ class Worker:
         self.intended = self.ready = self.sent = 0.0
         self.attached, self.data = False, b""
         self.granularity: str | None = None
-        self.stream = StreamTimes() if lane.stream else None
+        self.stream: StreamReader | None = lane.new_reader() if lane.new_reader is not None else None
 
     # --- one request ----------------------------------------------------------------------
     def fire(self, intended: float, ready: float) -> None:
@@ -279,9 +260,13 @@ class Lane:
         open_loop: bool = False,
         connector: Connector | None = None,
         stream: bool = False,
+        new_reader: Callable[[], StreamReader] | None = None,
     ) -> None:
         self.stream = stream
         self._wire_cls = _StreamWire if stream else _Wire
+        # Streamed: each worker's reader (the engine's come from its StreamBook, which shares its
+        # piece counts with them).
+        self.new_reader = (new_reader or reader_factory()) if stream else None
         self.loop = asyncio.get_running_loop()
         self.requests, self.out = requests, out
         self.draw = requests.draw

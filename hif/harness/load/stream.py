@@ -1,8 +1,12 @@
 """Streamed chats (``--stream``): SSE read on the lane's wire, per-request timings, the token pass.
 
-On the wire (inside ``data_received``, once per socket read): one clock read, one regex
-``findall`` over the read's complete events for the text of every content delta, and ``bytes.find``
-for the rarer keys (no JSON parse on the wire; the content texts are kept for the token pass).
+On the wire (inside ``data_received``, once per socket read) the worker's :class:`StreamReader`
+takes the read: one clock read, then, in :class:`StreamTimes`, one regex ``findall`` over the
+read's complete events for the text of every content delta and ``bytes.find`` for the rarer keys
+(no JSON parse on the wire; the content texts are kept for the token pass). Events end at a blank
+line, with LF, CRLF or lone-CR line endings. :class:`HttpStreamTimes` frames the HTTP answer with
+httptools around it; the C extension's ``SSEReader`` (``_sse.c``, the same steps in C, used when
+built; see :func:`reader_factory`) also looks each piece's token count up as it reads.
 What counts:
 
 * TTFB: the first byte of the response body;
@@ -23,11 +27,15 @@ first content event defines TTFT and its extra tokens add no gap) and TPOT ((las
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httptools
 import orjson
+
+from hif.errors import ConfigError
 
 if TYPE_CHECKING:
     from hif.harness.stats import IntervalRecorder
@@ -69,6 +77,7 @@ class StreamTimes:
     """
 
     __slots__ = (
+        "after_cr",
         "content_raw",  # the UTF-8 text of each content event (JSON escapes only where it had one)
         "content_times",  # monotonic milliseconds of each content event (the ITL pass reads ms)
         "error",
@@ -94,6 +103,14 @@ class StreamTimes:
         self.explanation: bytes | None = None
         self.error: bytes | None = None
         self.pending = b""  # an event not yet complete at the end of a read (or a non-SSE body)
+        self.after_cr = False  # the last body byte was a CR: an LF opening the next read ends its line
+
+    @property
+    def content_chunks(self) -> int:
+        return len(self.content_times)
+
+    def token_figures(self) -> None:
+        return None  # no shared piece counts here: StreamBook's token pass counts every stream
 
     def feed(self, body: bytes) -> None:
         """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
@@ -107,6 +124,8 @@ class StreamTimes:
         now = self.now
         if not self.first_byte:
             self.first_byte = now
+        if self.after_cr or b"\r" in body:  # one memchr on the usual LF-only read
+            body = self._lf(body)
         buf = self.pending + body if self.pending else body
         end = buf.rfind(b"\n\n")
         if end < 0:
@@ -141,6 +160,14 @@ class StreamTimes:
             if i >= 0:
                 self._each(buf, key, i, end, self._closing)
 
+    def _lf(self, body: bytes) -> bytes:
+        """SSE line endings made LF: a CRLF pair (also one split across reads) and a lone CR each
+        become one LF. A raw CR cannot sit inside a JSON string, so only line ends change."""
+        if self.after_cr and body.startswith(b"\n"):
+            body = body[1:]
+        self.after_cr = body.endswith(b"\r")
+        return body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
     def _each(self, buf: bytes, key: bytes, i: int, end: int, seen: Callable[[bytes, float], None]) -> None:
         """``seen`` for each event of ``buf[:end]`` naming ``key``, the first at ``i``."""
         while i >= 0:
@@ -162,6 +189,169 @@ class StreamTimes:
             self.explanation = _payload(ev)
         if _USAGE.search(ev) is not None:
             self.usage = ev
+
+
+# See StreamReader.token_figures.
+TokenFigures = tuple[int, int, list[float], float | None, float, float, int | None, int | None]
+
+
+class StreamReader(Protocol):
+    """What the lane and the engine read off a streamed answer: :class:`HttpStreamTimes` in Python,
+    or ``SSEReader`` from the C extension (``_sse.c``), which gives the same figures faster."""
+
+    first_byte: float
+    first_output: float
+    first_content: float
+    last_content: float
+
+    @property
+    def content_times(self) -> list[float]: ...
+    @property
+    def content_raw(self) -> list[bytes]: ...
+    @property
+    def content_chunks(self) -> int: ...
+    @property
+    def usage(self) -> bytes | None: ...
+    @property
+    def explanation(self) -> bytes | None: ...
+    @property
+    def error(self) -> bytes | None: ...
+    @property
+    def pending(self) -> bytes: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def body(self) -> bytes: ...
+
+    def reset(self) -> None: ...
+
+    def token_figures(self) -> TokenFigures | None:
+        """(local tokens, zero gaps, other gaps, ITL max, first and last content ms, the usage's
+        prompt and completion tokens) when the reader counted the stream's tokens itself, else
+        None (:class:`StreamBook` counts them)."""
+        ...
+
+    def read(self, data: bytes, now: float) -> bool:
+        """One socket read of the answer (head and body bytes as they came), read at ``now``
+        (monotonic seconds); True once the answer is whole. Unparseable HTTP raises ValueError."""
+        ...
+
+    def eof(self) -> bool:
+        """The connection closed: True when that ends the answer (a body delimited by close)."""
+        ...
+
+
+class HttpStreamTimes(StreamTimes):
+    """The pure-Python :class:`StreamReader`: httptools frames the answer, :class:`StreamTimes`
+    scans its body.
+
+    httptools hands each HTTP chunk to a bound ``list.append`` (its ``on_body``, bound once when
+    the parser is made: no Python frame per chunk); after the read, :meth:`feed` reads all of them
+    in one go. An answer of 400 or more is a JSON envelope with no blank line, so it stays whole in
+    ``pending``. The parser lives as long as its answers end cleanly; after a cut or an error the
+    next request gets a new one.
+    """
+
+    __slots__ = ("_done", "_parser", "_pieces", "_raw", "keep_alive", "on_body", "status")
+
+    def __init__(self, counts: object = None) -> None:  # counts: the C reader's; unused here
+        self._pieces: list[bytes] = []
+        self.on_body = self._pieces.append  # bound before the parser looks it up
+        self._parser: httptools.HttpResponseParser | None = None
+        self._done = False
+        self.keep_alive = False
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        if self._parser is None or not self._done or not self.keep_alive:
+            self._parser = httptools.HttpResponseParser(self)
+        self._done = False
+        self._pieces.clear()
+        self._raw: list[bytes] = []  # head bytes, read only at an early EOF
+        self.status, self.keep_alive = 0, False
+
+    def on_message_complete(self) -> None:  # httptools, inside feed_data
+        self._done = True
+        parser = self._parser
+        assert parser is not None
+        # Read here: once feed_data returns, the parser has moved on to the next message.
+        self.status, self.keep_alive = parser.get_status_code(), parser.should_keep_alive()
+
+    def read(self, data: bytes, now: float) -> bool:
+        if self._done:
+            return False  # bytes after a whole answer: not ours
+        self.now = now
+        if not self.first_byte:
+            self._raw.append(data)
+        assert self._parser is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._done = False
+            raise ValueError(str(exc)) from exc
+        pieces = self._pieces
+        if pieces:
+            self.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            pieces.clear()
+        if self._done:
+            self._finish()
+            return True
+        return False
+
+    def eof(self) -> bool:
+        raw = b"".join(self._raw)
+        end = raw.find(b"\r\n\r\n")
+        if self._done or end < 0 or _framed(raw[:end]):
+            return False
+        assert self._parser is not None
+        self.status, self.keep_alive = self._parser.get_status_code(), False
+        self._done = True
+        self._parser = None  # it still waits for the body's end: the next request gets a new one
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        if self.status < 400 and self.pending:  # a last event without its blank line
+            self.feed(b"\n\n")
+
+    @property
+    def body(self) -> bytes:
+        """The record's body: the error envelope (400 or more), else the explanation event."""
+        return self.pending if self.status >= 400 else self.explanation or b""
+
+
+def _framed(head: bytes) -> bool:
+    """Whether a raw header block declares a length or chunking (so EOF is not a valid end)."""
+    block = head.lower()
+    if b"\r\ncontent-length:" in block:
+        return True
+    return any(line.startswith(b"transfer-encoding:") and b"chunked" in line for line in block.split(b"\r\n"))
+
+
+READER_ENV = "HIF_SSE_READER"
+
+
+def reader_factory(choice: str | None = None) -> Callable[..., StreamReader]:
+    """The reader class streamed chats use: the C ``SSEReader`` when the extension is built, else
+    :class:`HttpStreamTimes`. ``HIF_SSE_READER`` (``auto``, ``c``, ``python``) picks one, so
+    tests and benches can run both; ``c`` without the extension is a configuration error."""
+    choice = choice or os.environ.get(READER_ENV, "auto")
+    if choice not in ("auto", "c", "python"):
+        raise ConfigError(READER_ENV, f"expected auto, c or python, got {choice!r}")
+    if choice == "python":
+        return HttpStreamTimes
+    try:
+        from hif.harness.load._sse import SSEReader
+    except ImportError as exc:
+        if choice == "c":
+            raise ConfigError(
+                READER_ENV, f"the C SSE reader is not built ({exc}); run: python setup.py build_ext --inplace"
+            ) from exc
+        return HttpStreamTimes
+    return SSEReader
 
 
 def _payload(event: bytes) -> bytes:
@@ -194,16 +384,41 @@ class StreamBook:
     The engine :meth:`add` s each finished stream with its record, already holding the times the
     wire saw; :meth:`settle` (ticker turn, bucket close, run end) counts tokens in one batch,
     records ITL and TPOT, fills the token fields and writes the lines.
+
+    With the C reader, every piece's count also goes into a table the readers share
+    (``PieceCounts``): a reader that found all of a stream's pieces there hands over the stream's
+    token figures ready (``token_figures()``, the ITL loop below done in C), so in steady state
+    the pass handles no piece at all; a stream with an unknown piece takes the path below.
     """
 
-    def __init__(self, tokenizer: TokenCounter | None, prompt_tokens: dict[bytes, int]) -> None:
+    def __init__(
+        self,
+        tokenizer: TokenCounter | None,
+        prompt_tokens: dict[bytes, int],
+        reader: Callable[..., StreamReader] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt_tokens = prompt_tokens  # request bytes -> local prompt count (counted at start-up)
-        self._pending: list[tuple[dict[str, Any], list[float], list[bytes], bytes | None, bytes]] = []
+        # (line, token_figures or None, content times, content pieces, usage event, request bytes)
+        self._pending: list[tuple[dict[str, Any], Any, list[float], list[bytes], bytes | None, bytes]] = []
         self._cache: dict[bytes, int] = {}
+        self._reader = reader or reader_factory()
+        self.table: Any = None  # the C readers' shared piece counts
+        if tokenizer is not None and getattr(self._reader, "__module__", "") == "hif.harness.load._sse":
+            from hif.harness.load._sse import PieceCounts
 
-    def add(self, line: dict[str, Any], st: StreamTimes, data: bytes) -> None:
-        self._pending.append((line, st.content_times, st.content_raw, st.usage, data))
+            self.table = PieceCounts()
+
+    def new_reader(self) -> StreamReader:
+        """A reader for one worker, sharing this book's piece counts."""
+        return self._reader(self.table) if self.table is not None else self._reader()
+
+    def add(self, line: dict[str, Any], st: StreamReader, data: bytes) -> None:
+        figures = st.token_figures()
+        if figures is not None:
+            self._pending.append((line, figures, _NO_TIMES, _NO_PIECES, st.usage, data))
+        else:
+            self._pending.append((line, None, st.content_times, st.content_raw, st.usage, data))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -218,16 +433,48 @@ class StreamBook:
         tpot = recorder.appender(TPOT)
         per_chunk: list[list[int]] | None = None
         if self.tokenizer is not None:
-            per_chunk = self._counts([raws for _l, _t, raws, _u, _d in pending])
-        zeros = 0
-        for n, (line, times, _raws, usage, data) in enumerate(pending):
-            zeros += settle_one(
-                line, times, None if per_chunk is None else per_chunk[n], usage, itl, tpot, counts
-            )
-            line["prompt_tokens_local"] = self.prompt_tokens.get(data)
+            per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
+        zeros, slow = 0, 0
+        compared = mismatched = output_total = 0
+        prompt_tokens = self.prompt_tokens
+        for line, figures, times, _raws, usage, data in pending:
+            if figures is not None:
+                # fill_tokens for a stream whose tokens the reader counted, inline (this loop runs
+                # once per streamed chat) and with the counters summed per batch.
+                local, z, gaps, itl_max, first_ms, last_ms, prompt_srv, completion_srv = figures
+                if gaps:
+                    itl.extend(gaps)
+                zeros += z
+                line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
+                line["completion_tokens_local"] = line["output_tokens"] = local
+                line["token_source"] = "local"
+                if completion_srv is not None:
+                    compared += 1
+                    mismatched += local != completion_srv
+                output_total += local
+                line["itl_max_ms"] = itl_max
+                tpot_ms = None
+                if local > 1 and line["content_chunks"] > 1:
+                    tpot_ms = (last_ms - first_ms) / (local - 1)
+                    tpot(tpot_ms)
+                line["tpot_ms"] = tpot_ms
+                latency_s = (line["latency_ms"] or 0.0) / 1000.0
+                line["output_tokens_per_s"] = round(local / latency_s, 3) if local and latency_s > 0 else None
+            else:
+                chunk_tokens = None if per_chunk is None else per_chunk[slow]
+                slow += 1
+                zeros += settle_one(line, times, chunk_tokens, usage, itl, tpot, counts)
+            line["prompt_tokens_local"] = prompt_tokens.get(data)
             write(line)
         if zeros:
             recorder.record_count(ITL, 0.0, zeros)
+        for key, n in (
+            ("stream_usage_compared", compared),
+            ("stream_usage_mismatch", mismatched),
+            ("stream_output_tokens", output_total),
+        ):
+            if n:
+                counts[key] += n
 
     def _counts(self, streams: list[list[bytes]]) -> list[list[int]]:
         """Tokens per content piece. Pieces repeat (a stream is made of a vocabulary's tokens), so
@@ -236,6 +483,8 @@ class StreamBook:
         cache = self._cache
         if len(cache) > CACHE_PIECES:
             cache.clear()
+            if self.table is not None:
+                self.table.clear()
         get = cache.__getitem__
         try:  # after warm-up every piece is a hit: no set of the batch's pieces to build
             return [list(map(get, pieces)) for pieces in streams]
@@ -245,8 +494,15 @@ class StreamBook:
         if missing:
             assert self.tokenizer is not None
             texts = [p.decode("utf-8", "replace") for p in missing]
-            cache.update(zip(missing, self.tokenizer.count(texts), strict=True))
+            found = self.tokenizer.count(texts)
+            cache.update(zip(missing, found, strict=True))
+            if self.table is not None:
+                self.table.update(missing, list(found))
         return [list(map(get, pieces)) for pieces in streams]
+
+
+_NO_TIMES: list[float] = []  # never appended to
+_NO_PIECES: list[bytes] = []
 
 
 def settle_one(
@@ -261,21 +517,8 @@ def settle_one(
     """Token fields, ITL and TPOT of one stream (``times`` monotonic milliseconds of content events).
 
     Returns the number of zero gaps the caller records into ITL itself (one histogram call per
-    batch): a stream that arrived in one read has nothing else."""
-    prompt_srv, completion_srv = usage_tokens(usage)
-    line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
-    local = sum(chunk_tokens) if chunk_tokens is not None else None
-    line["completion_tokens_local"] = local
-    output = local if local is not None else completion_srv
-    line["output_tokens"] = output
-    source = "server" if completion_srv is not None else None
-    line["token_source"] = "local" if local is not None else source
-    if local is not None and completion_srv is not None:
-        counts["stream_usage_compared"] += 1
-        if local != completion_srv:
-            counts["stream_usage_mismatch"] += 1
-    if output:
-        counts["stream_output_tokens"] += output
+    batch): a stream that arrived in one read has nothing else. ``SSEReader.token_figures`` in
+    _sse.c is the same loop in C."""
     itl_max = None
     zeros = 0
     n = len(times)
@@ -298,28 +541,59 @@ def settle_one(
             itl.extend([gap_ms] * k)
             itl_max = gap_ms if itl_max is None or gap_ms > itl_max else itl_max
             prev = t
+    local = sum(chunk_tokens) if chunk_tokens is not None else None
+    first, last = (times[0], times[-1]) if n > 1 else (0.0, 0.0)
+    fill_tokens(line, local, usage_tokens(usage), itl_max, n, first, last, tpot_out, counts)
+    return zeros
+
+
+def fill_tokens(
+    line: dict[str, Any],
+    local: int | None,
+    usage: tuple[int | None, int | None],
+    itl_max: float | None,
+    events: int,
+    first_ms: float,
+    last_ms: float,
+    tpot_out: Callable[[float], None],
+    counts: Any,
+) -> None:
+    """The token fields of one stream's record, and its TPOT (``usage``: the server's prompt and
+    completion tokens; ``events`` content events, the first and last at ``first_ms`` and
+    ``last_ms``). :meth:`StreamBook.settle` has a copy inline for the streams the C reader counted,
+    checked against this one by tests/unit/harness/test_sse_reader.py."""
+    prompt_srv, completion_srv = usage
+    line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
+    line["completion_tokens_local"] = local
+    output = local if local is not None else completion_srv
+    line["output_tokens"] = output
+    source = "server" if completion_srv is not None else None
+    line["token_source"] = "local" if local is not None else source
+    if local is not None and completion_srv is not None:
+        counts["stream_usage_compared"] += 1
+        if local != completion_srv:
+            counts["stream_usage_mismatch"] += 1
+    if output:
+        counts["stream_output_tokens"] += output
     line["itl_max_ms"] = itl_max
     tpot = None
-    if output is not None and output > 1 and n > 1:
-        tpot = (times[-1] - times[0]) / (output - 1)
+    if output is not None and output > 1 and events > 1:
+        tpot = (last_ms - first_ms) / (output - 1)
         tpot_out(tpot)
     line["tpot_ms"] = tpot
     sent_to_last_s = (line["latency_ms"] or 0.0) / 1000.0
     line["output_tokens_per_s"] = round(output / sent_to_last_s, 3) if output and sent_to_last_s > 0 else None
-    return zeros
 
 
-def stamp(line: dict[str, Any], st: StreamTimes, sent: float, intended: float, done: float) -> float:
-    """The wire's times into the record; returns the end-to-end end (the last content event)."""
-
-    def ms(t: float, since: float) -> float | None:
-        return (t - since) * 1000.0 if t else None
-
+def stamp(line: dict[str, Any], st: StreamReader, sent: float, intended: float, done: float) -> float:
+    """The wire's times into the record; returns the end-to-end end (the last content event).
+    A time of 0 (never seen) gives null."""
+    first_byte, first_content, first_output = st.first_byte, st.first_content, st.first_output
     line["stream"] = True
-    line["ttfb_ms"] = ms(st.first_byte, sent)
-    line["ttft_ms"] = ms(st.first_content, sent)
-    line["ttfo_ms"] = ms(st.first_output, sent)
-    line["intended_ttft_ms"] = ms(st.first_content, intended)
-    line["intended_ttfo_ms"] = ms(st.first_output, intended)
-    line["content_chunks"] = len(st.content_times)
+    line["ttfb_ms"] = (first_byte - sent) * 1000.0 if first_byte else None
+    line["ttft_ms"] = (first_content - sent) * 1000.0 if first_content else None
+    line["ttfo_ms"] = (first_output - sent) * 1000.0 if first_output else None
+    line["intended_ttft_ms"] = (first_content - intended) * 1000.0 if first_content else None
+    line["intended_ttfo_ms"] = (first_output - intended) * 1000.0 if first_output else None
+    line["content_chunks"] = st.content_chunks
     return st.last_content or done
