@@ -39,13 +39,13 @@ METRICS_FILE = "metrics.json"
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TrainConfig:
     seed: int = 0
-    epochs: int = 2
+    epochs: int = 3
     batch_tokens: int = 1024
     lr: float = 1e-3
     aux_k: int = 256
     aux_coef: float = 1 / 32
     dead_after_tokens: int = 100_000  # a latent silent this long counts as dead for AuxK
-    max_train_tokens: int = 300_000
+    max_train_tokens: int = 1_000_000
     max_heldout_tokens: int = 10_000  # per held-out domain (the label split gets this per domain too)
 
 

@@ -35,7 +35,7 @@ def test_default_featureset_is_shipped_and_served() -> None:
 def test_minilm_graph_is_valid_with_sentence_targets(minilm, make_job, granularity, graph_schema) -> None:  # type: ignore[no-untyped-def]
     job = make_job(PROMPT, COMPLETION, granularity, featureset=minilm.featureset.name)
     plan = minilm.default_plan(granularity)
-    assert plan.layers == (4,) and plan.top_k == 32
+    assert plan.layers == (4,) and plan.top_k == minilm.featureset.k == 48
     [extraction] = minilm.extract([job], [plan])
     assert extraction.hidden[4].shape[-1] == 384
     decoding = minilm.decode(extraction, plan)
@@ -151,7 +151,7 @@ def test_the_batch_encoded_at_extraction_decodes_as_one_job_alone(minilm, make_j
     ]:
         batched = minilm.decode(extraction, plan)
         alone = minilm.decode(dataclasses.replace(extraction, topk={}), plan)
-        assert batched.codes[4].indices.shape[1] == min(plan.top_k, 32)
+        assert batched.codes[4].indices.shape[1] == min(plan.top_k, minilm.featureset.k)
         torch.testing.assert_close(batched.codes[4].values, alone.codes[4].values, rtol=1e-4, atol=1e-5)
         assert torch.equal(batched.codes[4].indices, alone.codes[4].indices)
         assert [(n.feature, n.ctx_idx) for n in batched.nodes] == [
