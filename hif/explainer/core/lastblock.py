@@ -44,9 +44,12 @@ class BertBlock:
 def block_of(model: nn.Module, block: nn.Module) -> BertBlock | None:
     """``block`` written out when it is a plain BERT encoder block whose output is the model's output
     (a ``BertModel``'s last block, GELU, absolute positions, no cross-attention); None otherwise."""
-    if type(model).__name__ != "BertModel" or block is not model.encoder.layer[-1]:
-        return None  # its output is the model's only when no block follows
-    return plain_block(model, block)
+    return plain_block(model, block) if is_last(model, block) else None
+
+
+def is_last(model: nn.Module, block: nn.Module) -> bool:
+    """Whether ``block`` is a ``BertModel``'s last block: its output is the model's only then."""
+    return type(model).__name__ == "BertModel" and block is model.encoder.layer[-1]
 
 
 def plain_block(model: nn.Module, block: nn.Module) -> BertBlock | None:

@@ -117,6 +117,7 @@ class SubjectModel:
         # Whether blocks return a bare tensor (learnt at the first capture): only then can
         # ``run_from`` stand in for the blocks below a layer, since their output format is then known.
         self._bare_blocks: bool | None = None
+        self._written: dict[int, lastblock.BertBlock | None] = {}
 
     @property
     def n_layers(self) -> int:
@@ -184,6 +185,13 @@ class SubjectModel:
             self.model(input_ids=ids, attention_mask=mask)
         return captured
 
+    def written_block(self, i: int) -> lastblock.BertBlock | None:
+        """Block ``i`` written out (``lastblock.plain_block``; None when it cannot be), built once:
+        the model is frozen, and gathering the weights each batch cost ~1% of a worker's CPU."""
+        if i not in self._written:
+            self._written[i] = lastblock.plain_block(self.model, self.blocks[i])
+        return self._written[i]
+
     def capture_packed(
         self, batch: Sequence[Sequence[int]], layers: Sequence[int]
     ) -> list[dict[int, torch.Tensor]] | None:
@@ -194,7 +202,7 @@ class SubjectModel:
         caller then uses ``capture``."""
         self._check_layers(layers)
         deepest = max(layers)
-        found = [lastblock.plain_block(self.model, self.blocks[i]) for i in range(deepest + 1)]
+        found = [self.written_block(i) for i in range(deepest + 1)]
         blocks = [b for b in found if b is not None]
         if self.kind != ENCODER or len(blocks) != len(found):
             return None
