@@ -5,10 +5,16 @@
     python bench/explainer_throughput.py --rates 1.0,1.5,2.0  # offered beyond today's ceiling
 
 Both attribution modes run side by side in one process (``--attribution-batching off,on``):
-``off`` is one job's gradient attribution at a time (a full forward and one backward per target),
-``on`` shares the passes across a batch's jobs: one forward from the hook layer and one backward per
-target index, or, through a BERT encoder's written-out last block (the shipped featuresets), one
-packed forward and one backward for all targets that touches only the rows each target reads.
+``off`` is the code path as it was before attribution was batched (the worker's
+``attribution_batching=off``, ``Plan.batched`` False): extraction over lightly padded sub-batches,
+the SAE encoded job by job (decoder rows gathered to rebuild the error), one job's gradient
+attribution at a time (a full forward and one backward per target). ``on`` is today's path: the
+blocks below the hook layer run written out over the batch's texts packed without padding, the SAE
+encodes the batch in one product, and attribution shares passes across the batch's jobs: one
+forward from the hook layer and one backward per target index, or, through a BERT encoder's
+written-out last block (the shipped featuresets), one packed forward and one backward for all
+targets that touches only the rows each target reads. The graphs are the same either way (tests
+compare them); only the cost differs.
 Ceiling and saturation rounds interleave the modes, and each offered rate runs each mode in turn,
 at the same absolute rate (a fraction of the first mode's ceiling). Ratios are medians of per-round
 paired ratios, which a shared machine's load swings move least.
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import random
 import statistics
@@ -111,7 +118,7 @@ def stage_costs(
     tenants of a shared machine), extract (and, with ``batching`` on, attribution) amortised over
     worker-sized batches, as the worker runs them."""
     jobs = [make_job(rng, granularity, sla, pipeline.featureset.name) for _ in range(n)]
-    plan = pipeline.default_plan(granularity)
+    plan = dataclasses.replace(pipeline.default_plan(granularity), batched=batching == "on")
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for start in range(0, n, batch):
         chunk = jobs[start : start + batch]

@@ -50,6 +50,9 @@ class Plan:
     max_edges: int = 2000
     max_bytes: int = 2_000_000  # the stored graph's JSON, before compression
     embedding_nodes: int = EMBEDDING_NODES  # feature nodes given token -> feature edges (0: none)
+    # Whether the job shares passes with its batch (attribution_batching=on): the SAE encode and the
+    # packed forward in extract; False runs the one-job-at-a-time path, the baseline the bench compares.
+    batched: bool = True
     degraded: tuple[str, ...] = ()  # ladder rungs applied, in order
 
     def degrade(self, rung: str, **changes: Any) -> Plan:

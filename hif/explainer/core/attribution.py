@@ -336,7 +336,9 @@ def _written_out(subject: SubjectModel, layer: int) -> lastblock.BertBlock | Non
     """The block above ``layer`` written out, when it is the model's last and a plain BERT block."""
     if subject.kind != ENCODER or layer != subject.n_layers - 2:
         return None
-    return lastblock.block_of(subject.model, subject.blocks[-1])
+    if not lastblock.is_last(subject.model, subject.blocks[-1]):
+        return None
+    return subject.written_block(subject.n_layers - 1)
 
 
 def _written_rows(sae: TopKSAE, layer: int, jobs: list[_Job], block: lastblock.BertBlock) -> None:

@@ -44,10 +44,19 @@ class BertBlock:
 def block_of(model: nn.Module, block: nn.Module) -> BertBlock | None:
     """``block`` written out when it is a plain BERT encoder block whose output is the model's output
     (a ``BertModel``'s last block, GELU, absolute positions, no cross-attention); None otherwise."""
+    return plain_block(model, block) if is_last(model, block) else None
+
+
+def is_last(model: nn.Module, block: nn.Module) -> bool:
+    """Whether ``block`` is a ``BertModel``'s last block: its output is the model's only then."""
+    return type(model).__name__ == "BertModel" and block is model.encoder.layer[-1]
+
+
+def plain_block(model: nn.Module, block: nn.Module) -> BertBlock | None:
+    """Any block of a ``BertModel`` written out, when it computes exactly what ``BertLayer`` does
+    (GELU, absolute positions, no cross-attention); None otherwise."""
     config = getattr(model, "config", None)
     if type(model).__name__ != "BertModel" or type(block).__name__ != "BertLayer" or config is None:
-        return None
-    if block is not model.encoder.layer[-1]:  # its output is the model's only when no block follows
         return None
     plain = (
         getattr(config, "hidden_act", None) == "gelu"
@@ -122,6 +131,46 @@ def forward(block: BertBlock, x: torch.Tensor, lengths: list[int]) -> Saved:
     gelu_grad = torch.exp(pre * pre * -0.5).mul_(1.0 / math.sqrt(2.0 * math.pi)).mul_(pre).add_(cdf)
     out, xhat2, rstd2 = _layer_norm(F.linear(pre * cdf, block.w_out, block.b_out) + h1, block.ln2)
     return Saved(out, spans, q, k, v, probs, xhat1, rstd1, gelu_grad, xhat2, rstd2)
+
+
+def forward_plain(block: BertBlock, x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """The block's output over packed rows (each job attending to its own ``spans``), saving nothing:
+    the blocks below the hook layer, where extraction needs values, not gradients."""
+    d = x.shape[1]
+    q, k, v = F.linear(x, block.w_qkv, block.b_qkv).split(d, dim=1)
+    ctx = torch.empty_like(x)
+    for lo, hi in spans:
+        qh, kh, vh = (_heads(t[lo:hi], block.heads) for t in (q, k, v))
+        ctx[lo:hi] = (
+            F.scaled_dot_product_attention(qh[None], kh[None], vh[None])[0]
+            .transpose(0, 1)
+            .reshape(hi - lo, d)
+        )
+    h1 = F.layer_norm(
+        F.linear(ctx, block.w_o, block.b_o) + x,
+        block.ln1.normalized_shape,
+        block.ln1.weight,
+        block.ln1.bias,
+        block.ln1.eps,
+    )
+    ff = F.linear(F.gelu(F.linear(h1, block.w_in, block.b_in)), block.w_out, block.b_out)
+    return F.layer_norm(ff + h1, block.ln2.normalized_shape, block.ln2.weight, block.ln2.bias, block.ln2.eps)
+
+
+def embed(model: nn.Module, ids: list[list[int]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """A ``BertModel``'s embeddings of several texts packed row after row, each with positions from 0
+    and token type 0 (what ``BertEmbeddings`` computes for an unpadded text): ([N, d], spans)."""
+    emb = model.embeddings
+    device = emb.word_embeddings.weight.device
+    flat = torch.tensor([t for seq in ids for t in seq], dtype=torch.long, device=device)
+    positions = torch.cat([torch.arange(len(seq), device=device) for seq in ids])
+    x = emb.word_embeddings(flat) + emb.token_type_embeddings.weight[0] + emb.position_embeddings(positions)
+    x = emb.LayerNorm(x)
+    spans, start = [], 0
+    for seq in ids:
+        spans.append((start, start + len(seq)))
+        start += len(seq)
+    return x, spans
 
 
 def _layer_norm_back(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hif.errors import FeaturesetError
+from hif.explainer.core import lastblock
 from hif.explainer.featureset import PACKAGE_PREFIX
 
 ENCODER = "encoder"
@@ -116,6 +117,7 @@ class SubjectModel:
         # Whether blocks return a bare tensor (learnt at the first capture): only then can
         # ``run_from`` stand in for the blocks below a layer, since their output format is then known.
         self._bare_blocks: bool | None = None
+        self._written: dict[int, lastblock.BertBlock | None] = {}
 
     @property
     def n_layers(self) -> int:
@@ -183,6 +185,35 @@ class SubjectModel:
             self.model(input_ids=ids, attention_mask=mask)
         return captured
 
+    def written_block(self, i: int) -> lastblock.BertBlock | None:
+        """Block ``i`` written out (``lastblock.plain_block``; None when it cannot be), built once:
+        the model is frozen, and gathering the weights each batch cost ~1% of a worker's CPU."""
+        if i not in self._written:
+            self._written[i] = lastblock.plain_block(self.model, self.blocks[i])
+        return self._written[i]
+
+    def capture_packed(
+        self, batch: Sequence[Sequence[int]], layers: Sequence[int]
+    ) -> list[dict[int, torch.Tensor]] | None:
+        """``capture`` for texts of any lengths without padding: per text, layer -> [T, d]. The
+        blocks up to the deepest layer run written out (:mod:`hif.explainer.core.lastblock`) over
+        the texts' rows packed one after another, so no row is padding (measured ~15% less CPU than
+        the padded forward on mixed lengths). None when the model is not a plain BERT encoder: the
+        caller then uses ``capture``."""
+        self._check_layers(layers)
+        deepest = max(layers)
+        found = [self.written_block(i) for i in range(deepest + 1)]
+        blocks = [b for b in found if b is not None]
+        if self.kind != ENCODER or len(blocks) != len(found):
+            return None
+        x, spans = lastblock.embed(self.model, [list(ids) for ids in batch])
+        captured: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(blocks):
+            x = lastblock.forward_plain(block, x, spans)
+            if i in layers:
+                captured[i] = x
+        return [{layer: captured[layer][lo:hi] for layer in layers} for lo, hi in spans]
+
     def run_replaced(
         self, ids: torch.Tensor, replace: dict[int, Callable[[torch.Tensor], torch.Tensor]]
     ) -> torch.Tensor:
@@ -195,6 +226,7 @@ class SubjectModel:
 
         def hook(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
             def rewrite(_m: nn.Module, _i: Any, out: Any) -> Any:
+                self._bare_blocks = isinstance(out, torch.Tensor)
                 new = fn(_hidden(out))
                 return (new, *out[1:]) if isinstance(out, tuple) else new
 
@@ -218,12 +250,18 @@ class SubjectModel:
             replaced = {i: _Replay(resid if i == layer else None) for i in range(layer + 1)}
             context = self._swapped(replaced)
         else:  # unknown output format: run every block and overwrite the hook layer's output
-            context = self._hooks(
-                {layer: lambda _m, _i, out: (resid, *out[1:]) if isinstance(out, tuple) else resid}
-            )
+            context = self._hooks({layer: self._overwrite(resid)})
         with context:
             out = self.model(input_ids=ids, attention_mask=mask, use_cache=False)
         return out.last_hidden_state if self.kind == ENCODER else out.logits
+
+    def _overwrite(self, resid: torch.Tensor) -> Callable[..., Any]:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
+            # Learnt here too: a packed extraction (capture_packed) never runs the real blocks.
+            self._bare_blocks = isinstance(out, torch.Tensor)
+            return (resid, *out[1:]) if isinstance(out, tuple) else resid
+
+        return hook
 
     @contextmanager
     def _swapped(self, modules: dict[int, nn.Module]) -> Iterator[None]:

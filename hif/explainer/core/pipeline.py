@@ -75,21 +75,33 @@ class SAEPipeline:
 
     @torch.inference_mode()
     def extract(self, jobs: Sequence[Job], plans: Sequence[Plan]) -> list[Extraction]:
-        """Tokenise every job, then forward passes over length-sorted, lightly padded sub-batches."""
+        """Tokenise every job, then one forward pass for the batch: packed (no padding) through
+        written-out blocks when every plan is ``batched`` and the model allows it, else over
+        length-sorted, lightly padded sub-batches (the one-job-at-a-time baseline's path). Batched
+        plans also get the SAE's top k in one product for the whole batch."""
         encoded = [self.subject.encode(job.prompt, job.completion) for job in jobs]
         layers = sorted({layer for plan in plans for layer in plan.layers})
-        out: list[Extraction | None] = [None] * len(jobs)
-        for group in _length_groups([len(e.input_ids) for e in encoded]):
-            ids, mask = self.subject.pad([encoded[i].input_ids for i in group])
-            hidden = self.subject.capture(ids, mask, layers)
-            for row, i in enumerate(group):
-                n = len(encoded[i].input_ids)
-                per_layer = {layer: hidden[layer][row, :n] for layer in plans[i].layers}
-                out[i] = Extraction(job=jobs[i], plan=plans[i], encoded=encoded[i], hidden=per_layer)
-        done = [e for e in out if e is not None]
+        hidden = None
+        if plans and all(plan.batched for plan in plans):
+            hidden = self.subject.capture_packed([e.input_ids for e in encoded], layers)
+        if hidden is None:
+            hidden = self._capture_padded([e.input_ids for e in encoded], layers)
+        done = [
+            Extraction(job=job, plan=plan, encoded=enc, hidden={layer: h[layer] for layer in plan.layers})
+            for job, plan, enc, h in zip(jobs, plans, encoded, hidden, strict=True)
+        ]
         for layer in layers:
-            self._encode(layer, [e for e in done if layer in e.hidden])
+            self._encode(layer, [e for e in done if layer in e.hidden and e.plan.batched])
         return done
+
+    def _capture_padded(self, ids: list[list[int]], layers: list[int]) -> list[dict[int, torch.Tensor]]:
+        out: list[dict[int, torch.Tensor]] = [{} for _ in ids]
+        for group in _length_groups([len(i) for i in ids]):
+            padded, mask = self.subject.pad([ids[i] for i in group])
+            hidden = self.subject.capture(padded, mask, layers)
+            for row, i in enumerate(group):
+                out[i] = {layer: hidden[layer][row, : len(ids[i])] for layer in layers}
+        return out
 
     def _encode(self, layer: int, extractions: list[Extraction]) -> None:
         """The SAE's top k at ``layer`` for a batch's jobs in one product: one matrix of all their
@@ -126,7 +138,8 @@ class SAEPipeline:
             else:
                 values, indices = sae.topk(sae.pre_acts(x), k=k)
             values = values * content[:, None]
-            codes[layer] = LayerCodes(values, indices, x - sae.decode_sparse(values, indices))
+            x_hat = sae.decode_sparse(values, indices) if plan.batched else _gathered(sae, values, indices)
+            codes[layer] = LayerCodes(values, indices, x - x_hat)
             top_k = values.shape[1]
             if plan.granularity == "token":
                 nodes += _token_nodes(layer, values, indices)
@@ -199,6 +212,12 @@ class SAEPipeline:
     def _token_strings(self, decoding: Decoding) -> list[str]:
         # Decoded text per token (as circuit-tracer writes prompt_tokens), not the vocabulary's spelling.
         return [self.subject.tokenizer.decode([t]) for t in decoding.tokens]
+
+
+def _gathered(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``sae.decode_sparse`` as the one-job-at-a-time path computed it before batching (the k decoder
+    rows gathered, then summed): kept so that path, the bench's baseline, is that code's own cost."""
+    return torch.einsum("...k,...kd->...d", values, sae.W_dec[indices]) + sae.b_dec
 
 
 def _length_groups(lengths: Sequence[int]) -> list[list[int]]:

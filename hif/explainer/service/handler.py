@@ -152,7 +152,10 @@ class Handler:
     def plan(self, job: Job, level: BackpressureLevel, pressure: float) -> tuple[Pipeline, Plan]:
         """The job's pipeline and its plan after the ladder; HifError when the featureset is not served."""
         pipeline = self.pipelines(job.featureset)
-        return pipeline, apply_ladder(pipeline.default_plan(job.granularity), level, pressure)
+        plan = apply_ladder(pipeline.default_plan(job.granularity), level, pressure)
+        if self.settings.attribution_batching != "on":
+            plan = dataclasses.replace(plan, batched=False)
+        return pipeline, plan
 
     def cannot_meet_budget(self, job: Job, plan: Plan, now: float) -> bool:
         """Whether the job, at what such jobs have cost lately, would finish past its budget."""

@@ -146,7 +146,8 @@ def test_blocks_of_unknown_output_format_run_in_full(minilm, make_job) -> None: 
     """Without knowing a block's output format, run_from runs every block and overwrites the hook
     layer's output instead of standing in for the blocks below it: the same numbers."""
     decodings, plans = _decode_all(minilm, make_job, ["sentence", "token", "sentence", "token"])
-    assert minilm.subject._bare_blocks is True  # learnt at extraction: MiniLM's blocks return tensors
+    minilm.attribute(decodings[0], plans[0])  # runs the real blocks (a packed extraction does not)
+    assert minilm.subject._bare_blocks is True  # learnt there: MiniLM's blocks return tensors
     skipped = minilm.attribute_batch(decodings, plans)
     minilm.subject._bare_blocks = None
     try:
@@ -215,3 +216,84 @@ def test_packed_rows_let_texts_of_different_lengths_share_a_pass() -> None:
     assert [len(c) for c in _chunks([short, long], 8192, packed=True)] == [2]
     assert [len(c) for c in _chunks([job(50, 1), job(50, 4)], 8192, packed=True)] == [1, 1]
     assert [len(c) for c in _chunks([short, long], 100, packed=True)] == [1, 1]  # the row budget holds
+
+
+# --- the one-job-at-a-time baseline (plan.batched False) and the packed extraction --------------
+
+
+@pytest.mark.parametrize("name", [None, TWO_LAYERS], ids=["minilm", "two-layer"])
+def test_packed_extraction_equals_the_padded_forward(name, make_job, minilm, two_layer) -> None:  # type: ignore[no-untyped-def]
+    """Texts of mixed lengths packed through the written-out blocks: the hidden states at every
+    planned layer are the padded forward's."""
+    pipeline = minilm if name is None else two_layer
+    ids = [pipeline.subject.encode(p, c).input_ids for p, c in TEXTS]
+    assert len({len(i) for i in ids}) == len(ids)
+    layers = list(pipeline.featureset.layers)
+    packed = pipeline.subject.capture_packed(ids, layers)
+    assert packed is not None
+    padded = pipeline._capture_padded(ids, layers)
+    for a, b in zip(packed, padded, strict=True):
+        assert a.keys() == b.keys() == set(layers)
+        for layer in layers:
+            torch.testing.assert_close(a[layer], b[layer], rtol=1e-4, atol=1e-4)
+
+
+def test_a_causal_lm_has_no_packed_forward_and_extracts_padded(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    ids = [tiny_pipeline.subject.encode(p, c).input_ids for p, c in CAUSAL_TEXTS]
+    assert tiny_pipeline.subject.capture_packed(ids, list(tiny_pipeline.featureset.layers)) is None
+    jobs = [make_job(p, c, featureset=tiny_pipeline.featureset.name) for p, c in CAUSAL_TEXTS]
+    plan = tiny_pipeline.default_plan("sentence")
+    on = tiny_pipeline.extract(jobs, [plan] * 3)
+    off = tiny_pipeline.extract(jobs, [dataclasses.replace(plan, batched=False)] * 3)
+    for a, b in zip(on, off, strict=True):
+        for layer in a.hidden:
+            assert torch.equal(a.hidden[layer], b.hidden[layer])  # the same padded forward
+
+
+def _graphs(pipeline, make_job, granularities: list[str], batched: bool):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    jobs = [
+        make_job(p, c, g, featureset=pipeline.featureset.name)
+        for (p, c), g in zip(TEXTS, granularities, strict=True)
+    ]
+    plans = [dataclasses.replace(pipeline.default_plan(g), batched=batched) for g in granularities]
+    extractions = pipeline.extract(jobs, plans)
+    assert all(bool(e.topk) is batched for e in extractions)  # the batch-wide encode: on only
+    decodings = [pipeline.decode(e, p) for e, p in zip(extractions, plans, strict=True)]
+    if batched:
+        results = pipeline.attribute_batch(decodings, plans)
+    else:
+        results = [pipeline.attribute(d, p) for d, p in zip(decodings, plans, strict=True)]
+    return [pipeline.graph(*args) for args in zip(jobs, decodings, results, plans, strict=True)]
+
+
+def _assert_same_graph(a: dict[str, Any], b: dict[str, Any]) -> None:
+    nodes_a, nodes_b = {n["node_id"]: n for n in a["nodes"]}, {n["node_id"]: n for n in b["nodes"]}
+    assert nodes_a.keys() == nodes_b.keys()
+    scale = max(abs(link["weight"]) for link in a["links"])
+    for node_id, node in nodes_a.items():
+        for field in ("activation", "influence", "token_prob"):
+            if node[field] is not None:
+                assert nodes_b[node_id][field] == pytest.approx(node[field], rel=1e-3, abs=1e-5)
+    links_a = {(x["source"], x["target"]): x["weight"] for x in a["links"]}
+    links_b = {(x["source"], x["target"]): x["weight"] for x in b["links"]}
+    assert links_a.keys() == links_b.keys()
+    for key, weight in links_a.items():
+        assert links_b[key] == pytest.approx(weight, rel=1e-3, abs=1e-5 * scale)
+
+
+@pytest.mark.parametrize("name", [None, TWO_LAYERS], ids=["minilm", "two-layer"])
+def test_off_and_on_give_the_same_graphs(name, make_job, minilm, two_layer) -> None:  # type: ignore[no-untyped-def]
+    """``batched=False`` (attribution_batching=off, the bench's baseline) runs the path as it was
+    before batching: padded extraction, the SAE encoded per job, one job's attribution at a time.
+    ``on`` packs, encodes the batch at once and shares attribution passes: the same graphs."""
+    pipeline = minilm if name is None else two_layer
+    granularities = ["sentence", "token", "token", "sentence"]
+    off = _graphs(pipeline, make_job, granularities, batched=False)
+    on = _graphs(pipeline, make_job, granularities, batched=True)
+    for a, b in zip(off, on, strict=True):
+        assert len(a["links"]) > 0
+        _assert_same_graph(a, b)

@@ -89,3 +89,32 @@ def test_only_a_bert_models_last_block_is_its_output() -> None:
     model = _bert()
     assert lastblock.block_of(model.encoder, model.encoder.layer[-1]) is None  # not a BertModel
     assert lastblock.block_of(model, model.encoder.layer[0]) is None  # blocks follow it
+
+
+def test_packed_blocks_equal_the_padded_model() -> None:
+    """Embeddings and every block written out over texts packed without padding give the hidden
+    states transformers' padded, masked forward gives (each text attends to its own rows only)."""
+    model = _bert()
+    torch.manual_seed(1)
+    texts = [torch.randint(1, 50, (n,)).tolist() for n in LENGTHS]
+    x, spans = lastblock.embed(model, texts)
+    blocks = [lastblock.plain_block(model, layer) for layer in model.encoder.layer]
+    assert all(b is not None for b in blocks)
+    ids = torch.zeros(len(texts), max(LENGTHS), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(texts):
+        ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+    want = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for i, block in enumerate(blocks):
+        assert block is not None
+        x = lastblock.forward_plain(block, x, spans)
+        for row, (lo, hi) in enumerate(spans):
+            torch.testing.assert_close(x[lo:hi], want[i + 1][row, : hi - lo], rtol=1e-5, atol=1e-5)
+
+
+def test_plain_blocks_refuse_what_they_cannot_compute() -> None:
+    model = _bert(hidden_act="gelu_new")
+    assert lastblock.plain_block(model, model.encoder.layer[0]) is None
+    model = _bert()
+    assert lastblock.plain_block(model.encoder, model.encoder.layer[0]) is None  # not a BertModel
+    assert lastblock.plain_block(model, model.encoder.layer[0]) is not None  # any block of one
