@@ -363,12 +363,16 @@ WORDS = st.lists(
 )
 
 
-def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[Any], list[Any], list[Any]]:
-    """The second pass's records, ITL and TPOT values (the first pass teaches the piece counts)."""
+def _records(
+    cls: Any, streams: list[list[tuple[bytes, float]]], at_once: bool = False
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The second pass's records, ITL and TPOT values (the first pass teaches the piece counts);
+    ``at_once``: each line written by StreamBook.finish where it can, as the engine does."""
     book = StreamBook(_Words(), {}, reader=cls)  # type: ignore[arg-type]
     figures, out = [], []
     for _pass in range(2):
         recorder = IntervalRecorder(0.0)
+        book.bind(recorder)
         lines: list[dict[str, Any]] = []
         for reads in streams:
             r = book.new_reader()
@@ -379,7 +383,8 @@ def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[A
             end = stamp(line, r, 0.5, 0.4, 9.0)
             line["latency_ms"] = (end - 0.5) * 1000.0
             figures.append(r.token_figures() is not None)
-            book.add(line, r, b"req")
+            if not (at_once and book.finish(line, r, b"req", lines.append)):
+                book.add(line, r, b"req")
         counts: Counter[str] = Counter()
         book.settle(recorder, counts, lines.append)
         out = [*lines, dict(counts)]
@@ -410,4 +415,7 @@ def test_token_figures_in_c_equal_the_token_pass(spec: list[list[tuple[list[str]
     c_lines, c_hists, c_fast = _records(SSEReader, streams)
     py_lines, py_hists, _ = _records(HttpStreamTimes, streams)
     assert c_lines == py_lines and c_hists == py_hists
+    # Written at once (no queue, counters summed per pass), the records and histograms are the same.
+    now_lines, now_hists, _ = _records(SSEReader, streams, at_once=True)
+    assert now_lines == py_lines and now_hists == py_hists
     assert all(c_fast[len(streams) :])  # the second pass took the C figures
