@@ -51,6 +51,8 @@ typedef struct {
     Py_ssize_t cap, used; /* cap: a power of two */
     char *arena;
     Py_ssize_t arena_len, arena_cap;
+    /* Summed over the streams SSEReader.fill wrote since StreamBook's last pass (take_sums). */
+    long long zeros, compared, mismatched, output;
 } PieceCounts;
 
 static PyTypeObject PieceCountsType;
@@ -960,17 +962,17 @@ static PyObject *usage_int(PyObject *usage, const char *key, Py_ssize_t k)
     Py_RETURN_NONE;
 }
 
-/* The stream's token figures when the shared table knew every piece (else None: StreamBook's
- * token pass counts them): settle_one in stream.py, step for step. */
-static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
+/* The ITL loop of settle_one in stream.py, step for step: each gap not zero goes into gaps
+ * (divided by its event's tokens, once per token); returns the zero gaps' count, sets *local (the
+ * stream's tokens), *itl_max and *any (whether a gap was seen). -1 on an error. */
+static long long gap_loop(Reader *r, PyObject *gaps, long long *local, double *itl_max, int *any)
 {
-    if (!r->counts || r->misses) Py_RETURN_NONE;
-    long long local = 0, zeros = 0;
-    for (Py_ssize_t i = 0; i < r->n_ev; i++) local += r->ev_tok[i];
-    PyObject *gaps = PyList_New(0);
-    if (!gaps) return NULL;
-    double itl_max = 0.0, prev = r->n_ev ? r->ev_ms[0] : 0.0;
-    int any = 0;
+    long long zeros = 0, sum = 0;
+    for (Py_ssize_t i = 0; i < r->n_ev; i++) sum += r->ev_tok[i];
+    *local = sum;
+    *itl_max = 0.0;
+    *any = 0;
+    double prev = r->n_ev ? r->ev_ms[0] : 0.0;
     for (Py_ssize_t i = 1; i < r->n_ev; i++) {
         long k = r->ev_tok[i];
         if (k <= 0) continue; /* a whitespace-only piece: its gap joins the next token's */
@@ -979,19 +981,34 @@ static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
             zeros += k; /* one read's events: recorded as a count */
         } else {
             PyObject *g = PyFloat_FromDouble(gap);
-            if (!g) goto fail;
+            if (!g) return -1;
             for (long j = 0; j < k; j++) {
                 if (PyList_Append(gaps, g) < 0) {
                     Py_DECREF(g);
-                    goto fail;
+                    return -1;
                 }
             }
             Py_DECREF(g);
         }
-        if (!any || gap > itl_max) itl_max = gap;
-        any = 1;
+        if (!*any || gap > *itl_max) *itl_max = gap;
+        *any = 1;
         prev = r->ev_ms[i];
     }
+    return zeros;
+}
+
+/* The stream's token figures when the shared table knew every piece (else None: StreamBook's
+ * token pass counts them): settle_one in stream.py, step for step. */
+static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
+{
+    if (!r->counts || r->misses) Py_RETURN_NONE;
+    long long local;
+    double itl_max;
+    int any;
+    PyObject *gaps = PyList_New(0);
+    if (!gaps) return NULL;
+    long long zeros = gap_loop(r, gaps, &local, &itl_max, &any);
+    if (zeros < 0) goto fail;
     double first = r->n_ev ? r->ev_ms[0] : 0.0, last = r->n_ev ? r->ev_ms[r->n_ev - 1] : 0.0;
     PyObject *mx = any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None);
     if (!mx) goto fail;
@@ -1006,6 +1023,83 @@ static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
 fail:
     Py_DECREF(gaps);
     return NULL;
+}
+
+/* Interned record keys for fill (made once, at import). */
+static PyObject *k_prompt_srv, *k_completion_srv, *k_completion_local, *k_output, *k_source, *k_itl_max,
+    *k_tpot, *k_tokens_per_s, *k_prompt_local, *v_local;
+
+static int put(PyObject *line, PyObject *key, PyObject *v)
+{
+    if (!v) return -1;
+    int rc = PyDict_SetItem(line, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* fill(line, itl, tpot, latency_ms, prompt_local) -> bool: StreamBook._known in C. When the shared
+ * table knew every piece: the token fields into the record dict, the ITL gaps that are not zero
+ * onto the list itl, TPOT onto the list tpot, and the counters summed in the table (take_sums);
+ * else False and nothing is touched. */
+static PyObject *Reader_fill(Reader *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fill(line: dict, itl: list, tpot: list, latency_ms, prompt_local)");
+        return NULL;
+    }
+    if (!r->counts || r->misses) Py_RETURN_FALSE;
+    PyObject *line = args[0];
+    double latency_ms = args[3] == Py_None ? 0.0 : PyFloat_AsDouble(args[3]);
+    if (latency_ms == -1.0 && PyErr_Occurred()) return NULL;
+    long long local;
+    double itl_max;
+    int any;
+    long long zeros = gap_loop(r, args[1], &local, &itl_max, &any);
+    if (zeros < 0) return NULL;
+    PyObject *prompt = usage_int(r->usage, KEY("\"prompt_tokens\""));
+    if (!prompt) return NULL;
+    if (put(line, k_prompt_srv, prompt) < 0) return NULL;
+    PyObject *completion = usage_int(r->usage, KEY("\"completion_tokens\""));
+    if (!completion) return NULL;
+    int compared = completion != Py_None;
+    long long completion_v = compared ? PyLong_AsLongLong(completion) : 0;
+    if (put(line, k_completion_srv, completion) < 0) return NULL;
+    if (completion_v == -1 && PyErr_Occurred()) return NULL;
+    PyObject *lv = PyLong_FromLongLong(local);
+    if (!lv) return NULL;
+    if (PyDict_SetItem(line, k_completion_local, lv) < 0 || put(line, k_output, lv) < 0) return NULL;
+    if (PyDict_SetItem(line, k_source, v_local) < 0) return NULL;
+    if (put(line, k_itl_max, any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None)) < 0) return NULL;
+    PyObject *tpot = Py_None;
+    if (local > 1 && r->n_ev > 1) {
+        tpot = PyFloat_FromDouble((r->ev_ms[r->n_ev - 1] - r->ev_ms[0]) / (double)(local - 1));
+        if (!tpot || PyList_Append(args[2], tpot) < 0) {
+            Py_XDECREF(tpot);
+            return NULL;
+        }
+    } else {
+        Py_INCREF(tpot);
+    }
+    if (put(line, k_tpot, tpot) < 0) return NULL;
+    PyObject *per_s = Py_NewRef(Py_None);
+    double latency_s = latency_ms / 1000.0;
+    if (local && latency_s > 0) { /* round(local / latency_s, 3), by the same correctly rounded steps */
+        Py_DECREF(per_s);
+        char *text = PyOS_double_to_string((double)local / latency_s, 'f', 3, 0, NULL);
+        if (!text) return NULL;
+        double rounded = PyOS_string_to_double(text, NULL, NULL);
+        PyMem_Free(text);
+        if (rounded == -1.0 && PyErr_Occurred()) return NULL;
+        per_s = PyFloat_FromDouble(rounded);
+    }
+    if (put(line, k_tokens_per_s, per_s) < 0) return NULL;
+    if (PyDict_SetItem(line, k_prompt_local, args[4]) < 0) return NULL;
+    PieceCounts *t = r->counts;
+    t->zeros += zeros;
+    t->compared += compared;
+    t->mismatched += compared && local != completion_v;
+    t->output += local;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *Reader_get_content_chunks(Reader *r, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(r->n_ev); }
@@ -1028,6 +1122,8 @@ static PyMethodDef Reader_methods[] = {
     {"eof", (PyCFunction)Reader_eof, METH_NOARGS,
      "eof() -> bool: the connection closed; True if that ends the answer (a body delimited by close)."},
     {"reset", (PyCFunction)Reader_reset, METH_NOARGS, "reset(): before the next request."},
+    {"fill", (PyCFunction)(void (*)(void))Reader_fill, METH_FASTCALL,
+     "fill(line, itl, tpot, latency_ms, prompt_local) -> bool: the token fields, when the table knew every piece."},
     {"token_figures", (PyCFunction)Reader_token_figures, METH_NOARGS,
      "token_figures() -> (local, zeros, gaps, itl_max, first_ms, last_ms, prompt, completion) | None."},
     {NULL},
@@ -1115,12 +1211,21 @@ static PyObject *Counts_clear(PieceCounts *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *Counts_take_sums(PieceCounts *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *v = Py_BuildValue("(LLLL)", t->zeros, t->compared, t->mismatched, t->output);
+    if (v) t->zeros = t->compared = t->mismatched = t->output = 0;
+    return v;
+}
+
 static Py_ssize_t Counts_len(PieceCounts *t) { return t->used; }
 
 static PyMethodDef Counts_methods[] = {
     {"update", (PyCFunction)(void (*)(void))Counts_update, METH_FASTCALL, "update(pieces, counts): learn counts."},
     {"get", (PyCFunction)Counts_get, METH_O, "get(piece) -> int | None"},
     {"clear", (PyCFunction)Counts_clear, METH_NOARGS, "clear(): forget every piece."},
+    {"take_sums", (PyCFunction)Counts_take_sums, METH_NOARGS,
+     "take_sums() -> (zero gaps, compared, mismatched, output tokens) summed by fill since the last call."},
     {NULL},
 };
 
@@ -1147,6 +1252,16 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__sse(void)
 {
     if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&PieceCountsType) < 0) return NULL;
+    if (!(k_prompt_srv = PyUnicode_InternFromString("prompt_tokens_server")) ||
+        !(k_completion_srv = PyUnicode_InternFromString("completion_tokens_server")) ||
+        !(k_completion_local = PyUnicode_InternFromString("completion_tokens_local")) ||
+        !(k_output = PyUnicode_InternFromString("output_tokens")) ||
+        !(k_source = PyUnicode_InternFromString("token_source")) ||
+        !(k_itl_max = PyUnicode_InternFromString("itl_max_ms")) || !(k_tpot = PyUnicode_InternFromString("tpot_ms")) ||
+        !(k_tokens_per_s = PyUnicode_InternFromString("output_tokens_per_s")) ||
+        !(k_prompt_local = PyUnicode_InternFromString("prompt_tokens_local")) ||
+        !(v_local = PyUnicode_InternFromString("local")))
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "SSEReader", (PyObject *)&ReaderType) < 0 ||

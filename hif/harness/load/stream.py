@@ -134,6 +134,11 @@ class StreamTimes:
     def token_figures(self) -> None:
         return None  # no shared piece counts here: StreamBook's token pass counts every stream
 
+    def fill(
+        self, line: dict[str, Any], itl: list[float], tpot: list[float], latency_ms: Any, prompt: Any
+    ) -> bool:
+        return False  # as token_figures: the token pass fills every stream's record
+
     def feed(self, body: bytes) -> None:
         """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
 
@@ -253,6 +258,14 @@ class StreamReader(Protocol):
         """(local tokens, zero gaps, other gaps, ITL max, first and last content ms, the usage's
         prompt and completion tokens) when the reader counted the stream's tokens itself, else
         None (:class:`StreamBook` counts them)."""
+        ...
+
+    def fill(
+        self, line: dict[str, Any], itl: list[float], tpot: list[float], latency_ms: Any, prompt: Any
+    ) -> bool:
+        """Where :meth:`token_figures` would give figures: the record's token fields written into
+        ``line`` (``prompt``: its local prompt tokens), ITL gaps that are not zero and TPOT onto
+        the lists, the counters summed in the shared table; True. Else False, nothing touched."""
         ...
 
     def read(self, data: bytes, now: float) -> bool:
@@ -435,8 +448,7 @@ class StreamBook:
         # A recorder's ITL and TPOT intervals, from bind() (the engine's, before its first chat)
         # or settle(); until then nothing is recorded into them.
         self._itl: list[float] = []
-        unbound: list[float] = []
-        self._tpot: Callable[[float], None] = unbound.append
+        self._tpot: list[float] = []
 
     def new_reader(self) -> StreamReader:
         """A reader for one worker, sharing this book's piece counts."""
@@ -446,21 +458,20 @@ class StreamBook:
         """Point the lines written at once (:meth:`finish`) at ``recorder``'s current ITL and TPOT
         intervals (the engine calls this after each rotation, as it re-binds its own appenders)."""
         self._itl = recorder.pending(ITL)
-        self._tpot = recorder.appender(TPOT)
+        self._tpot = recorder.pending(TPOT)
 
     def finish(
         self, line: dict[str, Any], st: StreamReader, data: bytes, write: Callable[[Any], None]
     ) -> bool:
-        """Fill and write ``line`` now when the reader counted the stream's tokens itself and no
+        """Fill and write ``line`` now when the C reader counted the stream's tokens itself and no
         stream waits for the pass before it (lines stay in the order their streams ended); else
         False, and the caller :meth:`add` s a copy. Nothing here calls the tokenizer, so the
-        request path still never pays for a count: it writes the line as the pass would."""
-        if self._pending:
+        request path still never pays for a count: the reader's ``fill`` is :meth:`_known` in C
+        (one call: the token fields, ITL, TPOT, the counters summed in the shared table)."""
+        if self._pending or self.table is None:
             return False
-        figures = st.token_figures()
-        if figures is None:
+        if not st.fill(line, self._itl, self._tpot, line["latency_ms"], self.prompt_tokens.get(data)):
             return False
-        self._known(line, figures, data)
         write(line)
         return True
 
@@ -482,6 +493,12 @@ class StreamBook:
             self._settle(pending, recorder, counts, write)
         # The counters of every stream filled since the last pass, summed: one histogram call and
         # three counter updates per pass, not per stream.
+        if self.table is not None:
+            zeros, compared, mismatched, output = self.table.take_sums()
+            self._zeros += zeros
+            self._compared += compared
+            self._mismatched += mismatched
+            self._output_total += output
         if self._zeros:
             recorder.record_count(ITL, 0.0, self._zeros)
         for key, n in (
@@ -501,7 +518,7 @@ class StreamBook:
         write: Callable[[dict[str, Any]], None],
     ) -> None:
         self.bind(recorder)
-        itl, tpot = self._itl, self._tpot
+        itl, tpot = self._itl, self._tpot.append
         per_chunk: list[list[int]] | None = None
         if self.tokenizer is not None:
             per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
@@ -535,7 +552,7 @@ class StreamBook:
         tpot_ms = None
         if local > 1 and line["content_chunks"] > 1:
             tpot_ms = (last_ms - first_ms) / (local - 1)
-            self._tpot(tpot_ms)
+            self._tpot.append(tpot_ms)
         line["tpot_ms"] = tpot_ms
         latency_s = (line["latency_ms"] or 0.0) / 1000.0
         line["output_tokens_per_s"] = round(local / latency_s, 3) if local and latency_s > 0 else None
