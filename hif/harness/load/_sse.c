@@ -84,12 +84,40 @@ typedef struct {
 
 static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); } /* sre's \s */
 
+/* Whether a[2:k] == key[2:k]: a byte loop, since a candidate mostly differs at its third byte
+ * ("choices" against "content") and a memcmp call costs more than the compare. */
+static inline int same_rest(const char *a, const char *key, Py_ssize_t k)
+{
+    for (Py_ssize_t j = 2; j < k; j++) {
+        if (a[j] != key[j]) return 0;
+    }
+    return 1;
+}
+
+/* bytes.find(key, start, end) for keys of 2 bytes or more. Every key searched here begins with a
+ * byte pair that is rare in an SSE body (a quote and a letter, CRLF, a blank line): 16 bytes at a
+ * time, places where the pair occurs are the only ones worth a memcmp. glibc's memmem had been ~40%
+ * of a read where this first served "content" alone, and its set-up per call still ~7% for the
+ * short ranges of the other keys. */
 static Py_ssize_t find(const char *b, Py_ssize_t start, Py_ssize_t end, const char *key, Py_ssize_t k)
 {
-    if (start < 0) start = 0;
-    if (end - start < k) return -1;
-    const char *p = memmem(b + start, (size_t)(end - start), key, (size_t)k);
-    return p ? p - b : -1;
+    Py_ssize_t i = start < 0 ? 0 : start;
+#ifdef __SSE2__
+    const __m128i k0 = _mm_set1_epi8(key[0]), k1 = _mm_set1_epi8(key[1]);
+    for (; i + 17 <= end; i += 16) {
+        __m128i at = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(at, k0), _mm_cmpeq_epi8(next, k1)));
+        for (; m; m &= m - 1) {
+            Py_ssize_t p = i + __builtin_ctz(m);
+            if (p + k <= end && same_rest(b + p, key, k)) return p;
+        }
+    }
+#endif
+    for (; i + k <= end; i++) {
+        if (b[i] == key[0] && b[i + 1] == key[1] && same_rest(b + i, key, k)) return i;
+    }
+    return -1;
 }
 
 static Py_ssize_t rfind(const char *b, Py_ssize_t start, Py_ssize_t end, const char *key, Py_ssize_t k)
@@ -353,26 +381,6 @@ static int table_put(PieceCounts *t, const char *p, Py_ssize_t n, long count)
 
 #define KEY(s) s, (Py_ssize_t)(sizeof(s) - 1)
 
-/* bytes.find(b'"content"', start, end). The scan's hottest search (a profile gave memmem ~40% of
- * a read): 16 bytes at a time, a quote followed by a 'c' marks the few places worth a memcmp. */
-static Py_ssize_t find_content(const char *b, Py_ssize_t start, Py_ssize_t end)
-{
-    Py_ssize_t i = start;
-#ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"'), c = _mm_set1_epi8('c');
-    for (; i + 17 <= end; i += 16) {
-        __m128i at = _mm_loadu_si128((const __m128i *)(b + i));
-        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(at, quote), _mm_cmpeq_epi8(next, c)));
-        for (; m; m &= m - 1) {
-            Py_ssize_t p = i + __builtin_ctz(m);
-            if (p + 9 <= end && memcmp(b + p, "\"content\"", 9) == 0) return p;
-        }
-    }
-#endif
-    return find(b, i, end, KEY("\"content\""));
-}
-
 /* _PIECES at i (where "content" starts): the string body's bounds, or 0. */
 static int match_piece(const char *b, Py_ssize_t i, Py_ssize_t end, Py_ssize_t *s, Py_ssize_t *e)
 {
@@ -546,7 +554,7 @@ static int scan(Reader *r)
     int escaped = memchr(b, '\\', (size_t)end) != NULL;
     Py_ssize_t pieces = 0, pos = 0, tail = 0;
     for (;;) {
-        Py_ssize_t i = find_content(b, pos, end);
+        Py_ssize_t i = find(b, pos, end, KEY("\"content\""));
         Py_ssize_t s, e;
         if (i < 0) break;
         if (!match_piece(b, i, end, &s, &e)) {
@@ -719,6 +727,28 @@ static Py_ssize_t take_body(Reader *r, const char *d, Py_ssize_t n)
 {
     Py_ssize_t i = 0, fed = 0;
     while (i < n && r->phase != P_DONE) {
+        if (r->phase == P_SIZE && !r->size_digits) {
+            /* The usual chunk, "HEX\r\n" data "\r\n", whole in this read: taken in one step. Any
+             * other shape (an extension, a bare LF, a chunk split across reads, an error) is left
+             * to the byte-at-a-time states below, from this same byte. */
+            Py_ssize_t j = i;
+            long long size = 0;
+            int v;
+            while (j < n && j - i < 15 && (v = hexval(d[j])) >= 0) size = size * 16 + v, j++;
+            if (j == i || j + 2 > n || d[j] != '\r' || d[j + 1] != '\n') goto slow;
+            j += 2;
+            if (!size) {
+                r->phase = P_TRL_START;
+                i = j;
+                continue;
+            }
+            if (j + size + 2 > n || d[j + size] != '\r' || d[j + size + 1] != '\n') goto slow;
+            if (append_body(r, d + j, (Py_ssize_t)size) < 0) return -1;
+            fed += size;
+            i = j + size + 2;
+            continue;
+        }
+    slow:;
         char c = d[i];
         switch (r->phase) {
         case P_SIZE: {
