@@ -1067,6 +1067,49 @@ static int put(PyObject *line, PyObject *key, PyObject *v)
     return rc;
 }
 
+/* Interned record keys for stamp and fill (made once, at import). */
+static PyObject *k_stream, *k_ttfb, *k_ttft, *k_ttfo, *k_ittft, *k_ittfo, *k_chunks;
+
+/* An ms figure from a wire time (0: never seen, None), appended to its histogram's list too. */
+static int put_ms(PyObject *line, PyObject *key, double at, double from, PyObject *mark)
+{
+    if (!at) return PyDict_SetItem(line, key, Py_None);
+    PyObject *v = PyFloat_FromDouble((at - from) * 1000.0);
+    if (!v) return -1;
+    int rc = PyDict_SetItem(line, key, v);
+    if (!rc && mark != Py_None) rc = PyList_Append(mark, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* stamp(line, sent, intended, done, marks) -> end: stream.stamp (the wire times into the record),
+ * each figure also appended to its list in marks (TTFB, TTFT, TTFO and the intended TTFT and TTFO
+ * histograms' pending lists, or None each), as StreamTimes.stamp does. */
+static PyObject *Reader_stamp(Reader *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "stamp(line: dict, sent, intended, done, marks: 5-tuple)");
+        return NULL;
+    }
+    PyObject *line = args[0], *const *m = &PyTuple_GET_ITEM(args[4], 0);
+    for (int k = 0; k < 5; k++) {
+        if (m[k] != Py_None && !PyList_Check(m[k])) {
+            PyErr_SetString(PyExc_TypeError, "marks: lists or None");
+            return NULL;
+        }
+    }
+    double sent = PyFloat_AsDouble(args[1]), intended = PyFloat_AsDouble(args[2]), done = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (PyDict_SetItem(line, k_stream, Py_True) < 0 || put_ms(line, k_ttfb, r->first_byte, sent, m[0]) < 0 ||
+        put_ms(line, k_ttft, r->first_content, sent, m[1]) < 0 ||
+        put_ms(line, k_ttfo, r->first_output, sent, m[2]) < 0 ||
+        put_ms(line, k_ittft, r->first_content, intended, m[3]) < 0 ||
+        put_ms(line, k_ittfo, r->first_output, intended, m[4]) < 0 ||
+        put(line, k_chunks, PyLong_FromSsize_t(r->n_ev)) < 0)
+        return NULL;
+    return PyFloat_FromDouble(r->last_content ? r->last_content : done);
+}
+
 /* fill(line, itl, tpot, latency_ms, prompt_local) -> bool: StreamBook._known in C. When the shared
  * table knew every piece: the token fields into the record dict, the ITL gaps that are not zero
  * onto the list itl, TPOT onto the list tpot, and the counters summed in the table (take_sums);
@@ -1152,6 +1195,8 @@ static PyMethodDef Reader_methods[] = {
     {"eof", (PyCFunction)Reader_eof, METH_NOARGS,
      "eof() -> bool: the connection closed; True if that ends the answer (a body delimited by close)."},
     {"reset", (PyCFunction)Reader_reset, METH_NOARGS, "reset(): before the next request."},
+    {"stamp", (PyCFunction)(void (*)(void))Reader_stamp, METH_FASTCALL,
+     "stamp(line, sent, intended, done, marks) -> end: the wire times into the record and their histograms."},
     {"fill", (PyCFunction)(void (*)(void))Reader_fill, METH_FASTCALL,
      "fill(line, itl, tpot, latency_ms, prompt_local) -> bool: the token fields, when the table knew every piece."},
     {"token_figures", (PyCFunction)Reader_token_figures, METH_NOARGS,
@@ -1290,7 +1335,12 @@ PyMODINIT_FUNC PyInit__sse(void)
         !(k_itl_max = PyUnicode_InternFromString("itl_max_ms")) || !(k_tpot = PyUnicode_InternFromString("tpot_ms")) ||
         !(k_tokens_per_s = PyUnicode_InternFromString("output_tokens_per_s")) ||
         !(k_prompt_local = PyUnicode_InternFromString("prompt_tokens_local")) ||
-        !(v_local = PyUnicode_InternFromString("local")))
+        !(v_local = PyUnicode_InternFromString("local")) || !(k_stream = PyUnicode_InternFromString("stream")) ||
+        !(k_ttfb = PyUnicode_InternFromString("ttfb_ms")) || !(k_ttft = PyUnicode_InternFromString("ttft_ms")) ||
+        !(k_ttfo = PyUnicode_InternFromString("ttfo_ms")) ||
+        !(k_ittft = PyUnicode_InternFromString("intended_ttft_ms")) ||
+        !(k_ittfo = PyUnicode_InternFromString("intended_ttfo_ms")) ||
+        !(k_chunks = PyUnicode_InternFromString("content_chunks")))
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

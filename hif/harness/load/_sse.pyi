@@ -37,6 +37,15 @@ class SSEReader:
     def reset(self) -> None: ...
     def read(self, data: bytes, now: float, /) -> bool: ...
     def eof(self) -> bool: ...
+    def stamp(
+        self,
+        line: dict[str, object],
+        sent: float,
+        intended: float,
+        done: float,
+        marks: tuple[list[float] | None, ...],
+        /,
+    ) -> float: ...
     def fill(
         self,
         line: dict[str, object],

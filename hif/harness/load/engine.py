@@ -33,14 +33,9 @@ from hif.harness.load.requests import ChatRequests
 from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
 from hif.harness.load.settings import LoadSettings, local_share
 from hif.harness.load.stream import (
+    MARK_TAGS,
     STREAM_FIELDS,
-    TTFB,
-    TTFO,
-    TTFO_INTENDED,
-    TTFT,
-    TTFT_INTENDED,
     StreamBook,
-    stamp,
 )
 from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
 from hif.harness.load.tally import (
@@ -271,11 +266,7 @@ class Engine:
         # reader counted the stream's tokens, writes it at once (StreamBook.finish); a stream
         # that waits for the token pass keeps a copy.
         line = self._sline
-        end = stamp(line, st, sent, intended, done)
-        for mark, key in self._stream_marks:
-            ms = line[key]
-            if ms is not None:
-                mark(ms)
+        end = st.stamp(line, sent, intended, done, self._stream_marks)
         self._streams += 1
         service_ms, intended_ms = (end - sent) * 1000.0, (end - intended) * 1000.0
         self._service(service_ms)
@@ -342,21 +333,10 @@ class Engine:
         self._service = rec.appender(CHAT_SERVICE)
         self._intended = rec.appender(CHAT_INTENDED)
         self._send_lag = rec.appender(SEND_LAG)
-        # Streamed: each wire time's histogram append, bound like the ones above (an interval left
+        # Streamed: the wire times' histogram lists, bound like the ones above (an interval left
         # empty is dropped at rotation).
-        self._stream_marks = (
-            [
-                (rec.appender(tag), key)
-                for tag, key in (
-                    (TTFB, "ttfb_ms"),
-                    (TTFT, "ttft_ms"),
-                    (TTFO, "ttfo_ms"),
-                    (TTFT_INTENDED, "intended_ttft_ms"),
-                    (TTFO_INTENDED, "intended_ttfo_ms"),
-                )
-            ]
-            if self.s.stream
-            else []
+        self._stream_marks: tuple[list[float] | None, ...] = (
+            tuple(rec.pending(tag) for tag in MARK_TAGS) if self.s.stream else ()
         )
         if self.lane is not None:
             self.lane.send_lag = self._send_lag

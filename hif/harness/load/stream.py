@@ -66,6 +66,10 @@ TTFB, TTFT, TTFO = "stream.ttfb", "stream.ttft", "stream.ttfo"
 TTFT_INTENDED, TTFO_INTENDED = "stream.ttft_intended", "stream.ttfo_intended"
 ITL, TPOT = "stream.itl", "stream.tpot"
 STREAM_TAGS = (TTFB, TTFT, TTFO, TTFT_INTENDED, TTFO_INTENDED, ITL, TPOT)
+# The wire times StreamReader.stamp appends to their histograms, in the order of its marks.
+MARK_TAGS = (TTFB, TTFT, TTFO, TTFT_INTENDED, TTFO_INTENDED)
+MARK_KEYS = ("ttfb_ms", "ttft_ms", "ttfo_ms", "intended_ttft_ms", "intended_ttfo_ms")
+Marks = tuple[list[float] | None, ...]
 # A streamed chat's record fields after the common ones, in the order they are written: stamp's,
 # then the token pass's.
 STREAM_FIELDS: dict[str, Any] = dict.fromkeys(
@@ -260,6 +264,12 @@ class StreamReader(Protocol):
         None (:class:`StreamBook` counts them)."""
         ...
 
+    def stamp(self, line: dict[str, Any], sent: float, intended: float, done: float, marks: Marks) -> float:
+        """:func:`stamp`, and each of its figures appended to its list in ``marks`` (the pending
+        lists of the histograms :data:`MARK_TAGS` names, None where not recorded); returns the
+        end-to-end end."""
+        ...
+
     def fill(
         self, line: dict[str, Any], itl: list[float], tpot: list[float], latency_ms: Any, prompt: Any
     ) -> bool:
@@ -307,6 +317,14 @@ class HttpStreamTimes(StreamTimes):
         self._pieces.clear()
         self._raw: list[bytes] = []  # head bytes, read only at an early EOF
         self.status, self.keep_alive = 0, False
+
+    def stamp(self, line: dict[str, Any], sent: float, intended: float, done: float, marks: Marks) -> float:
+        end = stamp(line, self, sent, intended, done)
+        for mark, key in zip(marks, MARK_KEYS, strict=True):
+            ms = line[key]
+            if mark is not None and ms is not None:
+                mark.append(ms)
+        return end
 
     def on_message_complete(self) -> None:  # httptools, inside feed_data
         self._done = True

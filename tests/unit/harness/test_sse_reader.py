@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hif.errors import ConfigError
 from hif.harness.load.stream import (
     ITL,
+    MARK_TAGS,
     READER_ENV,
     TPOT,
     HttpStreamTimes,
@@ -380,7 +381,8 @@ def _records(
             for data, t in reads:
                 r.read(data, t)
             line: dict[str, Any] = {}
-            end = stamp(line, r, 0.5, 0.4, 9.0)
+            end = r.stamp(line, 0.5, 0.4, 9.0, tuple(recorder.pending(tag) for tag in MARK_TAGS))
+            assert end == stamp({}, r, 0.5, 0.4, 9.0)
             line["latency_ms"] = (end - 0.5) * 1000.0
             figures.append(r.token_figures() is not None)
             if not (at_once and book.finish(line, r, b"req", lines.append)):
@@ -389,8 +391,10 @@ def _records(
         book.settle(recorder, counts, lines.append)
         out = [*lines, dict(counts)]
         hists = {iv.tag: iv.histogram for iv in recorder.rotate(1.0)}
-    itl, tpot = hists.get(ITL), hists.get(TPOT)
-    summary = [(h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None for h in (itl, tpot)]
+    summary = [
+        (h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None
+        for h in (hists.get(tag) for tag in (ITL, TPOT, *MARK_TAGS))
+    ]
     return out, summary, figures
 
 
