@@ -21,7 +21,10 @@ tokenizer (:mod:`hif.tokens`) in one batch per ticker turn, and derives ITL (eac
 between content events divided by the tokens of the later event, counted once per token; the
 first content event defines TTFT and its extra tokens add no gap) and TPOT ((last - first content)
 / (output tokens - 1)). Without a tokenizer ITL is not reported and TPOT uses the server's
-``usage.completion_tokens``. docs/load.md defines every figure.
+``usage.completion_tokens``. Once the C reader's shared table knows every piece of a stream (in a
+steady run, every stream after the first ticker turn), the same figures come from the table and
+the line is written as the stream ends (:meth:`StreamBook.finish`): the tokenizer still never runs
+on the request path. docs/load.md defines every figure.
 """
 
 from __future__ import annotations
@@ -439,9 +442,11 @@ class StreamBook:
     records ITL and TPOT, fills the token fields and writes the lines.
 
     With the C reader, every piece's count also goes into a table the readers share
-    (``PieceCounts``): a reader that found all of a stream's pieces there hands over the stream's
-    token figures ready (``token_figures()``, the ITL loop below done in C), so in steady state
-    the pass handles no piece at all; a stream with an unknown piece takes the path below.
+    (``PieceCounts``): a reader that found all of a stream's pieces there fills the record's token
+    fields itself (``fill``: the ITL loop below and :meth:`_known`, in C), so in steady state the
+    engine writes each line as its stream ends (:meth:`finish`) and the pass only adds the summed
+    counters; a stream with an unknown piece, and every one after it until the next pass (so lines
+    keep their order), takes the path below.
     """
 
     def __init__(
