@@ -111,7 +111,8 @@ def wait_ok(url: str, timeout_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def target(scripted: bool = False) -> Iterator[tuple[str, str]]:
+def target(scripted: bool = False) -> Iterator[tuple[str, str, int]]:
+    """The target on core 0: its URL, its name and its process id (for its CPU time in /proc)."""
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="hif-gen-bench-"))
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -124,7 +125,7 @@ def target(scripted: bool = False) -> Iterator[tuple[str, str]]:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ok(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}", name
+        yield f"http://127.0.0.1:{port}", name, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -282,7 +283,7 @@ def stream_ratio(c: int, s: float, rounds: int) -> int:
     plain: list[float] = []
     streamed: list[float] = []
     lines: list[dict[str, object]] = []
-    with target(scripted=True) as (url, name):
+    with target(scripted=True) as (url, name, _pid):
         for _ in range(rounds):  # interleaved: a noisy neighbour slows both, not one
             plain.append(run_runner(url, c, s)[0])
             rps, line = run_runner(url, c, s, "--stream")
@@ -327,7 +328,7 @@ def main() -> int:
     c, s = args.connections, args.seconds
     runs: dict[str, list[float | None]] = {WRK: [], RUNNER: [], LANE: [], LOCUST: []}
     lines: list[dict[str, object]] = []
-    with target() as (url, name):
+    with target() as (url, name, _pid):
         # Interleaved rounds: a noisy neighbour slows one round of every tool, not one tool.
         for _ in range(args.rounds):
             runs[WRK].append(run_wrk(url, c, s))

@@ -51,6 +51,8 @@ typedef struct {
     Py_ssize_t cap, used; /* cap: a power of two */
     char *arena;
     Py_ssize_t arena_len, arena_cap;
+    /* Summed over the streams SSEReader.fill wrote since StreamBook's last pass (take_sums). */
+    long long zeros, compared, mismatched, output;
 } PieceCounts;
 
 static PyTypeObject PieceCountsType;
@@ -82,12 +84,40 @@ typedef struct {
 
 static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); } /* sre's \s */
 
+/* Whether a[2:k] == key[2:k]: a byte loop, since a candidate mostly differs at its third byte
+ * ("choices" against "content") and a memcmp call costs more than the compare. */
+static inline int same_rest(const char *a, const char *key, Py_ssize_t k)
+{
+    for (Py_ssize_t j = 2; j < k; j++) {
+        if (a[j] != key[j]) return 0;
+    }
+    return 1;
+}
+
+/* bytes.find(key, start, end) for keys of 2 bytes or more. Every key searched here begins with a
+ * byte pair that is rare in an SSE body (a quote and a letter, CRLF, a blank line): 16 bytes at a
+ * time, places where the pair occurs are the only ones worth a memcmp. glibc's memmem had been ~40%
+ * of a read where this first served "content" alone, and its set-up per call still ~7% for the
+ * short ranges of the other keys. */
 static Py_ssize_t find(const char *b, Py_ssize_t start, Py_ssize_t end, const char *key, Py_ssize_t k)
 {
-    if (start < 0) start = 0;
-    if (end - start < k) return -1;
-    const char *p = memmem(b + start, (size_t)(end - start), key, (size_t)k);
-    return p ? p - b : -1;
+    Py_ssize_t i = start < 0 ? 0 : start;
+#ifdef __SSE2__
+    const __m128i k0 = _mm_set1_epi8(key[0]), k1 = _mm_set1_epi8(key[1]);
+    for (; i + 17 <= end; i += 16) {
+        __m128i at = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(at, k0), _mm_cmpeq_epi8(next, k1)));
+        for (; m; m &= m - 1) {
+            Py_ssize_t p = i + __builtin_ctz(m);
+            if (p + k <= end && same_rest(b + p, key, k)) return p;
+        }
+    }
+#endif
+    for (; i + k <= end; i++) {
+        if (b[i] == key[0] && b[i + 1] == key[1] && same_rest(b + i, key, k)) return i;
+    }
+    return -1;
 }
 
 static Py_ssize_t rfind(const char *b, Py_ssize_t start, Py_ssize_t end, const char *key, Py_ssize_t k)
@@ -351,26 +381,6 @@ static int table_put(PieceCounts *t, const char *p, Py_ssize_t n, long count)
 
 #define KEY(s) s, (Py_ssize_t)(sizeof(s) - 1)
 
-/* bytes.find(b'"content"', start, end). The scan's hottest search (a profile gave memmem ~40% of
- * a read): 16 bytes at a time, a quote followed by a 'c' marks the few places worth a memcmp. */
-static Py_ssize_t find_content(const char *b, Py_ssize_t start, Py_ssize_t end)
-{
-    Py_ssize_t i = start;
-#ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"'), c = _mm_set1_epi8('c');
-    for (; i + 17 <= end; i += 16) {
-        __m128i at = _mm_loadu_si128((const __m128i *)(b + i));
-        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(at, quote), _mm_cmpeq_epi8(next, c)));
-        for (; m; m &= m - 1) {
-            Py_ssize_t p = i + __builtin_ctz(m);
-            if (p + 9 <= end && memcmp(b + p, "\"content\"", 9) == 0) return p;
-        }
-    }
-#endif
-    return find(b, i, end, KEY("\"content\""));
-}
-
 /* _PIECES at i (where "content" starts): the string body's bounds, or 0. */
 static int match_piece(const char *b, Py_ssize_t i, Py_ssize_t end, Py_ssize_t *s, Py_ssize_t *e)
 {
@@ -544,7 +554,7 @@ static int scan(Reader *r)
     int escaped = memchr(b, '\\', (size_t)end) != NULL;
     Py_ssize_t pieces = 0, pos = 0, tail = 0;
     for (;;) {
-        Py_ssize_t i = find_content(b, pos, end);
+        Py_ssize_t i = find(b, pos, end, KEY("\"content\""));
         Py_ssize_t s, e;
         if (i < 0) break;
         if (!match_piece(b, i, end, &s, &e)) {
@@ -717,6 +727,28 @@ static Py_ssize_t take_body(Reader *r, const char *d, Py_ssize_t n)
 {
     Py_ssize_t i = 0, fed = 0;
     while (i < n && r->phase != P_DONE) {
+        if (r->phase == P_SIZE && !r->size_digits) {
+            /* The usual chunk, "HEX\r\n" data "\r\n", whole in this read: taken in one step. Any
+             * other shape (an extension, a bare LF, a chunk split across reads, an error) is left
+             * to the byte-at-a-time states below, from this same byte. */
+            Py_ssize_t j = i;
+            long long size = 0;
+            int v;
+            while (j < n && j - i < 15 && (v = hexval(d[j])) >= 0) size = size * 16 + v, j++;
+            if (j == i || j + 2 > n || d[j] != '\r' || d[j + 1] != '\n') goto slow;
+            j += 2;
+            if (!size) {
+                r->phase = P_TRL_START;
+                i = j;
+                continue;
+            }
+            if (j + size + 2 > n || d[j + size] != '\r' || d[j + size + 1] != '\n') goto slow;
+            if (append_body(r, d + j, (Py_ssize_t)size) < 0) return -1;
+            fed += size;
+            i = j + size + 2;
+            continue;
+        }
+    slow:;
         char c = d[i];
         switch (r->phase) {
         case P_SIZE: {
@@ -960,17 +992,17 @@ static PyObject *usage_int(PyObject *usage, const char *key, Py_ssize_t k)
     Py_RETURN_NONE;
 }
 
-/* The stream's token figures when the shared table knew every piece (else None: StreamBook's
- * token pass counts them): settle_one in stream.py, step for step. */
-static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
+/* The ITL loop of settle_one in stream.py, step for step: each gap not zero goes into gaps
+ * (divided by its event's tokens, once per token); returns the zero gaps' count, sets *local (the
+ * stream's tokens), *itl_max and *any (whether a gap was seen). -1 on an error. */
+static long long gap_loop(Reader *r, PyObject *gaps, long long *local, double *itl_max, int *any)
 {
-    if (!r->counts || r->misses) Py_RETURN_NONE;
-    long long local = 0, zeros = 0;
-    for (Py_ssize_t i = 0; i < r->n_ev; i++) local += r->ev_tok[i];
-    PyObject *gaps = PyList_New(0);
-    if (!gaps) return NULL;
-    double itl_max = 0.0, prev = r->n_ev ? r->ev_ms[0] : 0.0;
-    int any = 0;
+    long long zeros = 0, sum = 0;
+    for (Py_ssize_t i = 0; i < r->n_ev; i++) sum += r->ev_tok[i];
+    *local = sum;
+    *itl_max = 0.0;
+    *any = 0;
+    double prev = r->n_ev ? r->ev_ms[0] : 0.0;
     for (Py_ssize_t i = 1; i < r->n_ev; i++) {
         long k = r->ev_tok[i];
         if (k <= 0) continue; /* a whitespace-only piece: its gap joins the next token's */
@@ -979,19 +1011,34 @@ static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
             zeros += k; /* one read's events: recorded as a count */
         } else {
             PyObject *g = PyFloat_FromDouble(gap);
-            if (!g) goto fail;
+            if (!g) return -1;
             for (long j = 0; j < k; j++) {
                 if (PyList_Append(gaps, g) < 0) {
                     Py_DECREF(g);
-                    goto fail;
+                    return -1;
                 }
             }
             Py_DECREF(g);
         }
-        if (!any || gap > itl_max) itl_max = gap;
-        any = 1;
+        if (!*any || gap > *itl_max) *itl_max = gap;
+        *any = 1;
         prev = r->ev_ms[i];
     }
+    return zeros;
+}
+
+/* The stream's token figures when the shared table knew every piece (else None: StreamBook's
+ * token pass counts them): settle_one in stream.py, step for step. */
+static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
+{
+    if (!r->counts || r->misses) Py_RETURN_NONE;
+    long long local;
+    double itl_max;
+    int any;
+    PyObject *gaps = PyList_New(0);
+    if (!gaps) return NULL;
+    long long zeros = gap_loop(r, gaps, &local, &itl_max, &any);
+    if (zeros < 0) goto fail;
     double first = r->n_ev ? r->ev_ms[0] : 0.0, last = r->n_ev ? r->ev_ms[r->n_ev - 1] : 0.0;
     PyObject *mx = any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None);
     if (!mx) goto fail;
@@ -1006,6 +1053,126 @@ static PyObject *Reader_token_figures(Reader *r, PyObject *Py_UNUSED(ignored))
 fail:
     Py_DECREF(gaps);
     return NULL;
+}
+
+/* Interned record keys for fill (made once, at import). */
+static PyObject *k_prompt_srv, *k_completion_srv, *k_completion_local, *k_output, *k_source, *k_itl_max,
+    *k_tpot, *k_tokens_per_s, *k_prompt_local, *v_local;
+
+static int put(PyObject *line, PyObject *key, PyObject *v)
+{
+    if (!v) return -1;
+    int rc = PyDict_SetItem(line, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* Interned record keys for stamp and fill (made once, at import). */
+static PyObject *k_stream, *k_ttfb, *k_ttft, *k_ttfo, *k_ittft, *k_ittfo, *k_chunks;
+
+/* An ms figure from a wire time (0: never seen, None), appended to its histogram's list too. */
+static int put_ms(PyObject *line, PyObject *key, double at, double from, PyObject *mark)
+{
+    if (!at) return PyDict_SetItem(line, key, Py_None);
+    PyObject *v = PyFloat_FromDouble((at - from) * 1000.0);
+    if (!v) return -1;
+    int rc = PyDict_SetItem(line, key, v);
+    if (!rc && mark != Py_None) rc = PyList_Append(mark, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* stamp(line, sent, intended, done, marks) -> end: stream.stamp (the wire times into the record),
+ * each figure also appended to its list in marks (TTFB, TTFT, TTFO and the intended TTFT and TTFO
+ * histograms' pending lists, or None each), as StreamTimes.stamp does. */
+static PyObject *Reader_stamp(Reader *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "stamp(line: dict, sent, intended, done, marks: 5-tuple)");
+        return NULL;
+    }
+    PyObject *line = args[0], *const *m = &PyTuple_GET_ITEM(args[4], 0);
+    for (int k = 0; k < 5; k++) {
+        if (m[k] != Py_None && !PyList_Check(m[k])) {
+            PyErr_SetString(PyExc_TypeError, "marks: lists or None");
+            return NULL;
+        }
+    }
+    double sent = PyFloat_AsDouble(args[1]), intended = PyFloat_AsDouble(args[2]), done = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (PyDict_SetItem(line, k_stream, Py_True) < 0 || put_ms(line, k_ttfb, r->first_byte, sent, m[0]) < 0 ||
+        put_ms(line, k_ttft, r->first_content, sent, m[1]) < 0 ||
+        put_ms(line, k_ttfo, r->first_output, sent, m[2]) < 0 ||
+        put_ms(line, k_ittft, r->first_content, intended, m[3]) < 0 ||
+        put_ms(line, k_ittfo, r->first_output, intended, m[4]) < 0 ||
+        put(line, k_chunks, PyLong_FromSsize_t(r->n_ev)) < 0)
+        return NULL;
+    return PyFloat_FromDouble(r->last_content ? r->last_content : done);
+}
+
+/* fill(line, itl, tpot, latency_ms, prompt_local) -> bool: StreamBook._known in C. When the shared
+ * table knew every piece: the token fields into the record dict, the ITL gaps that are not zero
+ * onto the list itl, TPOT onto the list tpot, and the counters summed in the table (take_sums);
+ * else False and nothing is touched. */
+static PyObject *Reader_fill(Reader *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fill(line: dict, itl: list, tpot: list, latency_ms, prompt_local)");
+        return NULL;
+    }
+    if (!r->counts || r->misses) Py_RETURN_FALSE;
+    PyObject *line = args[0];
+    double latency_ms = args[3] == Py_None ? 0.0 : PyFloat_AsDouble(args[3]);
+    if (latency_ms == -1.0 && PyErr_Occurred()) return NULL;
+    long long local;
+    double itl_max;
+    int any;
+    long long zeros = gap_loop(r, args[1], &local, &itl_max, &any);
+    if (zeros < 0) return NULL;
+    PyObject *prompt = usage_int(r->usage, KEY("\"prompt_tokens\""));
+    if (!prompt) return NULL;
+    if (put(line, k_prompt_srv, prompt) < 0) return NULL;
+    PyObject *completion = usage_int(r->usage, KEY("\"completion_tokens\""));
+    if (!completion) return NULL;
+    int compared = completion != Py_None;
+    long long completion_v = compared ? PyLong_AsLongLong(completion) : 0;
+    if (put(line, k_completion_srv, completion) < 0) return NULL;
+    if (completion_v == -1 && PyErr_Occurred()) return NULL;
+    PyObject *lv = PyLong_FromLongLong(local);
+    if (!lv) return NULL;
+    if (PyDict_SetItem(line, k_completion_local, lv) < 0 || put(line, k_output, lv) < 0) return NULL;
+    if (PyDict_SetItem(line, k_source, v_local) < 0) return NULL;
+    if (put(line, k_itl_max, any ? PyFloat_FromDouble(itl_max) : Py_NewRef(Py_None)) < 0) return NULL;
+    PyObject *tpot = Py_None;
+    if (local > 1 && r->n_ev > 1) {
+        tpot = PyFloat_FromDouble((r->ev_ms[r->n_ev - 1] - r->ev_ms[0]) / (double)(local - 1));
+        if (!tpot || PyList_Append(args[2], tpot) < 0) {
+            Py_XDECREF(tpot);
+            return NULL;
+        }
+    } else {
+        Py_INCREF(tpot);
+    }
+    if (put(line, k_tpot, tpot) < 0) return NULL;
+    PyObject *per_s = Py_NewRef(Py_None);
+    double latency_s = latency_ms / 1000.0;
+    if (local && latency_s > 0) { /* round(local / latency_s, 3), by the same correctly rounded steps */
+        Py_DECREF(per_s);
+        char *text = PyOS_double_to_string((double)local / latency_s, 'f', 3, 0, NULL);
+        if (!text) return NULL;
+        double rounded = PyOS_string_to_double(text, NULL, NULL);
+        PyMem_Free(text);
+        if (rounded == -1.0 && PyErr_Occurred()) return NULL;
+        per_s = PyFloat_FromDouble(rounded);
+    }
+    if (put(line, k_tokens_per_s, per_s) < 0) return NULL;
+    if (PyDict_SetItem(line, k_prompt_local, args[4]) < 0) return NULL;
+    PieceCounts *t = r->counts;
+    t->zeros += zeros;
+    t->compared += compared;
+    t->mismatched += compared && local != completion_v;
+    t->output += local;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *Reader_get_content_chunks(Reader *r, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(r->n_ev); }
@@ -1028,6 +1195,10 @@ static PyMethodDef Reader_methods[] = {
     {"eof", (PyCFunction)Reader_eof, METH_NOARGS,
      "eof() -> bool: the connection closed; True if that ends the answer (a body delimited by close)."},
     {"reset", (PyCFunction)Reader_reset, METH_NOARGS, "reset(): before the next request."},
+    {"stamp", (PyCFunction)(void (*)(void))Reader_stamp, METH_FASTCALL,
+     "stamp(line, sent, intended, done, marks) -> end: the wire times into the record and their histograms."},
+    {"fill", (PyCFunction)(void (*)(void))Reader_fill, METH_FASTCALL,
+     "fill(line, itl, tpot, latency_ms, prompt_local) -> bool: the token fields, when the table knew every piece."},
     {"token_figures", (PyCFunction)Reader_token_figures, METH_NOARGS,
      "token_figures() -> (local, zeros, gaps, itl_max, first_ms, last_ms, prompt, completion) | None."},
     {NULL},
@@ -1115,12 +1286,21 @@ static PyObject *Counts_clear(PieceCounts *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *Counts_take_sums(PieceCounts *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *v = Py_BuildValue("(LLLL)", t->zeros, t->compared, t->mismatched, t->output);
+    if (v) t->zeros = t->compared = t->mismatched = t->output = 0;
+    return v;
+}
+
 static Py_ssize_t Counts_len(PieceCounts *t) { return t->used; }
 
 static PyMethodDef Counts_methods[] = {
     {"update", (PyCFunction)(void (*)(void))Counts_update, METH_FASTCALL, "update(pieces, counts): learn counts."},
     {"get", (PyCFunction)Counts_get, METH_O, "get(piece) -> int | None"},
     {"clear", (PyCFunction)Counts_clear, METH_NOARGS, "clear(): forget every piece."},
+    {"take_sums", (PyCFunction)Counts_take_sums, METH_NOARGS,
+     "take_sums() -> (zero gaps, compared, mismatched, output tokens) summed by fill since the last call."},
     {NULL},
 };
 
@@ -1147,6 +1327,21 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__sse(void)
 {
     if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&PieceCountsType) < 0) return NULL;
+    if (!(k_prompt_srv = PyUnicode_InternFromString("prompt_tokens_server")) ||
+        !(k_completion_srv = PyUnicode_InternFromString("completion_tokens_server")) ||
+        !(k_completion_local = PyUnicode_InternFromString("completion_tokens_local")) ||
+        !(k_output = PyUnicode_InternFromString("output_tokens")) ||
+        !(k_source = PyUnicode_InternFromString("token_source")) ||
+        !(k_itl_max = PyUnicode_InternFromString("itl_max_ms")) || !(k_tpot = PyUnicode_InternFromString("tpot_ms")) ||
+        !(k_tokens_per_s = PyUnicode_InternFromString("output_tokens_per_s")) ||
+        !(k_prompt_local = PyUnicode_InternFromString("prompt_tokens_local")) ||
+        !(v_local = PyUnicode_InternFromString("local")) || !(k_stream = PyUnicode_InternFromString("stream")) ||
+        !(k_ttfb = PyUnicode_InternFromString("ttfb_ms")) || !(k_ttft = PyUnicode_InternFromString("ttft_ms")) ||
+        !(k_ttfo = PyUnicode_InternFromString("ttfo_ms")) ||
+        !(k_ittft = PyUnicode_InternFromString("intended_ttft_ms")) ||
+        !(k_ittfo = PyUnicode_InternFromString("intended_ttfo_ms")) ||
+        !(k_chunks = PyUnicode_InternFromString("content_chunks")))
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "SSEReader", (PyObject *)&ReaderType) < 0 ||

@@ -32,7 +32,11 @@ from hif.harness.load.preflight import check_run
 from hif.harness.load.requests import ChatRequests
 from hif.harness.load.results import ResultFiles, copy_chaos_events, write_summary
 from hif.harness.load.settings import LoadSettings, local_share
-from hif.harness.load.stream import TTFB, TTFO, TTFO_INTENDED, TTFT, TTFT_INTENDED, StreamBook, stamp
+from hif.harness.load.stream import (
+    MARK_TAGS,
+    STREAM_FIELDS,
+    StreamBook,
+)
 from hif.harness.load.summary import LoadSummary, TickCallback, build_summary
 from hif.harness.load.tally import (
     CHAT_INTENDED,
@@ -119,7 +123,7 @@ class Engine:
             duration_s=s.duration_seconds,
         )
         self.chaos_flags = sorted(self._chaos.active())
-        self._line = self._line_template()
+        self._set_templates()
 
     async def run(self) -> LoadSummary:
         s = self.s
@@ -255,15 +259,15 @@ class Engine:
         """A streamed chat: latencies end at the last content event; the line waits for the token
         pass (:class:`~hif.harness.load.stream.StreamBook`), which writes it."""
         st = w.stream
-        assert st is not None and self.book is not None
+        book = self.book
+        assert st is not None and book is not None
         sent, intended = w.sent, w.intended
-        line = self._line.copy()
-        end = stamp(cast(dict[str, Any], line), st, sent, intended, done)
-        for mark, key in self._stream_marks:
-            ms = line[key]  # type: ignore[literal-required]
-            if ms is not None:
-                mark(ms)
-        self.cur.counts["streams"] += 1
+        # As chat_done: the common case fills the one stream template in place and, once the
+        # reader counted the stream's tokens, writes it at once (StreamBook.finish); a stream
+        # that waits for the token pass keeps a copy.
+        line = self._sline
+        end = st.stamp(line, sent, intended, done, self._stream_marks)
+        self._streams += 1
         service_ms, intended_ms = (end - sent) * 1000.0, (end - intended) * 1000.0
         self._service(service_ms)
         self._intended(intended_ms)
@@ -271,18 +275,23 @@ class Engine:
         if service_ms <= self._good_ms and error_class is None and 200 <= status < 300 and not w.attached:
             self._good += 1
         if error_class is not None or w.attached or sent - intended > self._late_s:
+            line = line.copy()
             # The SLA clock of an attached stream starts at its last content event.
-            self._chat_details(line, w, status, error_class, error, body, end)
+            self._chat_details(cast(ChatRecord, line), w, status, error_class, error, body, end)
         offset = self.offset_s
         line["ts"], line["intended_ts"] = sent + offset, intended + offset
         line["latency_ms"], line["intended_latency_ms"] = service_ms, intended_ms
         line["status"] = status
-        self.book.add(cast(dict[str, Any], line), st, w.data)
+        if not book.finish(line, st, w.data, self._write_line):
+            book.add(line.copy() if line is self._sline else line, st, w.data)
 
     def settle_streams(self) -> None:
         """The token pass over streams finished since the last one (ticker turn, bucket close)."""
-        if self.book is not None and len(self.book):
+        if self.book is not None:
             self.book.settle(self.recorder, self.cur.counts, self.files.chat_line)
+
+    def _write_line(self, line: dict[str, Any]) -> None:
+        self._write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     def _chat_details(
         self,
@@ -324,27 +333,19 @@ class Engine:
         self._service = rec.appender(CHAT_SERVICE)
         self._intended = rec.appender(CHAT_INTENDED)
         self._send_lag = rec.appender(SEND_LAG)
-        # Streamed: each wire time's histogram append, bound like the ones above (an interval left
+        # Streamed: the wire times' histogram lists, bound like the ones above (an interval left
         # empty is dropped at rotation).
-        self._stream_marks = (
-            [
-                (rec.appender(tag), key)
-                for tag, key in (
-                    (TTFB, "ttfb_ms"),
-                    (TTFT, "ttft_ms"),
-                    (TTFO, "ttfo_ms"),
-                    (TTFT_INTENDED, "intended_ttft_ms"),
-                    (TTFO_INTENDED, "intended_ttfo_ms"),
-                )
-            ]
-            if self.s.stream
-            else []
+        self._stream_marks: tuple[list[float] | None, ...] = (
+            tuple(rec.pending(tag) for tag in MARK_TAGS) if self.s.stream else ()
         )
         if self.lane is not None:
             self.lane.send_lag = self._send_lag
+        if self.book is not None:
+            self.book.bind(rec)
         self._status_list: list[int] = []
         self._statuses = self._status_list.append
         self._errors = 0
+        self._streams = 0
         self._good = 0  # answered chats without an explanation that count toward goodput
         self._good_ms = self.goodput.chat_ms
 
@@ -352,6 +353,8 @@ class Engine:
         """Add the hot path's per-bucket tallies to the bucket's counters."""
         statuses = self._status_list
         counts = bucket.counts
+        if self._streams:
+            counts["streams"] += self._streams
         if statuses:
             counts["requests"] += len(statuses)
             for status, n in collections.Counter(statuses).items():
@@ -360,6 +363,12 @@ class Engine:
             counts["ok"] += len(statuses) - self._errors
         if self._good:
             counts["good"] += self._good
+
+    def _set_templates(self) -> None:
+        self._line = self._line_template()
+        # Streamed: the same with every stream field in place (the order lines have always had),
+        # so filling it in place never grows the dict.
+        self._sline: dict[str, Any] = {**self._line, **STREAM_FIELDS}
 
     def _line_template(self) -> ChatRecord:
         """A chat record with this run's constants and the common case's values."""
@@ -427,7 +436,7 @@ class Engine:
             flags = sorted(self._chaos.active())
             if flags != self.chaos_flags:
                 self.chaos_flags = flags
-                self._line = self._line_template()
+                self._set_templates()
             while self.wall(now) >= self.cur.end_s:
                 self._close_bucket(self.cur.end_s)
 

@@ -21,7 +21,10 @@ tokenizer (:mod:`hif.tokens`) in one batch per ticker turn, and derives ITL (eac
 between content events divided by the tokens of the later event, counted once per token; the
 first content event defines TTFT and its extra tokens add no gap) and TPOT ((last - first content)
 / (output tokens - 1)). Without a tokenizer ITL is not reported and TPOT uses the server's
-``usage.completion_tokens``. docs/load.md defines every figure.
+``usage.completion_tokens``. Once the C reader's shared table knows every piece of a stream (in a
+steady run, every stream after the first ticker turn), the same figures come from the table and
+the line is written as the stream ends (:meth:`StreamBook.finish`): the tokenizer still never runs
+on the request path. docs/load.md defines every figure.
 """
 
 from __future__ import annotations
@@ -66,6 +69,32 @@ TTFB, TTFT, TTFO = "stream.ttfb", "stream.ttft", "stream.ttfo"
 TTFT_INTENDED, TTFO_INTENDED = "stream.ttft_intended", "stream.ttfo_intended"
 ITL, TPOT = "stream.itl", "stream.tpot"
 STREAM_TAGS = (TTFB, TTFT, TTFO, TTFT_INTENDED, TTFO_INTENDED, ITL, TPOT)
+# The wire times StreamReader.stamp appends to their histograms, in the order of its marks.
+MARK_TAGS = (TTFB, TTFT, TTFO, TTFT_INTENDED, TTFO_INTENDED)
+MARK_KEYS = ("ttfb_ms", "ttft_ms", "ttfo_ms", "intended_ttft_ms", "intended_ttfo_ms")
+Marks = tuple[list[float] | None, ...]
+# A streamed chat's record fields after the common ones, in the order they are written: stamp's,
+# then the token pass's.
+STREAM_FIELDS: dict[str, Any] = dict.fromkeys(
+    (
+        "stream",
+        "ttfb_ms",
+        "ttft_ms",
+        "ttfo_ms",
+        "intended_ttft_ms",
+        "intended_ttfo_ms",
+        "content_chunks",
+        "prompt_tokens_server",
+        "completion_tokens_server",
+        "completion_tokens_local",
+        "output_tokens",
+        "token_source",
+        "itl_max_ms",
+        "tpot_ms",
+        "output_tokens_per_s",
+        "prompt_tokens_local",
+    )
+)
 
 
 class StreamTimes:
@@ -111,6 +140,11 @@ class StreamTimes:
 
     def token_figures(self) -> None:
         return None  # no shared piece counts here: StreamBook's token pass counts every stream
+
+    def fill(
+        self, line: dict[str, Any], itl: list[float], tpot: list[float], latency_ms: Any, prompt: Any
+    ) -> bool:
+        return False  # as token_figures: the token pass fills every stream's record
 
     def feed(self, body: bytes) -> None:
         """Body bytes of one socket read, read at :attr:`now` (monotonic seconds).
@@ -233,6 +267,20 @@ class StreamReader(Protocol):
         None (:class:`StreamBook` counts them)."""
         ...
 
+    def stamp(self, line: dict[str, Any], sent: float, intended: float, done: float, marks: Marks) -> float:
+        """:func:`stamp`, and each of its figures appended to its list in ``marks`` (the pending
+        lists of the histograms :data:`MARK_TAGS` names, None where not recorded); returns the
+        end-to-end end."""
+        ...
+
+    def fill(
+        self, line: dict[str, Any], itl: list[float], tpot: list[float], latency_ms: Any, prompt: Any
+    ) -> bool:
+        """Where :meth:`token_figures` would give figures: the record's token fields written into
+        ``line`` (``prompt``: its local prompt tokens), ITL gaps that are not zero and TPOT onto
+        the lists, the counters summed in the shared table; True. Else False, nothing touched."""
+        ...
+
     def read(self, data: bytes, now: float) -> bool:
         """One socket read of the answer (head and body bytes as they came), read at ``now``
         (monotonic seconds); True once the answer is whole. Unparseable HTTP raises ValueError."""
@@ -272,6 +320,14 @@ class HttpStreamTimes(StreamTimes):
         self._pieces.clear()
         self._raw: list[bytes] = []  # head bytes, read only at an early EOF
         self.status, self.keep_alive = 0, False
+
+    def stamp(self, line: dict[str, Any], sent: float, intended: float, done: float, marks: Marks) -> float:
+        end = stamp(line, self, sent, intended, done)
+        for mark, key in zip(marks, MARK_KEYS, strict=True):
+            ms = line[key]
+            if mark is not None and ms is not None:
+                mark.append(ms)
+        return end
 
     def on_message_complete(self) -> None:  # httptools, inside feed_data
         self._done = True
@@ -386,9 +442,11 @@ class StreamBook:
     records ITL and TPOT, fills the token fields and writes the lines.
 
     With the C reader, every piece's count also goes into a table the readers share
-    (``PieceCounts``): a reader that found all of a stream's pieces there hands over the stream's
-    token figures ready (``token_figures()``, the ITL loop below done in C), so in steady state
-    the pass handles no piece at all; a stream with an unknown piece takes the path below.
+    (``PieceCounts``): a reader that found all of a stream's pieces there fills the record's token
+    fields itself (``fill``: the ITL loop below and :meth:`_known`, in C), so in steady state the
+    engine writes each line as its stream ends (:meth:`finish`) and the pass only adds the summed
+    counters; a stream with an unknown piece, and every one after it until the next pass (so lines
+    keep their order), takes the path below.
     """
 
     def __init__(
@@ -408,10 +466,37 @@ class StreamBook:
             from hif.harness.load._sse import PieceCounts
 
             self.table = PieceCounts()
+        # Summed over the streams filled since the last pass (see settle).
+        self._zeros = self._compared = self._mismatched = self._output_total = 0
+        # A recorder's ITL and TPOT intervals, from bind() (the engine's, before its first chat)
+        # or settle(); until then nothing is recorded into them.
+        self._itl: list[float] = []
+        self._tpot: list[float] = []
 
     def new_reader(self) -> StreamReader:
         """A reader for one worker, sharing this book's piece counts."""
         return self._reader(self.table) if self.table is not None else self._reader()
+
+    def bind(self, recorder: IntervalRecorder) -> None:
+        """Point the lines written at once (:meth:`finish`) at ``recorder``'s current ITL and TPOT
+        intervals (the engine calls this after each rotation, as it re-binds its own appenders)."""
+        self._itl = recorder.pending(ITL)
+        self._tpot = recorder.pending(TPOT)
+
+    def finish(
+        self, line: dict[str, Any], st: StreamReader, data: bytes, write: Callable[[Any], None]
+    ) -> bool:
+        """Fill and write ``line`` now when the C reader counted the stream's tokens itself and no
+        stream waits for the pass before it (lines stay in the order their streams ended); else
+        False, and the caller :meth:`add` s a copy. Nothing here calls the tokenizer, so the
+        request path still never pays for a count: the reader's ``fill`` is :meth:`_known` in C
+        (one call: the token fields, ITL, TPOT, the counters summed in the shared table)."""
+        if self._pending or self.table is None:
+            return False
+        if not st.fill(line, self._itl, self._tpot, line["latency_ms"], self.prompt_tokens.get(data)):
+            return False
+        write(line)
+        return True
 
     def add(self, line: dict[str, Any], st: StreamReader, data: bytes) -> None:
         figures = st.token_figures()
@@ -427,54 +512,74 @@ class StreamBook:
         self, recorder: IntervalRecorder, counts: Any, write: Callable[[dict[str, Any]], None]
     ) -> None:
         pending, self._pending = self._pending, []
-        if not pending:
-            return
-        itl = recorder.pending(ITL)
-        tpot = recorder.appender(TPOT)
-        per_chunk: list[list[int]] | None = None
-        if self.tokenizer is not None:
-            per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
-        zeros, slow = 0, 0
-        compared = mismatched = output_total = 0
-        prompt_tokens = self.prompt_tokens
-        for line, figures, times, _raws, usage, data in pending:
-            if figures is not None:
-                # fill_tokens for a stream whose tokens the reader counted, inline (this loop runs
-                # once per streamed chat) and with the counters summed per batch.
-                local, z, gaps, itl_max, first_ms, last_ms, prompt_srv, completion_srv = figures
-                if gaps:
-                    itl.extend(gaps)
-                zeros += z
-                line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
-                line["completion_tokens_local"] = line["output_tokens"] = local
-                line["token_source"] = "local"
-                if completion_srv is not None:
-                    compared += 1
-                    mismatched += local != completion_srv
-                output_total += local
-                line["itl_max_ms"] = itl_max
-                tpot_ms = None
-                if local > 1 and line["content_chunks"] > 1:
-                    tpot_ms = (last_ms - first_ms) / (local - 1)
-                    tpot(tpot_ms)
-                line["tpot_ms"] = tpot_ms
-                latency_s = (line["latency_ms"] or 0.0) / 1000.0
-                line["output_tokens_per_s"] = round(local / latency_s, 3) if local and latency_s > 0 else None
-            else:
-                chunk_tokens = None if per_chunk is None else per_chunk[slow]
-                slow += 1
-                zeros += settle_one(line, times, chunk_tokens, usage, itl, tpot, counts)
-            line["prompt_tokens_local"] = prompt_tokens.get(data)
-            write(line)
-        if zeros:
-            recorder.record_count(ITL, 0.0, zeros)
+        if pending:
+            self._settle(pending, recorder, counts, write)
+        # The counters of every stream filled since the last pass, summed: one histogram call and
+        # three counter updates per pass, not per stream.
+        if self.table is not None:
+            zeros, compared, mismatched, output = self.table.take_sums()
+            self._zeros += zeros
+            self._compared += compared
+            self._mismatched += mismatched
+            self._output_total += output
+        if self._zeros:
+            recorder.record_count(ITL, 0.0, self._zeros)
         for key, n in (
-            ("stream_usage_compared", compared),
-            ("stream_usage_mismatch", mismatched),
-            ("stream_output_tokens", output_total),
+            ("stream_usage_compared", self._compared),
+            ("stream_usage_mismatch", self._mismatched),
+            ("stream_output_tokens", self._output_total),
         ):
             if n:
                 counts[key] += n
+        self._zeros = self._compared = self._mismatched = self._output_total = 0
+
+    def _settle(
+        self,
+        pending: list[tuple[dict[str, Any], Any, list[float], list[bytes], bytes | None, bytes]],
+        recorder: IntervalRecorder,
+        counts: Any,
+        write: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.bind(recorder)
+        itl, tpot = self._itl, self._tpot.append
+        per_chunk: list[list[int]] | None = None
+        if self.tokenizer is not None:
+            per_chunk = self._counts([raws for _l, figures, _t, raws, _u, _d in pending if figures is None])
+        slow = 0
+        prompt_tokens = self.prompt_tokens
+        for line, figures, times, _raws, usage, data in pending:
+            if figures is not None:
+                self._known(line, figures, data)
+            else:
+                chunk_tokens = None if per_chunk is None else per_chunk[slow]
+                slow += 1
+                self._zeros += settle_one(line, times, chunk_tokens, usage, itl, tpot, counts)
+                line["prompt_tokens_local"] = prompt_tokens.get(data)
+            write(line)
+
+    def _known(self, line: dict[str, Any], figures: TokenFigures, data: bytes) -> None:
+        """:func:`fill_tokens` for a stream whose tokens the reader counted, with the counters
+        summed per pass (this runs once per streamed chat); tests check the two agree."""
+        local, z, gaps, itl_max, first_ms, last_ms, prompt_srv, completion_srv = figures
+        if gaps:
+            self._itl.extend(gaps)
+        self._zeros += z
+        line["prompt_tokens_server"], line["completion_tokens_server"] = prompt_srv, completion_srv
+        line["completion_tokens_local"] = line["output_tokens"] = local
+        line["token_source"] = "local"
+        if completion_srv is not None:
+            self._compared += 1
+            self._mismatched += local != completion_srv
+        self._output_total += local
+        line["itl_max_ms"] = itl_max
+        tpot_ms = None
+        if local > 1 and line["content_chunks"] > 1:
+            tpot_ms = (last_ms - first_ms) / (local - 1)
+            self._tpot.append(tpot_ms)
+        line["tpot_ms"] = tpot_ms
+        latency_s = (line["latency_ms"] or 0.0) / 1000.0
+        line["output_tokens_per_s"] = round(local / latency_s, 3) if local and latency_s > 0 else None
+        line["prompt_tokens_local"] = self.prompt_tokens.get(data)
 
     def _counts(self, streams: list[list[bytes]]) -> list[list[int]]:
         """Tokens per content piece. Pieces repeat (a stream is made of a vocabulary's tokens), so

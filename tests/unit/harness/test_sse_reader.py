@@ -9,10 +9,13 @@ every figure either reader produces must match after every read and at the end.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 from hif.errors import ConfigError
 from hif.harness.load.stream import (
     ITL,
+    MARK_TAGS,
     READER_ENV,
     TPOT,
     HttpStreamTimes,
@@ -363,12 +367,16 @@ WORDS = st.lists(
 )
 
 
-def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[Any], list[Any], list[Any]]:
-    """The second pass's records, ITL and TPOT values (the first pass teaches the piece counts)."""
+def _records(
+    cls: Any, streams: list[list[tuple[bytes, float]]], at_once: bool = False
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The second pass's records, ITL and TPOT values (the first pass teaches the piece counts);
+    ``at_once``: each line written by StreamBook.finish where it can, as the engine does."""
     book = StreamBook(_Words(), {}, reader=cls)  # type: ignore[arg-type]
     figures, out = [], []
     for _pass in range(2):
         recorder = IntervalRecorder(0.0)
+        book.bind(recorder)
         lines: list[dict[str, Any]] = []
         for reads in streams:
             r = book.new_reader()
@@ -376,16 +384,20 @@ def _records(cls: Any, streams: list[list[tuple[bytes, float]]]) -> tuple[list[A
             for data, t in reads:
                 r.read(data, t)
             line: dict[str, Any] = {}
-            end = stamp(line, r, 0.5, 0.4, 9.0)
+            end = r.stamp(line, 0.5, 0.4, 9.0, tuple(recorder.pending(tag) for tag in MARK_TAGS))
+            assert end == stamp({}, r, 0.5, 0.4, 9.0)
             line["latency_ms"] = (end - 0.5) * 1000.0
             figures.append(r.token_figures() is not None)
-            book.add(line, r, b"req")
+            if not (at_once and book.finish(line, r, b"req", lines.append)):
+                book.add(line, r, b"req")
         counts: Counter[str] = Counter()
         book.settle(recorder, counts, lines.append)
         out = [*lines, dict(counts)]
         hists = {iv.tag: iv.histogram for iv in recorder.rotate(1.0)}
-    itl, tpot = hists.get(ITL), hists.get(TPOT)
-    summary = [(h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None for h in (itl, tpot)]
+    summary = [
+        (h.count, [h.percentile(q) for q in (0, 50, 90, 100)]) if h else None
+        for h in (hists.get(tag) for tag in (ITL, TPOT, *MARK_TAGS))
+    ]
     return out, summary, figures
 
 
@@ -410,4 +422,96 @@ def test_token_figures_in_c_equal_the_token_pass(spec: list[list[tuple[list[str]
     c_lines, c_hists, c_fast = _records(SSEReader, streams)
     py_lines, py_hists, _ = _records(HttpStreamTimes, streams)
     assert c_lines == py_lines and c_hists == py_hists
+    # Written at once (no queue, counters summed per pass), the records and histograms are the same.
+    now_lines, now_hists, _ = _records(SSEReader, streams, at_once=True)
+    assert now_lines == py_lines and now_hists == py_hists
     assert all(c_fast[len(streams) :])  # the second pass took the C figures
+
+
+# --- the engine: lines written at once from one reused template ---------------------------------
+
+
+class _Sink:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _engine_lines(tmp_path: Path, reader: str, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Two workers answered in turn, 3 rounds with a token pass after the first: worker 0 gets
+    three pieces and a usage event, worker 1 two pieces and none; the records, in order."""
+    from hif.harness.client import new_event_loop
+    from hif.harness.load.engine import Engine
+    from hif.harness.load.lane import Lane, _StreamWire
+    from hif.harness.load.settings import LoadSettings
+
+    monkeypatch.setenv(READER_ENV, reader)
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3}}\n\n'
+    answers = [
+        HEAD + framed(b"".join(content(x) for x in ("one", " two", " three")) + usage) + b"0\r\n\r\n",
+        HEAD + framed(content("four") + content(" five")) + b"0\r\n\r\n",
+    ]
+
+    async def run() -> None:
+        load = LoadSettings(
+            base_url="http://127.0.0.1:9", concurrency=2, results_dir=tmp_path, live="off", stream=True
+        )
+        engine = Engine(load)
+        engine.begin()
+        assert engine.book is not None
+        lane = engine.lane = Lane(
+            requests=engine.requests,
+            out=engine,
+            workers=2,
+            host="127.0.0.1",
+            port=9,
+            timeout_s=5.0,
+            send_lag=engine._send_lag,
+            stream=True,
+            new_reader=engine.book.new_reader,
+        )
+        wires = []
+        for w in lane.workers:
+            wire = _StreamWire(lane.loop, w)
+            wire.connection_made(_Sink())  # type: ignore[arg-type]
+            w.wire, w.ready = wire, time.monotonic()
+            wires.append(wire)
+            lane.free(w)
+        for turn in range(3):
+            await asyncio.sleep(0)  # the turn that writes the requests
+            for wire, answer in zip(wires, answers, strict=True):
+                wire.data_received(answer)
+            if turn == 0:
+                engine.settle_streams()  # the first pass teaches the piece counts
+        engine.settle_streams()
+        engine.files.close()
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+    return [orjson.loads(x) for x in (tmp_path / "chat_results.jsonl").read_bytes().splitlines()]
+
+
+@needs_c
+def test_the_engine_writes_counted_streams_at_once_as_the_token_pass_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _engine_lines(tmp_path / "c", "c", monkeypatch)
+    slow = _engine_lines(tmp_path / "py", "python", monkeypatch)  # every line through the token pass
+    timing = ("ts", "intended_ts", "latency_ms", "intended_latency_ms", "output_tokens_per_s", "run")
+    timing += tuple(k for k in fast[0] if k.endswith("_ms") and k not in ("itl_max_ms", "tpot_ms"))
+    assert len(fast) == len(slow) == 6
+    for a, b in zip(fast, slow, strict=True):
+        assert list(a) == list(b)  # the same fields in the same order
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    # No field leaks from one stream's record into the next through the reused template.
+    assert [line["content_chunks"] for line in fast] == [3, 2] * 3
+    assert [line["completion_tokens_server"] for line in fast] == [3, None] * 3
+    assert [line["prompt_tokens_server"] for line in fast] == [4, None] * 3
+    assert all(line["token_source"] == "local" and line["output_tokens_per_s"] for line in fast)
