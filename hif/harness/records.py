@@ -484,9 +484,11 @@ class CapacityFrontier(TypedDict):
 
     attach_rate: float
     prompt_tokens: NotRequired[int | None]  # v2: the search's prompt length (null: no such axis)
-    rate_rps: float | None  # null: even the lowest step broke a gate
+    rate_rps: float | None  # null: no step passed (the lowest broke a gate, or was inconclusive)
     interval_rps: list[float] | None  # [highest pass, lowest fail]; the fail is rate_max when none failed
     first_broken: str | None
+    broke_at_rps: NotRequired[float | None]  # the lowest rate whose step broke a gate (null: none broke)
+    lowest_rps: NotRequired[float | None]  # the lowest rate stepped at
     steps: int
     reached_max: bool
     generator_short: bool  # a step stayed invalid: the generator could not offer the rate

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from hif.config import add_options, build
 from hif.errors import HarnessError, HifError
+from hif.harness.capacity import markdown
 from hif.harness.capacity.run import CAPACITY_JSON_FILE, run_capacity_sync
 from hif.harness.capacity.settings import CapacitySettings
 
@@ -52,15 +53,7 @@ def frontier_lines(data: dict[str, object]) -> list[str]:
     """One line per attach rate: the highest passing rate and the SLO that broke above it."""
     out = []
     for f in data["frontier"]:  # type: ignore[attr-defined]
-        rate = (
-            f"{f['rate_rps']:.1f} req/s"
-            if f["rate_rps"] is not None
-            else (
-                "none (the lowest step broke a gate)"
-                if f["first_broken"]
-                else "none (no step had samples enough)"
-            )
-        )
+        rate = f"{f['rate_rps']:.1f} req/s" if f["rate_rps"] is not None else markdown.none_passed(f)
         where = f"attach {f['attach_rate']:g}"
         if f.get("prompt_tokens") is not None:
             where += f", {f['prompt_tokens']}-token prompts"

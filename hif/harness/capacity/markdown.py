@@ -137,6 +137,14 @@ def render_svg(data: Mapping[str, Any]) -> str:
 
 
 def _none(f: Mapping[str, Any]) -> str:
+    return none_passed(f)
+
+
+def none_passed(f: Mapping[str, Any]) -> str:
+    """Why a frontier row has no passing rate, in words."""
+    broke, lowest = f.get("broke_at_rps"), f.get("lowest_rps")
+    if f["first_broken"] and broke is not None and lowest is not None and broke > lowest:
+        return f"none ({f['first_broken']} broke at {broke:g} req/s; every lower step had too few samples)"
     return "none (lowest step broke a gate)" if f["first_broken"] else "none (no step had samples enough)"
 
 

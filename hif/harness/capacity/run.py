@@ -14,6 +14,7 @@ writes ``capacity.json`` (schema ``docs/schemas/capacity.schema.json``), then re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -65,6 +66,11 @@ class _Search:
         stop = asyncio.Event()
         summary = await self.run(load, stop=stop, on_tick=self._watch(stop))
         d = summary.data
+        used = (d.get("featureset") or {}).get("used")
+        if s.features is None and isinstance(used, str):
+            # The first step chose the server's default (and said so once); later steps ask for it
+            # by name rather than repeating the runner's note at every step.
+            self.s = dataclasses.replace(s, features=used)
         window = Window(folder, float(d["started_at"]) + s.warmup_seconds, float(d["load_ended_at"]))
         windows = [window]
         if repeat_of is not None:
@@ -217,10 +223,18 @@ def _frontier(
         "rate_rps": result.rate_rps,
         "interval_rps": list(result.interval_rps) if result.interval_rps else None,
         "first_broken": above["first_broken"] if above else None,
+        "broke_at_rps": above["rate_rps"] if above else None,
+        "lowest_rps": min((st["rate_rps"] for st in steps), default=None),
         "steps": result.steps,
         "reached_max": result.reached_max,
         "generator_short": result.generator_short,
     }
+
+
+def _inconclusive_below(f: dict[str, Any]) -> bool:
+    """The frontier's first failing step sat above lower steps (all inconclusive, since none passed)."""
+    broke, lowest = f.get("broke_at_rps"), f.get("lowest_rps")
+    return broke is not None and lowest is not None and broke > lowest
 
 
 def lowest_failing(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -238,9 +252,11 @@ def _document(
 ) -> dict[str, Any]:
     if any(f["generator_short"] for f in frontier):
         status, code = "generator_short", EXIT_GENERATOR
-    elif any(f["rate_rps"] is None and f["first_broken"] for f in frontier):
+    elif any(f["rate_rps"] is None and f["first_broken"] and not _inconclusive_below(f) for f in frontier):
         status, code = "lowest_step_failed", EXIT_LOWEST_FAILED
-    elif any(f["rate_rps"] is None for f in frontier):  # every step inconclusive: nothing proven
+    elif any(f["rate_rps"] is None for f in frontier):
+        # Every step inconclusive, or the first to break sat above steps with too few samples to
+        # judge: no rate was proven to pass, but the lowest step did not break a gate either.
         status, code = "no_rate_passed", EXIT_LOWEST_FAILED
     else:
         status, code = "finished", EXIT_OK

@@ -328,3 +328,29 @@ def test_the_search_plan_crosses_attach_rates_with_prompt_lengths(tmp_path: Path
     with pytest.raises(ConfigError, match="prompt_tokens"):
         CapacitySettings(slo=("chat_p95_ms=500",), prompt_tokens="128", dataset="chat_small")
     assert main(["--slo", "chat_p95_ms=500", "--prompt-tokens", "12x"]) == 2
+
+
+def test_a_break_above_inconclusive_steps_is_not_called_the_lowest_step(tmp_path: Path) -> None:
+    """Steps too thin to judge, then one that breaks a gate: no rate passed, but the lowest step did
+    not break anything, so the search says where it broke instead of blaming the lowest step."""
+    from hif.harness.capacity import markdown
+    from hif.harness.capacity import run as capacity_run
+    from hif.harness.capacity.search import Result
+
+    def step(index: int, rate: float, verdict: str, broken: str | None) -> dict[str, object]:
+        return {"index": index, "rate_rps": rate, "verdict": verdict, "first_broken": broken, "repeat_of": None}
+
+    settings = CapacitySettings(slo=("sentence_p95_ms=1500",), results_dir=tmp_path)
+    result = Result(rate_rps=None, interval_rps=None, steps=3, reached_max=False, generator_short=False)
+    thin_then_broke = [step(0, 8.0, "inconclusive", None), step(1, 16.0, "inconclusive", None)]
+    thin_then_broke.append(step(2, 64.0, "fail", "sentence_p95_ms"))
+    broke_first = [step(0, 8.0, "fail", "sentence_p95_ms")]
+    for steps, status, words in [
+        (thin_then_broke, "no_rate_passed", "broke at 64 req/s; every lower step had too few samples"),
+        (broke_first, "lowest_step_failed", "lowest step broke a gate"),
+    ]:
+        row = capacity_run._frontier(0.1, None, result, steps)  # type: ignore[arg-type]
+        assert row["broke_at_rps"] == steps[-1]["rate_rps"] and row["lowest_rps"] == 8.0
+        doc = capacity_run._document(settings, 0.0, steps, [row])  # type: ignore[arg-type]
+        assert doc["status"] == status and doc["exit_code"] == 1
+        assert words in markdown.none_passed(row)
