@@ -330,6 +330,9 @@ def test_the_search_plan_crosses_attach_rates_with_prompt_lengths(tmp_path: Path
     assert main(["--slo", "chat_p95_ms=500", "--prompt-tokens", "12x"]) == 2
 
 
+NO_REPEAT = {"repeat_of": None}
+
+
 def test_a_break_above_inconclusive_steps_is_not_called_the_lowest_step(tmp_path: Path) -> None:
     """Steps too thin to judge, then one that breaks a gate: no rate passed, but the lowest step did
     not break anything, so the search says where it broke instead of blaming the lowest step."""
@@ -338,7 +341,7 @@ def test_a_break_above_inconclusive_steps_is_not_called_the_lowest_step(tmp_path
     from hif.harness.capacity.search import Result
 
     def step(index: int, rate: float, verdict: str, broken: str | None) -> dict[str, object]:
-        return {"index": index, "rate_rps": rate, "verdict": verdict, "first_broken": broken, "repeat_of": None}
+        return {"index": index, "rate_rps": rate, "verdict": verdict, "first_broken": broken, **NO_REPEAT}
 
     settings = CapacitySettings(slo=("sentence_p95_ms=1500",), results_dir=tmp_path)
     result = Result(rate_rps=None, interval_rps=None, steps=3, reached_max=False, generator_short=False)
