@@ -21,11 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (the OS picks it via port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that was free a moment ago (the OS picks it via port 0), never one this
+    process handed out before: the OS may give a just-closed port again at once, and two servers
+    told the same port (a gateway's and an explainer's metrics, say) fail to start."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no loopback port free that was not handed out already")
 
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
