@@ -43,7 +43,7 @@ class Plan:
     """How much work one job gets; the ladder only ever shrinks it."""
 
     granularity: str  # "sentence" | "token"
-    top_k: int  # features kept per token (or sentence)
+    top_k: int  # the SAE's k: latents encoded per token (reduce-topk lowers it)
     layers: tuple[int, ...]  # hook layers to read
     attribution: str = GRADIENT  # GRADIENT | HEURISTIC
     max_nodes: int = 200

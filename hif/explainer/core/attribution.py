@@ -158,18 +158,18 @@ def _node_scores(
     indices: torch.Tensor,
     group: torch.Tensor,
     d_sae: int,
-    nodes: list[tuple[int, int]],
+    want: torch.Tensor,
 ) -> torch.Tensor:
-    """Sum [n_t, T, k] contributions into (ctx, feature) nodes -> [n_nodes, n_t]."""
+    """Sum [n_t, T, k] contributions into nodes keyed ``ctx * d_sae + feature`` (``want``, [n]) ->
+    [n, n_t]."""
     n_t = per_token.shape[0]
-    if not nodes:
-        return per_token.new_zeros(0, n_t)
+    if want.numel() == 0:
+        return per_token.new_zeros(0, n_t).cpu()
     keep = group >= 0
     keys = (group[keep][:, None] * d_sae + indices[keep].cpu()).flatten()
     contrib = per_token[:, keep].reshape(n_t, -1).cpu()
     uniq, inverse = torch.unique(keys, return_inverse=True)
     summed = contrib.new_zeros(n_t, len(uniq)).index_add_(1, inverse, contrib)
-    want = torch.tensor([c * d_sae + f for c, f in nodes])
     where = torch.searchsorted(uniq, want).clamp_max(len(uniq) - 1)
     found = uniq[where] == want
     return (summed[:, where] * found).t()
@@ -194,19 +194,16 @@ def _assemble(
     n_ctx = len(decoding.tokens) if decoding.granularity == "token" else len(decoding.segments)
     scores = torch.zeros(len(decoding.nodes), len(targets))
     errors = {}
+    nodes = decoding.nodes
     for layer, (feat_tok, err_tok) in per_layer.items():
-        mine = [i for i, n in enumerate(decoding.nodes) if n.layer == layer]
-        keys = [(decoding.nodes[i].ctx_idx, decoding.nodes[i].feature) for i in mine]
-        if mine:
-            scores[mine] = _node_scores(feat_tok, decoding.codes[layer].indices, group, d_sae[layer], keys)
+        mine = nodes.at_layer(layer)
+        if mine.numel():
+            want = nodes.ctx_idx[mine] * d_sae[layer] + nodes.feature[mine]
+            scores[mine] = _node_scores(feat_tok, decoding.codes[layer].indices, group, d_sae[layer], want)
+        # Error nodes hold the SAE's reconstruction error only. Every active latent is a node here
+        # (a sentence node per latent firing in the sentence), so what the graph later prunes is
+        # still a feature's effect, reported as pruned rather than passed off as SAE error.
         errors[layer] = _error_scores(err_tok, group, n_ctx)
-        if decoding.granularity != "token":
-            # Latents outside a sentence's top_k are no node: their effect joins that sentence's
-            # error node, so what links into a target stays the layer's whole effect.
-            shown = torch.zeros_like(errors[layer])
-            if mine:
-                shown.index_add_(0, torch.tensor([decoding.nodes[i].ctx_idx for i in mine]), scores[mine])
-            errors[layer] += _error_scores(feat_tok.sum(-1), group, n_ctx) - shown
     return Attribution(method, targets, scores, errors)
 
 

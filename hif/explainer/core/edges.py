@@ -21,7 +21,10 @@ EDGES_PER_NODE = 8
 
 
 def _node_index(decoding: Decoding, layer: int) -> dict[tuple[int, int], int]:
-    return {(n.ctx_idx, n.feature): i for i, n in enumerate(decoding.nodes) if n.layer == layer}
+    nodes = decoding.nodes
+    mine = nodes.at_layer(layer)
+    pairs = zip(nodes.ctx_idx[mine].tolist(), nodes.feature[mine].tolist(), strict=True)
+    return dict(zip(pairs, mine.tolist(), strict=True))
 
 
 def _pair_edges(
@@ -73,7 +76,7 @@ def feature_edges(
     ordered = sorted(layers)
     edges: list[tuple[int, int, float]] = []
     for lo, hi in itertools.pairwise(ordered):
-        upper = [i for i, n in enumerate(decoding.nodes) if n.layer == hi]
-        upper.sort(key=lambda i: -abs(float(influence[i])))
+        mine = decoding.nodes.at_layer(hi)
+        upper = mine[influence[mine].abs().argsort(descending=True, stable=True)].tolist()
         edges += _pair_edges(subject, saes, decoding, lo, hi, upper[:max_targets])
     return edges

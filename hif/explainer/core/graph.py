@@ -93,8 +93,9 @@ def _cumulative(scores: dict[str, float]) -> dict[str, float]:
 
 def kept_nodes(decoding: Decoding, attribution: Attribution, plan: Plan) -> list[int]:
     """Indices (in decoding.nodes) of the graph's feature nodes: the top ``plan.max_nodes`` by |effect|."""
-    effect = attribution.influence.tolist()
-    return sorted(range(len(decoding.nodes)), key=lambda i: -abs(effect[i]))[: plan.max_nodes]
+    # A stable sort keeps ties in table order, so the same job always keeps the same nodes.
+    order = attribution.influence.abs().argsort(descending=True, stable=True)
+    return order[: plan.max_nodes].tolist()
 
 
 def _feature_nodes(
@@ -103,11 +104,10 @@ def _feature_nodes(
     """The top ``plan.max_nodes`` feature nodes by |effect|, with their index in decoding.nodes."""
     effect = attribution.influence.tolist()
     order = kept_nodes(decoding, attribution, plan)
+    kept = dict(zip(order, decoding.nodes.rows(order), strict=True))
     out = []
-    for i in sorted(
-        order, key=lambda i: (decoding.nodes[i].layer, decoding.nodes[i].ctx_idx, -abs(effect[i]))
-    ):
-        node = decoding.nodes[i]
+    for i in sorted(kept, key=lambda i: (kept[i].layer, kept[i].ctx_idx, -abs(effect[i]))):
+        node = kept[i]
         pos = _ctx(decoding, node.ctx_idx)
         label = (labels.get(node.layer) or {}).get(str(node.feature)) or {}
         node_id = f"{node.layer}_{node.feature}_{pos}"
@@ -159,8 +159,7 @@ def _error_nodes(decoding: Decoding, attribution: Attribution) -> list[tuple[int
                 "reverse_ctx_idx": 0,
                 "activation": None,
                 "influence": None,
-                "clerp": f"SAE reconstruction error, layer {layer}"
-                + ("" if decoding.granularity == "token" else " (and latents outside the sentence's top k)"),
+                "clerp": f"SAE reconstruction error, layer {layer}",
                 "hif_effect": _r(total),
                 "hif_method": attribution.method,  # "heuristic" marks a fallback-scored node
             }
@@ -246,23 +245,21 @@ def _links(
 ) -> list[dict[str, Any]]:
     """Direct effects: the deepest layer's nodes -> targets, each layer's features -> the next's."""
     deepest = max(plan.layers)
-    links = []
-    for i, node in features:
-        if layer_of[i] != deepest:
-            continue
-        for j, weight in enumerate(attribution.node_scores[i].tolist()):
-            if weight != 0.0:
-                links.append(
-                    {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
-                )
-    for layer, ctx, node in errors:
-        if layer != deepest:
-            continue
-        for j, weight in enumerate(attribution.error_scores[layer][ctx].tolist()):
-            if weight != 0.0:
-                links.append(
-                    {"source": node["node_id"], "target": targets[j]["node_id"], "weight": _r(weight)}
-                )
+    target_ids = [t["node_id"] for t in targets]
+    top = [(i, node) for i, node in features if layer_of[i] == deepest]
+    # One gather and one tolist for all rows: indexing the tensor per node costs more than the links.
+    rows = attribution.node_scores[[i for i, _ in top]].tolist() if top else []
+    sources = [node["node_id"] for _, node in top]
+    errors_at = [(ctx, node) for layer, ctx, node in errors if layer == deepest]
+    if errors_at:
+        rows += attribution.error_scores[deepest][[ctx for ctx, _ in errors_at]].tolist()
+        sources += [node["node_id"] for _, node in errors_at]
+    links = [
+        {"source": source, "target": target_ids[j], "weight": round(weight, 6)}
+        for source, row in zip(sources, rows, strict=True)
+        for j, weight in enumerate(row)
+        if weight != 0.0
+    ]
     ids = {i: node["node_id"] for i, node in features}
     for src, dst, weight in attribution.feature_edges:
         if src in ids and dst in ids:
@@ -441,7 +438,7 @@ def build(
     features = _feature_nodes(decoding, attribution, plan, labels)
     errors = _error_nodes(decoding, attribution)
     targets = _target_nodes(decoding, attribution, subject, tokens)
-    layer_of = [n.layer for n in decoding.nodes]
+    layer_of = decoding.nodes.layer.tolist()
     links = _links(attribution, features, errors, targets, plan, layer_of)
     inputs = _input_links(embedding, features, decoding)
     scored = [node for _, node in features] + [node for _, _, node in errors]
@@ -453,7 +450,8 @@ def build(
     metadata["scores"].update(
         _scores(
             nodes, links + [link for per_node in inputs for link in per_node], embedding, attribution, plan
-        )
+        ),
+        pruned_features=_pruned(attribution, [i for i, _ in features]),
     )
     return {
         "metadata": metadata,
@@ -464,6 +462,20 @@ def build(
         "featureset": featureset,
         "degraded": list(plan.degraded),
         "attribution_method": attribution.method,
+    }
+
+
+def _pruned(attribution: Attribution, kept: list[int]) -> dict[str, Any]:
+    """What the node cap left out: candidate feature nodes, those kept, and the share of the total
+    |effect| (every candidate feature plus the error nodes) that the pruned ones carried."""
+    effect = attribution.influence.abs()
+    errors = sum(float(e.sum(-1).abs().sum()) for e in attribution.error_scores.values())
+    total = float(effect.sum()) + errors
+    pruned = float(effect.sum()) - float(effect[kept].sum()) if kept else float(effect.sum())
+    return {
+        "candidates": int(effect.shape[0]),
+        "kept": len(kept),
+        "effect_share": _r(pruned / total) if total > 0 else 0.0,
     }
 
 

@@ -243,8 +243,9 @@ def lowest_layer_nodes(
     decoding: Decoding, kept: Sequence[int], effect: Sequence[float]
 ) -> tuple[int, list[int]]:
     """(lowest hook layer, its ``kept`` nodes by |effect|, largest first)."""
-    layer = min(n.layer for n in decoding.nodes) if decoding.nodes else 0
-    mine = [i for i in kept if decoding.nodes[i].layer == layer]
+    layer = int(decoding.nodes.layer.min()) if decoding.nodes else 0
+    layers = decoding.nodes.layer
+    mine = [i for i in kept if int(layers[i]) == layer]
     return layer, sorted(mine, key=lambda i: -abs(effect[i]))
 
 
@@ -264,7 +265,7 @@ def embedding_links(
         if not nodes:
             return EmbeddingLinks(layer, [], torch.zeros(0, ids.shape[1]), torch.zeros(0), candidates)
         sae = saes[layer]
-        latents = torch.tensor([decoding.nodes[i].feature for i in nodes], device=subject.device)
+        latents = decoding.nodes.feature[list(nodes)].to(subject.device)
         directions = sae.W_enc[:, latents].t()  # [n, d]
         offsets = sae.b_enc[latents] - sae.b_dec @ sae.W_enc[:, latents]
         masks = node_masks(decoding, layer, nodes).clone()

@@ -29,7 +29,7 @@ from hif.errors import AttributionError, FeaturesetError
 from hif.explainer.core import attribution as _attr
 from hif.explainer.core import graph as _graph
 from hif.explainer.core import inputs as _inputs
-from hif.explainer.core.decoding import Decoding, Extraction, FeatureNode, LayerCodes
+from hif.explainer.core.decoding import Decoding, Extraction, LayerCodes, NodeTable
 from hif.explainer.core.model import SubjectModel, resolve_model_path
 from hif.explainer.core.sae import TopKSAE
 from hif.explainer.core.segments import Segment, segments
@@ -125,7 +125,7 @@ class SAEPipeline:
         enc = extraction.encoded
         content = ~torch.tensor(enc.special, dtype=torch.bool, device=self.subject.device)
         segs = segments(enc.text, enc.completion_char, enc.offsets, enc.special)
-        codes, nodes = {}, []
+        codes, tables = {}, []
         for layer in plan.layers:
             sae = self.saes[layer]
             x = extraction.hidden[layer]
@@ -140,12 +140,11 @@ class SAEPipeline:
             values = values * content[:, None]
             x_hat = sae.decode_sparse(values, indices) if plan.batched else _gathered(sae, values, indices)
             codes[layer] = LayerCodes(values, indices, x - x_hat)
-            top_k = values.shape[1]
             if plan.granularity == "token":
-                nodes += _token_nodes(layer, values, indices)
+                tables.append(_token_nodes(layer, values, indices))
             else:
-                nodes += _segment_nodes(layer, values, indices, segs, top_k, sae.d_sae)
-        return Decoding(extraction, plan.granularity, segs, codes, nodes, content)
+                tables.append(_segment_nodes(layer, values, indices, segs, sae.d_sae))
+        return Decoding(extraction, plan.granularity, segs, codes, NodeTable.concat(tables), content)
 
     # --- attribution ---------------------------------------------------------------------------
 
@@ -231,24 +230,29 @@ def _length_groups(lengths: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _token_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor) -> list[FeatureNode]:
+def _token_nodes(layer: int, values: torch.Tensor, indices: torch.Tensor) -> NodeTable:
     pos, slot = torch.nonzero(values > 0, as_tuple=True)
-    feats, acts = indices[pos, slot].tolist(), values[pos, slot].tolist()
-    return [FeatureNode(layer, f, p, a) for p, f, a in zip(pos.tolist(), feats, acts, strict=True)]
+    return _table(layer, indices[pos, slot], pos, values[pos, slot])
 
 
 def _segment_nodes(
-    layer: int, values: torch.Tensor, indices: torch.Tensor, segs: list[Segment], top_k: int, d_sae: int
-) -> list[FeatureNode]:
-    """Sum each latent's activation over a segment's tokens; keep the segment's top ``top_k``."""
+    layer: int, values: torch.Tensor, indices: torch.Tensor, segs: list[Segment], d_sae: int
+) -> NodeTable:
+    """One node per latent that fires in a segment, with its activation summed over the segment's
+    tokens. Every one is a candidate: the graph keeps the strongest by attributed effect, not by
+    activation, so a weakly active latent that matters is not cut before it is scored."""
     summed = _attr.segment_sum(values, indices, segs, d_sae)  # [n_seg, d_sae]
-    top_vals, top_idx = summed.topk(min(top_k, d_sae), dim=-1)
-    return [
-        FeatureNode(layer, int(f), s, float(a))
-        for s in range(len(segs))
-        for a, f in zip(top_vals[s].tolist(), top_idx[s].tolist(), strict=True)
-        if a > 0
-    ]
+    seg_idx, latent = torch.nonzero(summed > 0, as_tuple=True)
+    return _table(layer, latent, seg_idx, summed[seg_idx, latent])
+
+
+def _table(layer: int, feature: torch.Tensor, ctx: torch.Tensor, activation: torch.Tensor) -> NodeTable:
+    return NodeTable(
+        torch.full_like(feature, layer, device="cpu"),
+        feature.cpu(),
+        ctx.cpu(),
+        activation.detach().float().cpu(),
+    )
 
 
 def _sae_folder(info: FeaturesetInfo, layer: int) -> Path:

@@ -247,7 +247,10 @@ class Handler:
         """One batched gradient attribution for the jobs planned for it; each job's attribution stage
         then takes its share. Its time counts for every job in it, as extract's does."""
         wanted = [i for i, t in enumerate(tasks) if t.plan.attribution == GRADIENT]
-        if self.settings.attribution_batching != "on" or len(wanted) < 2:
+        # A batch of one takes this path too: the shared pass starts at the hook layer (and, for the
+        # shipped encoders, runs the written-out last block), where the one-job path reruns the
+        # whole model with the SAE spliced in.
+        if self.settings.attribution_batching != "on" or not wanted:
             return
         pipeline = tasks[wanted[0]].pipeline
         started = time.perf_counter()

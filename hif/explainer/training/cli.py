@@ -133,17 +133,28 @@ def _print_eval(name: str, result: Any) -> None:
         print("  label score         not scored (labels.json predates scoring)")
     print("  faithfulness (sentence graphs; mean |change of summed targets| after zeroing 5 nodes)")
     print(
-        f"    {'text':<9} {'top5-attr':>10} {'rand5-act':>10} {'top5-act':>10} {'rand5-graph':>11}"
-        f" {'attr/act':>9} {'attr/rand':>9} {'error %':>8} {'replace':>8} {'complete':>8}"
+        f"    {'text':<9} {'top5-attr':>10} {'top5-|attr|':>11} {'rand5-act':>10} {'top5-act':>10}"
+        f" {'rand5-graph':>11} {'attr/act':>9} {'|attr|/act':>10} {'attr/rand':>9}"
     )
     for domain, row in result.faithfulness.items():
         if row:
             print(
-                f"    {domain:<9} {row['top5_attributed']:>10.5f} {row['random5_active']:>10.5f}"
-                f" {row['top5_activation']:>10.5f} {row['random5_graph']:>11.5f}"
-                f" {row['ratio_vs_activation']:>8.2f}x {row['ratio_vs_random_active']:>8.2f}x"
-                f" {row['error_mass_pct']:>8.1f} {_score(row.get('replacement_score')):>8}"
-                f" {_score(row.get('completeness_score')):>8}"
+                f"    {domain:<9} {row['top5_attributed']:>10.5f} {row['top5_attributed_abs']:>11.5f}"
+                f" {row['random5_active']:>10.5f} {row['top5_activation']:>10.5f}"
+                f" {row['random5_graph']:>11.5f} {row['ratio_vs_activation']:>8.2f}x"
+                f" {row['ratio_abs_vs_activation']:>9.2f}x {row['ratio_vs_random_active']:>8.2f}x"
+            )
+    print("  attribution mass (error: SAE reconstruction error; pruned: features the node cap left out)")
+    print(
+        f"    {'text':<9} {'turns':>5} {'error %':>8} {'error % shown':>14} {'pruned %':>9}"
+        f" {'replace':>8} {'complete':>8}"
+    )
+    for domain, row in result.faithfulness.items():
+        if row:
+            print(
+                f"    {domain:<9} {row['turns']:>5} {row['error_mass_pct']:>8.1f}"
+                f" {row['error_mass_graph_pct']:>14.1f} {row['pruned_mass_pct']:>9.1f}"
+                f" {_score(row.get('replacement_score')):>8} {_score(row.get('completeness_score')):>8}"
             )
     for goal, ok in result.goals().items():
         print(f"  [{'ok' if ok else 'MISS'}] {goal}")

@@ -4,9 +4,11 @@ Measured on data the SAE never trained on (see ``corpus``: held-out sources per 
 
 - FVU per domain (prose, dialogue, code) <= 0.15 each;
 - dead latents (never firing on any held-out token) < 2 %;
-- faithfulness on sentence graphs (``faithfulness``): zeroing the top-5 attributed nodes moves the
-  targets at least 2x more than zeroing the top-5 by activation (mean over held-out turns);
-- error nodes carry < 15 % of the direct attribution mass on chat turns.
+- faithfulness on sentence graphs (``faithfulness``): zeroing the 5 nodes with the largest positive
+  attribution moves the targets at least 2x more than zeroing the top-5 by activation (mean over
+  held-out turns);
+- error nodes (the SAE's reconstruction error) carry < 15 % of the direct attribution mass on chat
+  turns.
 
 The label-score distribution is reported from the featureset's ``labels.json``. The result is
 printed and stored under ``eval`` in the featureset's ``metrics.json`` (per layer folder).
@@ -114,13 +116,22 @@ def _labels_summary(pipeline: SAEPipeline) -> dict[str, Any]:
     return {"scored": True, **per_layer[top]}
 
 
+def _turns(
+    pipeline: SAEPipeline, turns: list[tuple[str, str]], rng: random.Random
+) -> list[faithfulness.TurnEffects]:
+    return [
+        faithfulness.turn_effects(pipeline, p, c, rng, scored=i < faithfulness.SCORED_TURNS)
+        for i, (p, c) in enumerate(turns)
+    ]
+
+
 def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[str, dict[str, float | None]]:
     rng = random.Random(faithfulness.SEED)
     rows: dict[str, list[faithfulness.TurnEffects]] = {}
     for domain, docs in heldout.items():
         turns = faithfulness.turns_from_documents(docs)
-        rows[domain] = [faithfulness.turn_effects(pipeline, p, c, rng) for p, c in turns]
-    rows[CHAT] = [faithfulness.turn_effects(pipeline, p, c, rng) for p, c in CHAT_TURNS]
+        rows[domain] = _turns(pipeline, turns, rng)
+    rows[CHAT] = _turns(pipeline, list(CHAT_TURNS), rng)
     table = {domain: faithfulness.summarise(turns) for domain, turns in rows.items()}
     table["heldout"] = faithfulness.summarise([t for d, ts in rows.items() if d != CHAT for t in ts])
     return table

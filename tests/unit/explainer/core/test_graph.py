@@ -48,7 +48,30 @@ def test_sentence_nodes_sum_activations_over_the_sentence(tiny_pipeline, make_jo
         for pos in seg.positions:
             dense.index_add_(0, codes.indices[pos], codes.values[pos])
         assert node.activation == pytest.approx(float(dense[node.feature]), rel=1e-5)
-        assert node.activation >= float(dense.topk(plan.top_k).values[-1]) - 1e-6
+    # every latent that fires in a sentence is a candidate node (the graph prunes by effect later)
+    found = {(n.ctx_idx, n.feature) for n in decoding.nodes}
+    for seg in decoding.segments:
+        rows = list(seg.positions)
+        fired = set(codes.indices[rows][codes.values[rows] > 0].tolist())
+        assert {f for s, f in found if s == seg.index} == fired
+
+
+def test_sentence_error_nodes_are_reconstruction_error_only(tiny_pipeline, make_job) -> None:  # type: ignore[no-untyped-def]
+    """A sentence's error node is its tokens' reconstruction-error effect summed (no pruned latents
+    folded in), and the candidate nodes plus the errors carry the layer's whole effect."""
+    from hif.explainer.core import attribution as attr
+
+    plan = tiny_pipeline.default_plan("sentence")
+    decoding, attribution, _ = _run(tiny_pipeline, make_job(PROMPT, COMPLETION), plan)
+    targets = attr.target_specs(decoding, tiny_pipeline.subject.kind)
+    feat, err, _ = attr.gradient_layer(tiny_pipeline.subject, tiny_pipeline.saes[0], decoding, 0, targets)
+    in_segments = attr._groups(decoding) >= 0
+    for seg in decoding.segments:
+        expected = err[:, list(seg.positions)].sum(-1)
+        torch.testing.assert_close(attribution.error_scores[0][seg.index], expected, rtol=1e-4, atol=1e-6)
+    whole = feat[:, in_segments].sum((1, 2)) + err[:, in_segments].sum(-1)
+    shown = attribution.node_scores.sum(0) + attribution.error_scores[0].sum(0)
+    torch.testing.assert_close(shown, whole, rtol=1e-4, atol=1e-6)
 
 
 def test_graph_respects_node_and_edge_budgets(tiny_pipeline, make_job, graph_schema) -> None:  # type: ignore[no-untyped-def]
@@ -77,11 +100,16 @@ def test_graph_records_plan_method_and_errors(tiny_pipeline, make_job, graph_sch
     scored = [n for n in graph["nodes"] if n["feature_type"] in ("sae", "sae reconstruction error")]
     assert all(n["hif_method"] == HEURISTIC for n in scored)
     assert graph["metadata"]["scores"]["comparable_to_gradient"] is False
+    # the SAE encoded with k=2: a sentence holds at most 2 latents per token
+    tokens = {s["ctx_idx"]: len(s["token_positions"]) for s in graph["metadata"]["segments"]}
     per_ctx: dict[int, int] = {}
     for n in graph["nodes"]:
         if n["feature_type"] == "sae":
             per_ctx[n["ctx_idx"]] = per_ctx.get(n["ctx_idx"], 0) + 1
-    assert per_ctx and max(per_ctx.values()) <= 2
+    assert per_ctx and all(count <= 2 * tokens[ctx] for ctx, count in per_ctx.items())
+    pruned = graph["metadata"]["scores"]["pruned_features"]
+    assert pruned["kept"] == sum(per_ctx.values()) <= pruned["candidates"]
+    assert 0.0 <= pruned["effect_share"] < 1.0
 
 
 def test_published_schema_matches_the_graph_builder(graph_schema) -> None:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ def test_turn_effects_fill_every_column(tiny_pipeline: Any) -> None:
     turn = faithfulness.turn_effects(tiny_pipeline, PROMPT, COMPLETION, random.Random(0))
     assert set(turn.effects) == set(faithfulness.CHOICES)
     assert all(v >= 0 for v in turn.effects.values()) and turn.effects["top5_attributed"] > 0
-    assert 0 <= turn.error_mass <= turn.total_mass
+    assert 0 <= turn.error_mass <= turn.shown_mass <= turn.total_mass
     row = faithfulness.summarise([turn])
     assert 0 <= row["error_mass_pct"] <= 100 and row["turns"] == 1
     # the sentence graph's circuit-tracer scores, with token edges into every feature node
@@ -70,3 +70,20 @@ def test_goals_name_each_domain_and_miss_honestly() -> None:
         "top-5 attributed >= 2.0x top-5 by activation (held-out)",
         "error nodes < 15.0% of attribution mass (chat)",
     ]
+
+
+def test_top5_attributed_are_the_largest_positive_attributions(tiny_pipeline: Any, make_job: Any) -> None:
+    """The headline choice ablates the 5 nodes the graph says push the targets up most; zeroing them
+    lowers the summed targets (the sign attribution predicts)."""
+    dec = _decoding(tiny_pipeline, make_job)
+    plan = tiny_pipeline.default_plan("sentence")
+    effect = tiny_pipeline.attribute(dec, plan).influence
+    nodes = [(n.layer, n.ctx_idx, n.feature) for n in dec.nodes]
+    top = [nodes[i] for i in effect.argsort(descending=True)[:5].tolist()]
+    assert all(float(effect[nodes.index(n)]) > 0 for n in top)
+    base = faithfulness._targets_sum(tiny_pipeline, dec, [])
+    after = faithfulness._targets_sum(tiny_pipeline, dec, top)
+    turn = faithfulness.turn_effects(tiny_pipeline, PROMPT, COMPLETION, random.Random(0), scored=False)
+    assert turn.effects["top5_attributed"] == pytest.approx(abs(after - base), rel=1e-6)
+    assert after < base
+    assert turn.replacement is None and turn.completeness is None  # scored=False skips the slow edges
