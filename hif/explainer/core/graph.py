@@ -35,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
 from hif.explainer.core.attribution import Attribution, Target
 from hif.explainer.core.decoding import Decoding
 from hif.explainer.core.inputs import EDGES_PER_NODE, EmbeddingLinks
@@ -74,6 +76,12 @@ def cantor(x: int, y: int) -> int:
 
 def _r(value: float) -> float:
     return round(float(value), 6)
+
+
+def _rounded(values: torch.Tensor) -> list[Any]:
+    """``_r`` over a whole tensor (as nested lists): the same numbers, one call instead of one per
+    value, which a graph's thousand links make worth it."""
+    return torch.round(values.double(), decimals=6).tolist()
 
 
 def _ctx(decoding: Decoding, ctx: int) -> int:
@@ -248,17 +256,19 @@ def _links(
     target_ids = [t["node_id"] for t in targets]
     top = [(i, node) for i, node in features if layer_of[i] == deepest]
     # One gather and one tolist for all rows: indexing the tensor per node costs more than the links.
-    rows = attribution.node_scores[[i for i, _ in top]].tolist() if top else []
+    raw = attribution.node_scores[[i for i, _ in top]] if top else attribution.node_scores[:0]
     sources = [node["node_id"] for _, node in top]
     errors_at = [(ctx, node) for layer, ctx, node in errors if layer == deepest]
     if errors_at:
-        rows += attribution.error_scores[deepest][[ctx for ctx, _ in errors_at]].tolist()
+        raw = torch.cat([raw, attribution.error_scores[deepest][[ctx for ctx, _ in errors_at]]])
         sources += [node["node_id"] for _, node in errors_at]
+    # A weight is drawn when it is non-zero before rounding (a tiny effect still links).
+    present, rows = (raw != 0).tolist(), _rounded(raw)
     links = [
-        {"source": source, "target": target_ids[j], "weight": round(weight, 6)}
-        for source, row in zip(sources, rows, strict=True)
+        {"source": source, "target": target_ids[j], "weight": weight}
+        for source, row, keep in zip(sources, rows, present, strict=True)
         for j, weight in enumerate(row)
-        if weight != 0.0
+        if keep[j]
     ]
     ids = {i: node["node_id"] for i, node in features}
     for src, dst, weight in attribution.feature_edges:

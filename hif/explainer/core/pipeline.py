@@ -54,6 +54,7 @@ class SAEPipeline:
         labels: dict[int, dict[str, Any]],
     ) -> None:
         self.featureset, self.subject, self.saes, self.labels = info, subject, saes, labels
+        self._token_text: dict[int, str] = {}
 
     # --- plan ----------------------------------------------------------------------------------
 
@@ -210,7 +211,13 @@ class SAEPipeline:
 
     def _token_strings(self, decoding: Decoding) -> list[str]:
         # Decoded text per token (as circuit-tracer writes prompt_tokens), not the vocabulary's spelling.
-        return [self.subject.tokenizer.decode([t]) for t in decoding.tokens]
+        # Each id is decoded alone, so its text never changes: the cache (at most the vocabulary)
+        # spares the tokenizer's per-call overhead on every graph.
+        cache = self._token_text
+        for t in decoding.tokens:
+            if t not in cache:
+                cache[t] = self.subject.tokenizer.decode([t])
+        return [cache[t] for t in decoding.tokens]
 
 
 def _gathered(sae: TopKSAE, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
