@@ -48,6 +48,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
+from hif.errors import HarnessError
+
 CHAT_SCHEMA: Final = "hif.chat.v2"  # v2 adds the streamed-chat fields and error class stream_error
 EXPLANATION_SCHEMA: Final = "hif.explanation.v2"  # v2 adds the state rate_limited
 # v2 adds explanations.rate_limited_rate; v3: slo.pass null when not gated, slo.reference, null
@@ -511,6 +513,26 @@ class CapacityData(TypedDict):
 # --- reading older versions -------------------------------------------------------------------
 
 _V1_KEYS = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "max": "max_ms"}
+
+
+def first_document(
+    dirs: typing.Sequence[Path], filename: str, schemas: typing.Collection[str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The first ``dirs/filename`` that exists, read and checked to carry one of ``schemas``; None
+    when no dir holds one. Unreadable JSON or another schema is a :class:`HarnessError`."""
+    for d in dirs:
+        path = d / filename
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"{path} is not readable JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("schema") not in schemas:
+            version = data.get("schema") if isinstance(data, dict) else None
+            raise HarnessError(f"{path}: schema {version!r} is not one of {tuple(schemas)}")
+        return path, data
+    return None
 
 
 def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:

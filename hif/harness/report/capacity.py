@@ -8,12 +8,10 @@ rate, each step marked pass or fail, failing steps grouped by the SLO that broke
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hif.errors import HarnessError
 from hif.harness import records
 from hif.harness.capacity import markdown as capacity_md
 
@@ -25,19 +23,8 @@ FRONTIER_COLORS = ("#1565c0", "#00838f", "#283593", "#558b2f")
 
 def section(dirs: Sequence[Path]) -> dict[str, Any] | None:
     """``{"source", "data"}`` from the first dir holding capacity.json; None when none does."""
-    for d in dirs:
-        path = d / records.CAPACITY_JSON_FILE
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise HarnessError(f"{path} is not readable JSON: {exc}") from exc
-        if not isinstance(data, dict) or data.get("schema") not in records.CAPACITY_SCHEMAS:
-            version = data.get("schema") if isinstance(data, dict) else None
-            raise HarnessError(f"{path}: schema {version!r} is not one of {records.CAPACITY_SCHEMAS}")
-        return {"source": str(path), "data": data}
-    return None
+    found = records.first_document(dirs, records.CAPACITY_JSON_FILE, records.CAPACITY_SCHEMAS)
+    return None if found is None else {"source": str(found[0]), "data": found[1]}
 
 
 def markdown_lines(report: Mapping[str, Any], charts: Mapping[str, str]) -> list[str]:

@@ -6,31 +6,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hif.errors import HarnessError
 from hif.harness import records
 from hif.harness.compare import markdown as compare_md
 
 
 def section(dirs: Sequence[Path]) -> dict[str, Any] | None:
     """``{"source", "data"}`` from the first dir holding compare.json; None when none does."""
-    for d in dirs:
-        path = d / records.COMPARE_JSON_FILE
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise HarnessError(f"{path} is not readable JSON: {exc}") from exc
-        if not isinstance(data, dict) or data.get("schema") != records.COMPARE_SCHEMA:
-            version = data.get("schema") if isinstance(data, dict) else None
-            raise HarnessError(f"{path}: schema {version!r} is not {records.COMPARE_SCHEMA}")
-        return {"source": str(path), "data": data}
-    return None
+    found = records.first_document(dirs, records.COMPARE_JSON_FILE, (records.COMPARE_SCHEMA,))
+    return None if found is None else {"source": str(found[0]), "data": found[1]}
 
 
 def markdown_lines(report: Mapping[str, Any]) -> list[str]:

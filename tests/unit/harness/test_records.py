@@ -198,3 +198,21 @@ def test_hif_report_reads_a_folder_written_before_the_change(
     assert json.loads((d / records.REPORT_JSON_FILE).read_text())["schema"] == "hif.report.v4"
     for name in (records.REPORT_JSON_FILE, records.CHAT_FILE, records.EXPLANATION_FILE):
         validate_file(d / name)
+
+
+def test_first_document_reads_the_first_dir_holding_a_known_schema(tmp_path: Path) -> None:
+    from hif.errors import HarnessError
+
+    empty, bad, other, good = (tmp_path / n for n in ("empty", "bad", "other", "good"))
+    for d in (empty, bad, other, good):
+        d.mkdir()
+    (bad / "capacity.json").write_text("{not json")
+    (other / "capacity.json").write_text('{"schema": "hif.capacity.v0"}')
+    (good / "capacity.json").write_text(json.dumps({"schema": records.CAPACITY_SCHEMA, "steps": []}))
+    assert records.first_document([empty], "capacity.json", records.CAPACITY_SCHEMAS) is None
+    found = records.first_document([empty, good, bad], "capacity.json", records.CAPACITY_SCHEMAS)
+    assert found == (good / "capacity.json", {"schema": records.CAPACITY_SCHEMA, "steps": []})
+    with pytest.raises(HarnessError, match="not readable JSON"):
+        records.first_document([bad, good], "capacity.json", records.CAPACITY_SCHEMAS)
+    with pytest.raises(HarnessError, match=r"'hif\.capacity\.v0' is not one of"):
+        records.first_document([other], "capacity.json", records.CAPACITY_SCHEMAS)

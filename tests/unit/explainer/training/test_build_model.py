@@ -112,3 +112,20 @@ def test_relabel_keeps_the_weights_and_rescores_the_labels(tiny_lm: TinyLM, tmp_
     assert metrics["labels_corpus_sha256"] and metrics["train_tokens"] > 0  # the training record stays
     labels = json.loads((tmp_path / "a" / "labels.json").read_text())
     assert len(labels) == 32 and any(e.get("candidate") for e in labels.values())
+
+
+def test_a_layer_trains_the_same_in_a_one_or_two_layer_featureset(tiny_lm: TinyLM, tmp_path: Path) -> None:
+    """Each hook layer's SAE is seeded and fed on its own, so the two-layer featureset's upper SAE is
+    byte for byte the one-layer featureset's (how the shipped two-layer build reuses layer 4)."""
+    import dataclasses
+
+    from hif.explainer.training.train import TrainConfig, build_featureset, model_featureset
+
+    corpus = _corpus(tmp_path)
+    one = model_featureset(tiny_lm.root / "model", layer=1, latents=32, k=4, out=tmp_path / "one")
+    two = dataclasses.replace(one, name="two-layers", layers=(0, 1), sae_path=tmp_path / "two")
+    config = TrainConfig(epochs=2, max_heldout_tokens=300)
+    build_featureset(one, config=config, user_corpus=corpus)
+    build_featureset(two, config=config, user_corpus=corpus)
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two" / "layer_1")
+    assert _digest(tmp_path / "two" / "layer_0") != _digest(tmp_path / "one")
