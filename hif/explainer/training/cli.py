@@ -3,7 +3,7 @@
     hif featureset list
     hif featureset build [NAME] [--out DIR] [--epochs N] [--train-tokens N] [--seed N] [--cache FILE]
                          [--corpus PATH] [--model DIR --out DIR [--layer L] [--latents N] [--k K]]
-    hif featureset eval [NAME] [--heldout-tokens N] [--json]
+    hif featureset eval [NAME] [--heldout-tokens N] [--turns N] [--json]
 
 ``eval`` exits 1 when a goal is missed; any HifError is one ``hif: <message>`` line and exit 2.
 """
@@ -107,7 +107,7 @@ def _eval(registry: Registry, name: str | None, settings: EvalSettings) -> int:
 
     info = registry.resolve(name)
     pipeline = load_pipeline(info, device="cpu")
-    result = evaluate(pipeline, heldout_tokens=settings.heldout_tokens)
+    result = evaluate(pipeline, heldout_tokens=settings.heldout_tokens, turns=settings.turns)
     if settings.json:
         print(json.dumps({"featureset": info.name, **result.as_dict()}, indent=2))
     else:

@@ -119,17 +119,16 @@ def _labels_summary(pipeline: SAEPipeline) -> dict[str, Any]:
 def _turns(
     pipeline: SAEPipeline, turns: list[tuple[str, str]], rng: random.Random
 ) -> list[faithfulness.TurnEffects]:
-    return [
-        faithfulness.turn_effects(pipeline, p, c, rng, scored=i < faithfulness.SCORED_TURNS)
-        for i, (p, c) in enumerate(turns)
-    ]
+    return [faithfulness.turn_effects(pipeline, p, c, rng) for p, c in turns]
 
 
-def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[str, dict[str, float | None]]:
+def _faithfulness(
+    pipeline: SAEPipeline, heldout: dict[str, list[str]], per_domain: int
+) -> dict[str, dict[str, float | None]]:
     rng = random.Random(faithfulness.SEED)
     rows: dict[str, list[faithfulness.TurnEffects]] = {}
     for domain, docs in heldout.items():
-        turns = faithfulness.turns_from_documents(docs)
+        turns = faithfulness.turns_from_documents(docs, per_domain)
         rows[domain] = _turns(pipeline, turns, rng)
     rows[CHAT] = _turns(pipeline, list(CHAT_TURNS), rng)
     table = {domain: faithfulness.summarise(turns) for domain, turns in rows.items()}
@@ -137,8 +136,11 @@ def _faithfulness(pipeline: SAEPipeline, heldout: dict[str, list[str]]) -> dict[
     return table
 
 
-def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 10_000) -> EvalResult:
-    """Per-domain FVU (``heldout_tokens`` per domain), dead latents, label scores and faithfulness.
+def evaluate(
+    pipeline: SAEPipeline, *, heldout_tokens: int = 10_000, turns: int = faithfulness.TURNS_PER_DOMAIN
+) -> EvalResult:
+    """Per-domain FVU (``heldout_tokens`` per domain), dead latents, label scores and faithfulness
+    (``turns`` per held-out domain, and the fixed chat turns).
 
     FVU and dead latents are measured on the deepest hook layer's SAE (the one linked to targets).
     """
@@ -157,7 +159,7 @@ def evaluate(pipeline: SAEPipeline, *, heldout_tokens: int = 10_000) -> EvalResu
         mean_l0=pooled["mean_l0"],
         heldout_tokens_by_domain={d: len(a.x) for d, a in acts.items()},
         labels=_labels_summary(pipeline),
-        faithfulness=_faithfulness(pipeline, heldout),
+        faithfulness=_faithfulness(pipeline, heldout, turns),
     )
 
 

@@ -46,7 +46,6 @@ ABLATE_N = 5
 RANDOM_DRAWS = 8
 SEED = 1234
 TURNS_PER_DOMAIN = 20
-SCORED_TURNS = TURNS_PER_DOMAIN  # every turn; tests pass scored=False to skip the slow edges
 CHOICES = ("top5_attributed", "top5_attributed_abs", "random5_active", "top5_activation", "random5_graph")
 
 Node = tuple[int, int, int]  # (layer, segment index, latent)

@@ -30,3 +30,7 @@ def test_eval_defaults_and_bad_values() -> None:
     assert settings.json and settings.heldout_tokens == 10_000 and settings.store  # per held-out domain
     with pytest.raises(ConfigError, match="heldout_tokens"):
         build(EvalSettings, cli=parser().parse_args(["eval", "--heldout-tokens", "0"]), env={})
+    assert settings.turns == 20
+    assert build(EvalSettings, cli=parser().parse_args(["eval", "--turns", "6"]), env={}).turns == 6
+    with pytest.raises(ConfigError, match="turns"):
+        build(EvalSettings, cli=parser().parse_args(["eval"]), env={"HIF_FEATURESET_TURNS": "0"})
