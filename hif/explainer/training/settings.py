@@ -81,9 +81,7 @@ class EvalSettings:
     heldout_tokens: int = option(
         10_000, help="held-out tokens per domain to measure on", env=f"{ENV}HELDOUT_TOKENS"
     )
-    turns: int = option(
-        20, help="faithfulness turns cut from each held-out domain's text", env=f"{ENV}TURNS"
-    )
+    turns: int = option(20, help="faithfulness turns cut from each held-out domain's text", env=f"{ENV}TURNS")
     json: bool = option(False, help="print the result as JSON", env=f"{ENV}JSON")
     store: bool = option(True, help="store the result under `eval` in metrics.json", env=f"{ENV}STORE")
 
