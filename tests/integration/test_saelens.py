@@ -55,10 +55,13 @@ def test_shipped_saes_load_in_saelens_and_encode_identically(tmp_path: Path) -> 
     assert folders
     for folder in folders:
         ours = TopKSAE.load(folder)
-        # Inputs near the data: decoder rows mixed with noise, so many latents compete for the top k.
+        # Inputs near the data: the decoder bias (the SAE's centre) plus decoder rows mixed with
+        # noise, so many latents compete for the top k whatever the layer's scale.
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 8, generator=gen) @ ours.W_dec[:8].float() + 0.1 * torch.randn(
-            64, ours.d_in, generator=gen
+        x = (
+            ours.b_dec.float()
+            + torch.randn(64, 8, generator=gen) @ ours.W_dec[:8].float()
+            + 0.1 * torch.randn(64, ours.d_in, generator=gen)
         )
         torch.save(x, tmp_path / "x.pt")
         subprocess.run(
