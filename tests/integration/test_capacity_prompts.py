@@ -4,17 +4,13 @@ by both in capacity.json, capacity.md, the SVG and the report's chart."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 from hif.harness import records
-from hif.harness.capacity.run import run_capacity
-from hif.harness.capacity.settings import CapacitySettings
-from hif.harness.client import new_event_loop
 from hif.harness.report.capacity import chart_spec
-from hif.harness.target import TargetScript, TargetServer
+from hif.harness.target import TargetScript
+from tests._capacity import search_target
 from tests.schemas import validate_file
 
 
@@ -22,25 +18,12 @@ def test_a_search_per_attach_rate_and_prompt_length(tmp_path: Path) -> None:
     # 100 req/s for 2 s: the judged HDR interval (the second one-second bucket) holds ~100 chats,
     # enough for the p95 with min_tail_samples=1 (20), so each search is one passing step (or a
     # few, when a busy machine leaves a step short of samples and it is extended)
-    async def go() -> dict[str, Any]:
-        server = TargetServer(TargetScript(delay_ms=2.0, explain_ms=20.0))
-        await server.start()
-        try:
-            settings = CapacitySettings(
-                base_url=server.url, slo=("chat_p95_ms=500",), attach_rates="0,0.5", prompt_tokens="8,64",
-                rate_min=100.0, rate_max=100.0, warmup_seconds=0.2, step_seconds=1.8, drain_seconds=0.3,
-                min_tail_samples=1, idle_timeout_seconds=1.0, metrics_url_gateway="off",
-                metrics_url_explainer="off", results_dir=tmp_path, arrival="constant",
-            )  # fmt: skip
-            return await run_capacity(settings)
-        finally:
-            await server.close()
-
-    loop = new_event_loop()
-    try:
-        data = loop.run_until_complete(asyncio.wait_for(go(), 90))
-    finally:
-        loop.close()
+    data = search_target(
+        TargetScript(delay_ms=2.0, explain_ms=20.0), tmp_path, timeout_s=90,
+        slo=("chat_p95_ms=500",), attach_rates="0,0.5", prompt_tokens="8,64", rate_min=100.0,
+        rate_max=100.0, warmup_seconds=0.2, step_seconds=1.8, drain_seconds=0.3, min_tail_samples=1,
+        arrival="constant",
+    )  # fmt: skip
     assert data["schema"] == records.CAPACITY_SCHEMA == "hif.capacity.v2"
     assert data["exit_code"] == 0, [(st["verdict"], st["gates"], st["reasons"]) for st in data["steps"]]
     validate_file(tmp_path / records.CAPACITY_JSON_FILE)

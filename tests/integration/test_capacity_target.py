@@ -4,17 +4,14 @@ and with fixed ones (the knee at slots / service time). The search's frontier la
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hif.harness.capacity.run import run_capacity
-from hif.harness.capacity.settings import CapacitySettings
-from hif.harness.client import new_event_loop
-from hif.harness.target import TargetScript, TargetServer
+from hif.harness.target import TargetScript
+from tests._capacity import search_target
 from tests.schemas import validate_file
 
 
@@ -44,38 +41,14 @@ def erlang_frontier(c: int, mean_s: float, p95_s: float) -> float:
 
 
 def search(script: TargetScript, tmp_path: Path, **kw: Any) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        server = TargetServer(script)
-        await server.start()
-        try:
-            settings = CapacitySettings(
-                base_url=server.url,
-                attach_rates="0",
-                # Just above the Erlang frontier (utilisation 0.85-0.95) an M/M/4 queue takes
-                # 1-8 s to approach its steady state: a shorter step measures a queue still
-                # filling up and passes a rate that cannot hold.
-                warmup_seconds=2.0,
-                step_seconds=6.0,
-                drain_seconds=0.0,
-                concurrency=128,
-                idle_timeout_seconds=1.0,
-                metrics_url_gateway="off",
-                metrics_url_explainer="off",
-                results_dir=tmp_path,
-                min_tail_samples=10,
-                resolution=0.05,
-                max_steps=9,
-                **kw,
-            )
-            return await run_capacity(settings)
-        finally:
-            await server.close()
-
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(asyncio.wait_for(go(), 180))
-    finally:
-        loop.close()
+    return search_target(
+        script, tmp_path, timeout_s=180, attach_rates="0", concurrency=128, min_tail_samples=10,
+        resolution=0.05, max_steps=9,
+        # Just above the Erlang frontier (utilisation 0.85-0.95) an M/M/4 queue takes
+        # 1-8 s to approach its steady state: a shorter step measures a queue still
+        # filling up and passes a rate that cannot hold.
+        warmup_seconds=2.0, step_seconds=6.0, drain_seconds=0.0, **kw,
+    )  # fmt: skip
 
 
 def test_erlang_c_known_answer(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,13 +11,13 @@ from hif.errors import ConfigError
 from hif.harness.capacity.cli import main
 from hif.harness.capacity.gates import Gate, parse_gates
 from hif.harness.capacity.judge import Window, judge
-from hif.harness.capacity.run import run_capacity
 from hif.harness.capacity.search import search
 from hif.harness.capacity.settings import CapacitySettings
 from hif.harness.client import new_event_loop
 from hif.harness.records import HISTOGRAM_LOG_FILE
 from hif.harness.stats import Interval, LatencyHistogram, write_intervals
-from hif.harness.target import TargetScript, TargetServer
+from hif.harness.target import TargetScript
+from tests._capacity import search_target
 from tests.schemas import validate_file
 
 T0 = 1_700_000_000.0
@@ -148,35 +148,19 @@ def test_search_bounds() -> None:
     assert unsure.rate_rps is not None and unsure.rate_rps < 30
 
 
-def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
-    async def go() -> dict[str, object]:
-        server = TargetServer(TargetScript(delay_ms=40.0))
-        await server.start()
-        try:
-            settings = CapacitySettings(
-                base_url=server.url,
-                slo=("chat_p95_ms=10",),
-                attach_rates="0",
-                rate_min=50.0,
-                rate_max=100.0,
-                warmup_seconds=0.2,
-                step_seconds=1.5,
-                drain_seconds=0.0,
-                min_tail_samples=1,
-                idle_timeout_seconds=1.0,
-                metrics_url_gateway="off",
-                metrics_url_explainer="off",
-                results_dir=tmp_path,
-            )
-            return await run_capacity(settings)
-        finally:
-            await server.close()
+# What both searches against the scripted target share: one attach rate, and short steps whose
+# gates need only one value beyond their percentile, so 1.5 s of load is enough to judge a step.
+SHORT_STEPS: dict[str, Any] = {
+    "attach_rates": "0", "warmup_seconds": 0.2, "step_seconds": 1.5, "drain_seconds": 0.0,
+    "min_tail_samples": 1,
+}  # fmt: skip
 
-    loop = new_event_loop()
-    try:
-        data = loop.run_until_complete(asyncio.wait_for(go(), 60))
-    finally:
-        loop.close()
+
+def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
+    data = search_target(
+        TargetScript(delay_ms=40.0), tmp_path, timeout_s=60, slo=("chat_p95_ms=10",), rate_min=50.0,
+        rate_max=100.0, **SHORT_STEPS,
+    )  # fmt: skip
     assert data["exit_code"] == 1 and data["status"] == "lowest_step_failed"
     assert data["frontier"][0]["rate_rps"] is None
     assert data["steps"][0]["first_broken"] == "chat_p95_ms"
@@ -187,31 +171,16 @@ def test_lowest_step_failing_exits_1(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("floor", "code"), [("goodput_rps>=20", 0), ("goodput_rps>=1000", 1)])
 def test_a_goodput_floor_decides_the_search(tmp_path: Path, floor: str, code: int) -> None:
-    async def go() -> dict[str, object]:
-        server = TargetServer(TargetScript(delay_ms=2.0))
-        await server.start()
-        try:
-            settings = CapacitySettings(
-                base_url=server.url, slo=(floor, "chat_p95_ms=500"), attach_rates="0", rate_min=50.0,
-                rate_max=50.0, warmup_seconds=0.2, step_seconds=1.5, drain_seconds=0.0, min_tail_samples=1,
-                idle_timeout_seconds=1.0, metrics_url_gateway="off", metrics_url_explainer="off",
-                results_dir=tmp_path, arrival="constant",
-            )  # fmt: skip
-            return await run_capacity(settings)
-        finally:
-            await server.close()
-
-    loop = new_event_loop()
-    try:
-        data = loop.run_until_complete(asyncio.wait_for(go(), 60))
-    finally:
-        loop.close()
-    step = data["steps"][0]  # type: ignore[index]
+    data = search_target(
+        TargetScript(delay_ms=2.0), tmp_path, timeout_s=60, slo=(floor, "chat_p95_ms=500"), rate_min=50.0,
+        rate_max=50.0, arrival="constant", **SHORT_STEPS,
+    )  # fmt: skip
+    step = data["steps"][0]
     gate = next(g for g in step["gates"] if g["name"] == "goodput_rps")
     assert gate["kind"] == "floor" and gate["value"] == pytest.approx(50.0, rel=0.15)
     assert data["exit_code"] == code
     assert step["first_broken"] == (None if code == 0 else "goodput_rps")
-    assert (data["frontier"][0]["rate_rps"] == 50.0) is (code == 0)  # type: ignore[index]
+    assert (data["frontier"][0]["rate_rps"] == 50.0) is (code == 0)
 
 
 def test_bracketing_climbs_past_inconclusive_steps() -> None:

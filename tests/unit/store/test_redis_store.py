@@ -16,10 +16,10 @@ from hif.errors import ConfigError, StoreError, StoreUnavailableError
 from hif.store._redis_client import parse_url
 from hif.store.base import TraceState
 from hif.store.redis import RedisJobQueue, RedisTraceStore
+from tests._records import make_job, make_record
 from tests.conftest import free_port
 from tests.integration import _services
 from tests.integration._services import RedisServer
-from tests.unit.store._records import make_job, make_record
 
 pytestmark = pytest.mark.redis
 redis_server = _services.redis_server  # fixtures shared with the integration tests

@@ -13,10 +13,10 @@ from hif.store import open_blobs, open_stores
 from hif.store.base import TraceState
 from hif.store.redis import RedisTraceStore
 from hif.store.settings import StoreSettings
+from tests._records import make_record
 from tests.conftest import free_port, wait_until
 from tests.integration import _services
 from tests.integration._services import MotoServer, RedisServer
-from tests.unit.store._records import make_record
 
 redis_server = _services.redis_server
 moto_s3 = _services.moto_s3

@@ -19,7 +19,7 @@ import pytest
 
 from hif.store import open_queue, open_state
 from hif.store.base import BackpressureLevel, BackpressureSignal, TraceState
-from tests.unit.store._records import make_job, make_record
+from tests._records import make_job, make_record
 
 FORK = multiprocessing.get_context("fork")
 

@@ -24,8 +24,9 @@ from hif.explainer.service.handler import (
     Task,
 )
 from hif.metrics import ExplainerMetrics
-from hif.store.base import Job, Lease
+from hif.store.base import Lease
 from hif.store.local import LocalBlobStore
+from tests._records import make_job
 
 
 class Methods:
@@ -49,17 +50,7 @@ class Methods:
 
 def task(method: str = GRADIENT, *, ttl_s: float = 60.0, stop: threading.Event | None = None) -> Task:
     now = time.time()
-    job = Job(
-        trace_id="t1",
-        tenant="a",
-        granularity="sentence",
-        featureset="fs",
-        prompt="p",
-        completion="c",
-        created_at=now,
-        expires_at=now + ttl_s,
-        budget_s=1.5,
-    )
+    job = make_job("t1", tenant="a", created_at=now, ttl_s=ttl_s)
     return Task(
         lease=Lease(job=job, lease_id="l", consumer="w", attempt=1, deadline=now + 30),
         plan=Plan(granularity="sentence", top_k=4, layers=(1,), attribution=method),

@@ -13,8 +13,9 @@ from hif.explainer.service.events import READY
 from hif.explainer.service.supervisor import Supervisor
 from hif.explainer.settings import ExplainerSettings, FeaturesetSettings, SlaSettings
 from hif.store import open_stores
-from hif.store.base import Job, TraceRecord, TraceState
+from hif.store.base import TraceState
 from hif.store.settings import StoreSettings
+from tests._records import make_job, make_record
 
 
 @pytest.fixture
@@ -36,35 +37,21 @@ def add(sup: Supervisor, trace_id: str, *, state: TraceState = TraceState.QUEUED
     now = time.time()
     sup.stores.state.create(
         [
-            TraceRecord(
-                trace_id=trace_id,
+            make_record(
+                trace_id,
                 tenant="a",
                 state=state,
                 granularity_requested="sentence",
-                granularity="sentence",
                 features_requested="f",
                 features_resolved="f",
                 created_at=now,
-                updated_at=now,
                 expires_at=now + ttl_s,
             )
         ]
     )
     if state is TraceState.QUEUED:
         sup.stores.queue.enqueue(
-            [
-                Job(
-                    trace_id=trace_id,
-                    tenant="a",
-                    granularity="sentence",
-                    featureset="f",
-                    prompt="p",
-                    completion="c",
-                    created_at=now,
-                    expires_at=now + ttl_s,
-                    budget_s=1.5,
-                )
-            ]
+            [make_job(trace_id, tenant="a", featureset="f", created_at=now, ttl_s=ttl_s)]
         )
 
 
